@@ -1,0 +1,147 @@
+"""Study config: loading, overrides, validation errors that name the file and key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tuner.config import (
+    NEVER,
+    Choice,
+    Fixed,
+    FloatRange,
+    IntRange,
+    from_dict,
+    identity_differences,
+    load_config,
+    to_dict,
+)
+from tuner.errors import TunerError
+
+STUDIES = Path(__file__).resolve().parents[1] / "studies"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_default_yaml_is_the_built_in_default() -> None:
+    assert load_config(STUDIES / "default.yaml") == load_config(None)
+
+
+@pytest.mark.parametrize("name", ["default", "cifar10", "cifar10-subset"])
+def test_shipped_studies_load(name: str) -> None:
+    config = load_config(STUDIES / f"{name}.yaml")
+    assert config.search.study == name
+
+
+def test_cifar10_subset_reproduces_the_notebooks() -> None:
+    data = load_config(STUDIES / "cifar10-subset.yaml").data
+    assert (data.classes, data.per_class, data.val_source) == (("cat", "dog", "horse"), 500, "test")
+
+
+def test_imagefolder_needs_a_path_and_takes_it_from_set() -> None:
+    with pytest.raises(TunerError, match=r"imagefolder\.yaml.*data\.path"):
+        load_config(STUDIES / "imagefolder.yaml")
+    config = load_config(STUDIES / "imagefolder.yaml", ["data.path=/data/pets"])
+    assert config.data.path == "/data/pets"
+
+
+def test_space_forms(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """
+space:
+  freeze_depth: 3
+  unfreeze_epoch: {choices: [never, 1]}
+  head_lr: {low: 1e-4, high: 1e-2, log: true}
+  batch_size: {low: 16, high: 64, step: 16}
+""",
+    )
+    space = load_config(path).space
+    assert space.freeze_depth == Fixed(3)
+    assert space.unfreeze_epoch == Choice((NEVER, 1))
+    assert space.head_lr == FloatRange(1e-4, 1e-2, log=True)  # 1e-4 is text in YAML 1.1
+    assert space.batch_size == IntRange(16, 64, 16)
+
+
+def test_overrides_parse_yaml_values() -> None:
+    config = load_config(None, ["train.epochs=3", "data.classes=[a, b]", "space.optimizer=adam"])
+    assert config.train.epochs == 3
+    assert config.data.classes == ("a", "b")
+    assert config.space.optimizer == Fixed("adam")
+
+
+def test_study_name_defaults_to_file_stem(tmp_path: Path) -> None:
+    path = tmp_path / "pets-v2.yaml"
+    path.write_text("train: {epochs: 3}\n")
+    assert load_config(path).search.study == "pets-v2"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("data: {colour: red}", "data.colour", "unknown key"),
+        ("training: {epochs: 3}", "training", "unknown section"),
+        ("train: {epochs: three}", "train.epochs", "must be an integer"),
+        ("train: {epochs: 0}", "train.epochs", "must be in 1..1000"),
+        ("data: {source: imagenet}", "data.source", "must be one of"),
+        ("data: {augment: 7}", "data.augment", "must be one of"),
+        ("search: {baselines: maybe}", "search.baselines", "true or false"),
+        ("space: {head_lr: {low: 0.1, high: 0.01}}", "space.head_lr", "greater than high"),
+        ("space: {optimizer: {choices: []}}", "space.optimizer.choices", "non-empty"),
+        ("space: {freeze_depth: 6}", "space.freeze_depth", "0..5"),
+        ("space: {freeze_depth: {low: -1, high: 5}}", "space.freeze_depth.low", "0..5"),
+        ("space: {optimizer: {choices: [sgd, rmsprop]}}", "space.optimizer.choices", "one of"),
+        ("space: {unfreeze_epoch: {choices: [never, 9]}}", "space.unfreeze_epoch", "train.epochs"),
+        ("space: {head_lr: {low: 0.0, high: 0.1, log: true}}", "space.head_lr.low", "1e-09"),
+        ("space: {dropout: 0.1}", "space.dropout", "unknown dimension"),
+        ("space: {optimizer: {low: 1, high: 2}}", "space.optimizer", "not a range"),
+        ("data: {relabel: {a: [cat], b: [cat]}}", "data.relabel", "mapped to both"),
+        ("data: {source: digits, val_source: test}", "data.val_source", "has none: use holdout"),
+        ("search: {study: 'a b'}", "search.study", "letters, digits"),
+    ],
+)
+def test_validation_errors_name_file_and_key(
+    tmp_path: Path, text: str, key: str, problem: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(TunerError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {key}:"), message
+    assert problem in message
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(TunerError, match="not valid YAML at line"):
+        load_config(write(tmp_path, "data:\n  source: [unclosed\n"))
+    with pytest.raises(TunerError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_bad_override() -> None:
+    with pytest.raises(TunerError, match=r"section\.key=value"):
+        load_config(None, ["epochs=3"])
+    with pytest.raises(TunerError, match=r"with --set.*train\.epochs"):
+        load_config(None, ["train.epochs=-2"])
+
+
+def test_round_trip_through_plain_data(tmp_path: Path) -> None:
+    config = load_config(
+        STUDIES / "cifar10-subset.yaml",
+        ["data.relabel={animal: [cat, dog], other: [horse]}", "space.freeze_depth=2"],
+    )
+    assert from_dict(to_dict(config)) == config
+
+
+def test_identity_differences_ignore_budget_and_device() -> None:
+    base = load_config(None)
+    same = load_config(None, ["search.trials=8", "train.device=cpu"])
+    assert identity_differences(base, same) == []
+    other = load_config(None, ["train.epochs=3", "space.optimizer=adam"])
+    found = identity_differences(base, other)
+    assert [line.split(":")[0] for line in found] == ["space.optimizer", "train.epochs"]
