@@ -1,0 +1,289 @@
+"""The fine-tuning run: epochs, the freeze/unfreeze schedule, optimizer groups, evaluation.
+
+Knows nothing of Optuna: after every epoch it hands an EpochMetrics to ``on_epoch``, which
+may ask it to stop (a pruner, a time limit). The data lives on the device as uint8 tensors
+for the whole run; batches are sliced, augmented and normalised there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tuner.augment import augment_batch, normalize
+from tuner.config import AMP_MODES, TrainConfig
+from tuner.data import PreparedData
+from tuner.errors import TunerError
+from tuner.model import (
+    STAGES,
+    head_parameters,
+    set_frozen,
+    set_train_mode,
+    stage_parameters,
+)
+from tuner.space import TrialParams
+
+_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": functools.partial(torch.optim.SGD, momentum=0.9),
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+@dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch did; handed to ``on_epoch`` and kept in the history."""
+
+    epoch: int  # 0-based
+    train_loss: float  # mean over the epoch's steps
+    val_accuracy: float  # 0..1
+    seconds: float  # wall time of training plus evaluation
+    frozen_depth: int  # how many stages were frozen during this epoch
+    head_lr: float  # the head's learning rate this epoch, after the schedule
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of a run; ``best_state`` is a CPU copy of the weights at ``best_epoch``."""
+
+    best_accuracy: float
+    best_epoch: int
+    history: tuple[EpochMetrics, ...]
+    best_state: dict[str, Tensor]
+    stopped_early: bool  # on_epoch asked to stop
+
+
+class NonFiniteLossError(Exception):
+    """The training loss became NaN or infinite: the run diverged and cannot recover.
+
+    On CPU it is raised at the failing step; on CUDA, where checking every step would stall
+    the GPU, at the end of that epoch (``step`` is still the first bad step).
+    """
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(epoch, step)  # args stay (epoch, step) so it survives pickling
+        self.epoch = epoch
+        self.step = step
+
+    def __str__(self) -> str:
+        return (
+            f"training loss is NaN or infinite at epoch {self.epoch}, step {self.step}; "
+            "the learning rate is probably too high"
+        )
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``train.device`` -> a device: "auto" (CUDA if available, else CPU), "cpu", "cuda[:i]"."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise TunerError(f"train.device: unknown device {spec!r}; use auto, cpu, cuda or cuda:<i>")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise TunerError(
+            f"train.device: {spec} requested but torch sees {torch.cuda.device_count()} CUDA "
+            "device(s) here; use auto, cpu or an existing cuda:<i>"
+        )
+    return device
+
+
+def lr_factor(schedule: str, epoch: int, epochs: int, step_epochs: int, gamma: float) -> float:
+    """The multiplier on every group's base learning rate during ``epoch`` (0-based).
+
+    none: 1; cosine: 0.5 * (1 + cos(pi * epoch / epochs)), so the first epoch runs at the full
+    rate and the last above zero; step: gamma ** (epoch // step_epochs).
+    """
+    if schedule == "none":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "step":
+        return gamma ** (epoch // step_epochs)
+    raise ValueError(f"unknown lr schedule {schedule!r}")
+
+
+def frozen_depth_at(params: TrialParams, epoch: int) -> int:
+    """How many leading stages are frozen during ``epoch`` (0-based).
+
+    ``freeze_depth`` until ``unfreeze_epoch``; from then on 0 ("all"), or one stage fewer at
+    the start of each epoch ("progressive", deepest frozen stage first): freeze_depth 3 with
+    unfreeze_epoch 2 gives 3, 3, 2, 1, 0, 0, ...
+    """
+    if params.unfreeze_epoch is None or epoch < params.unfreeze_epoch:
+        return params.freeze_depth
+    if params.unfreeze_mode == "all":
+        return 0
+    if params.unfreeze_mode == "progressive":
+        return max(0, params.freeze_depth - (epoch - params.unfreeze_epoch + 1))
+    raise ValueError(f"unknown unfreeze_mode {params.unfreeze_mode!r}")
+
+
+def train(
+    model: nn.Module,
+    data: PreparedData,
+    params: TrialParams,
+    cfg: TrainConfig,
+    *,
+    augment: str,
+    class_weights: Tensor | None,
+    device: torch.device,
+    seed: int,
+    on_epoch: Callable[[EpochMetrics], bool],
+) -> TrainResult:
+    """Fine-tune ``model`` (moved to ``device``) for ``cfg.epochs`` epochs; keep the best epoch.
+
+    The optimizer has a head group plus one group per trainable backbone stage (tagged
+    ``group["stage"]``; the head's tag is "head"). Stages unfrozen later join it through
+    ``add_param_group``, so the head's momentum/Adam state carries on. Same seed, same device:
+    same run (bitwise on CPU). Raises NonFiniteLossError when the loss diverges.
+    """
+    torch.manual_seed(seed)
+    model.to(device)
+    train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
+    val_x, val_y = data.val_images.to(device), data.val_labels.to(device)
+    n = len(train_x)
+    if n < 2:
+        raise TunerError(
+            f"data: the training split has {n} image(s) and training needs at least 2; "
+            "raise data.per_class or lower data.val_fraction"
+        )
+    on_cuda = device.type == "cuda"
+    autocast = _autocast(device, cfg.amp)
+    weight = None if class_weights is None else class_weights.to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    augment_generator = torch.Generator(device=device).manual_seed(seed)
+
+    depth = params.freeze_depth
+    set_frozen(model, depth)
+    optimizer = _make_optimizer(model, params, depth)
+
+    history: list[EpochMetrics] = []
+    best_accuracy, best_epoch, best_state = -1.0, -1, {}
+    stopped_early = False
+    for epoch in range(cfg.epochs):
+        started = time.perf_counter()
+
+        # unfreeze on schedule: new stages join the optimizer, the existing groups keep their state
+        new_depth = frozen_depth_at(params, epoch)
+        if new_depth < depth:
+            set_frozen(model, new_depth)
+            for index in reversed(range(new_depth, depth)):
+                optimizer.add_param_group(_stage_group(model, index, params))
+            depth = new_depth
+        set_train_mode(model, depth)
+        factor = lr_factor(
+            cfg.lr_schedule, epoch, cfg.epochs, cfg.lr_step_epochs, cfg.lr_step_gamma
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+        # one pass over the shuffled training split
+        order = torch.randperm(n, generator=_epoch_generator(seed, epoch)).to(device)
+        step_losses: list[Tensor] = []
+        # stop before a final batch of one image: BatchNorm cannot train on it
+        for start in range(0, n - 1, params.batch_size):
+            batch = order[start : start + params.batch_size]
+            x = augment_batch(train_x[batch], augment, augment_generator)
+            with autocast:
+                loss = loss_fn(model(x), train_y[batch])
+            if not on_cuda and not torch.isfinite(loss):  # free on CPU; CUDA checks per epoch
+                raise NonFiniteLossError(epoch, len(step_losses))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            step_losses.append(loss.detach())
+        losses = torch.stack(step_losses).float()
+        bad_steps = torch.nonzero(~torch.isfinite(losses))
+        if len(bad_steps):
+            raise NonFiniteLossError(epoch, int(bad_steps[0]))
+
+        # evaluate, keep the best weights, let the caller decide whether to go on
+        accuracy, _ = evaluate(model, val_x, val_y, device, cfg.eval_batch_size)
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=losses.mean().item(),
+            val_accuracy=accuracy,
+            seconds=time.perf_counter() - started,
+            frozen_depth=depth,
+            head_lr=optimizer.param_groups[0]["lr"],
+        )
+        history.append(metrics)
+        if accuracy > best_accuracy:
+            best_accuracy, best_epoch = accuracy, epoch
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if on_epoch(metrics):
+            stopped_early = True
+            break
+    return TrainResult(best_accuracy, best_epoch, tuple(history), best_state, stopped_early)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, images_uint8: Tensor, labels: Tensor, device: torch.device, batch_size: int
+) -> tuple[float, Tensor]:
+    """Accuracy (0..1) and the predicted labels (CPU) of ``model`` in eval mode, in float32.
+
+    Images are uint8 on any device; each batch is moved to ``device`` and normalised there.
+    """
+    if len(labels) == 0:
+        raise ValueError("cannot evaluate on zero images")
+    model.eval()
+    predictions = torch.cat(
+        [
+            model(normalize(images_uint8[start : start + batch_size].to(device))).argmax(dim=1)
+            for start in range(0, len(images_uint8), batch_size)
+        ]
+    ).cpu()
+    accuracy = (predictions == labels.cpu()).float().mean().item()
+    return accuracy, predictions
+
+
+def _autocast(device: torch.device, amp: str) -> torch.autocast:
+    """bfloat16 autocast on CUDA unless amp is off (bf16 needs no loss scaling); none on CPU."""
+    if amp not in AMP_MODES:
+        raise TunerError(f"train.amp: unknown value {amp!r}; use one of {', '.join(AMP_MODES)}")
+    enabled = device.type == "cuda" and amp != "off"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator for this epoch's shuffle, so the order is the same on every device."""
+    mixed = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(mixed))
+
+
+def _make_optimizer(
+    model: nn.Module, params: TrialParams, frozen_depth: int
+) -> torch.optim.Optimizer:
+    """The head group, then one group per trainable stage, deepest first."""
+    if params.optimizer not in _OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {params.optimizer!r}")
+    groups = [_group(head_parameters(model), params.head_lr, "head")]
+    groups += [_stage_group(model, i, params) for i in reversed(range(frozen_depth, len(STAGES)))]
+    return _OPTIMIZERS[params.optimizer](
+        groups, lr=params.head_lr, weight_decay=params.weight_decay
+    )
+
+
+def _stage_group(model: nn.Module, stage_index: int, params: TrialParams) -> dict:
+    stage = STAGES[stage_index]
+    if params.backbone_lr is None:
+        raise ValueError(f"stage {stage} trains but backbone_lr is None")
+    return _group(stage_parameters(model, stage_index), params.backbone_lr, stage)
+
+
+def _group(parameters: list[nn.Parameter], lr: float, stage: str) -> dict:
+    """An optimizer group that remembers its unscheduled lr, since the schedule rewrites ``lr``."""
+    return {"params": parameters, "lr": lr, "base_lr": lr, "stage": stage}
