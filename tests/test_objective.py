@@ -1,0 +1,116 @@
+"""The objective and the worker loop, on real Optuna with a real SQLite file and real torch."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tuner import study as study_mod
+from tuner.config import Fixed, SearchConfig
+from tuner.objective import make_objective
+from tuner.workers import run_worker
+
+
+def files_in(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.is_file()]
+
+
+def test_a_trial_records_curves_and_its_best_epoch(make_context) -> None:
+    pinned, context = make_context()
+    pinned.study.optimize(make_objective(context), n_trials=1)
+    trial = pinned.study.trials[0]
+    attrs = trial.user_attrs
+    assert trial.state == TrialState.COMPLETE
+    assert (
+        len(attrs["val_accuracy"]) == len(attrs["train_loss"]) == len(attrs["epoch_seconds"]) == 2
+    )
+    assert trial.value == max(attrs["val_accuracy"])
+    assert attrs["best_epoch"] == attrs["val_accuracy"].index(trial.value)
+    assert trial.intermediate_values == dict(enumerate(attrs["val_accuracy"]))
+    assert set(attrs["params"]) >= {"freeze_depth", "head_lr", "batch_size"}
+    assert attrs["checkpoint_artifact"]
+
+
+def test_the_pruner_stops_a_trial_after_its_report(make_context) -> None:
+    pinned, context = make_context("train.epochs=3")
+    study = optuna.load_study(
+        study_name=pinned.study.study_name,
+        storage=pinned.study._storage,
+        pruner=optuna.pruners.ThresholdPruner(lower=1.1),  # nothing reaches 110%: prune at once
+    )
+    study.optimize(make_objective(context), n_trials=2)
+    for trial in study.trials:
+        assert trial.state == TrialState.PRUNED
+        assert len(trial.user_attrs["val_accuracy"]) == 1  # stopped after epoch 0, not 3 epochs
+        assert trial.user_attrs["stopped"] == "pruned after epoch 0"
+        assert "checkpoint_artifact" not in trial.user_attrs
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter:UserWarning")
+def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(make_context) -> None:
+    pinned, context = make_context("search.trials=2")
+    # sgd at lr 1e8 diverges at once (Optuna lets an enqueued value leave the range, with a warning).
+    pinned.study.enqueue_trial(
+        {
+            "freeze_depth": 0,
+            "head_lr": 1e8,
+            "backbone_lr": 1e8,
+            "optimizer": "sgd",
+            "weight_decay": 1e-6,
+        }
+    )
+    outcome = run_worker(pinned.study, context, budget=2)
+    first, second = pinned.study.trials[:2]
+    assert first.state == TrialState.PRUNED, first.user_attrs
+    assert first.user_attrs["stopped"].startswith("non-finite loss")
+    assert second.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    assert outcome.finished == 2 and outcome.stopped_reason is None
+
+
+def test_only_the_top_k_trials_keep_checkpoints(make_context, tmp_path: Path) -> None:
+    pinned, context = make_context("search.keep_checkpoints=2", "search.pruner=none")
+    run_worker(pinned.study, context, budget=5)
+    study = pinned.study
+    ranked = study_mod.ranked_trials(study)
+    kept = [
+        t
+        for t in ranked
+        if "checkpoint_artifact" in t.user_attrs and not study_mod.checkpoint_removed(study, t)
+    ]
+    assert len(files_in(tmp_path / "artifacts")) == len(kept) == 2
+    assert [t.number for t in kept] == [t.number for t in ranked[:2]]
+
+
+def test_the_budget_counts_finished_trials_and_a_rerun_only_adds_the_rest(make_context) -> None:
+    pinned, context = make_context()
+    assert run_worker(pinned.study, context, budget=3).finished == 3
+    assert run_worker(pinned.study, context, budget=3).finished == 3
+    assert len(pinned.study.trials) == 3  # nothing ran: the budget was already met
+    assert run_worker(pinned.study, context, budget=4).finished == 4
+
+
+def test_consecutive_failures_stop_the_worker_with_the_reason(make_context) -> None:
+    pinned, context = make_context("search.max_consecutive_failures=2")
+    # An optimizer train() does not know makes every trial fail the same way.
+    space = replace(context.config.space, optimizer=Fixed("rmsprop"))
+    broken = replace(context, config=replace(context.config, space=space))
+    outcome = run_worker(pinned.study, broken, budget=5)
+    assert [t.state for t in pinned.study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert outcome.stopped_reason.startswith("2 trials failed in a row; the last one:")
+    assert "rmsprop" in outcome.stopped_reason
+
+
+@pytest.mark.parametrize("pruner", ["hyperband", "median", "successive_halving", "none"])
+def test_pruner_factory(pruner: str) -> None:
+    made = study_mod.make_pruner(SearchConfig(pruner=pruner), epochs=4)
+    expected = {
+        "hyperband": optuna.pruners.HyperbandPruner,
+        "median": optuna.pruners.MedianPruner,
+        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+        "none": optuna.pruners.NopPruner,
+    }[pruner]
+    assert isinstance(made, expected)
