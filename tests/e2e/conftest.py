@@ -1,0 +1,56 @@
+"""Fixtures for end-to-end runs of the real ``tuner`` command in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_STUDY = """
+data: {source: digits, per_class: 40, image_size: 16, augment: flip}
+model: {arch: resnet18, weights: none}
+train: {epochs: 2, eval_batch_size: 128}
+space:
+  unfreeze_epoch: {choices: [never, 1]}
+  batch_size: {choices: [32, 64]}
+search: {study: tiny, trials: 5, keep_checkpoints: 2}
+"""
+
+
+def run_tuner(
+    cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in its own process, as a user would (``env`` adds variables)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    env.pop("TUNER_STORAGE", None)
+    env.pop("TUNER_ARTIFACTS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "tuner.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_study_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_STUDY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder in which a tiny search has run to completion (shared by a module's tests)."""
+    folder = tmp_path_factory.mktemp("searched")
+    (folder / "tiny.yaml").write_text(TINY_STUDY)
+    result = run_tuner(folder, "search", "tiny.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (folder / "search.out").write_text(result.stdout)
+    (folder / "search.err").write_text(result.stderr)
+    return folder

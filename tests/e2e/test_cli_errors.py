@@ -1,0 +1,63 @@
+"""Bad input gets one clear paragraph, exit status 2 and no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import run_tuner
+
+
+def assert_user_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def assert_no_study_created(folder: Path) -> None:
+    import optuna
+
+    if (folder / "tuner.db").exists():
+        assert optuna.get_all_study_names(f"sqlite:///{folder / 'tuner.db'}") == []
+
+
+def test_unknown_key_names_file_and_key(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("train: {epoch: 3}\n")
+    assert_user_error(
+        run_tuner(tmp_path, "search", "bad.yaml"), "bad.yaml: train.epoch: unknown key"
+    )
+
+
+def test_missing_folder_path(tmp_path: Path) -> None:
+    result = run_tuner(
+        tmp_path, "search", "--set", "data.source=folder", "--set", "data.path=/nonexistent/pets"
+    )
+    assert_user_error(result, "/nonexistent/pets")
+    assert_no_study_created(tmp_path)
+
+
+def test_missing_torchvision_files_say_where(tmp_path: Path) -> None:
+    result = run_tuner(
+        tmp_path, "search", "--set", "data.source=cifar10", "--set", "data.root=nowhere"
+    )
+    assert_user_error(result, "data.root", "nowhere")
+    assert_no_study_created(tmp_path)
+
+
+@pytest.mark.parametrize("command", [["status"], ["export-best"]])
+def test_commands_without_a_storage(tmp_path: Path, command: list[str]) -> None:
+    assert_user_error(run_tuner(tmp_path, *command), "no such database file")
+    assert not (tmp_path / "tuner.db").exists()
+
+
+def test_export_unknown_study(tmp_path: Path, tiny_study_file: Path) -> None:
+    import optuna
+
+    optuna.create_study(study_name="other", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
+    (tmp_path / "tuner-artifacts").mkdir()
+    assert_user_error(
+        run_tuner(tmp_path, "export-best", "--study", "nope"), "'nope' is not in this storage"
+    )
+    assert_user_error(run_tuner(tmp_path, "export-best", "--study", "other"), "not made by tuner")

@@ -1,0 +1,207 @@
+"""`tuner search`, `status` and `export-best` through the real command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.e2e.conftest import run_tuner
+
+pytestmark = pytest.mark.slow
+
+
+def load_tiny(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name="tiny", storage=f"sqlite:///{folder / 'tuner.db'}")
+
+
+def test_search_prints_config_progress_and_summary(searched: Path) -> None:
+    out, err = (searched / "search.out").read_text(), (searched / "search.err").read_text()
+    assert "config (tiny.yaml):" in out and "image_size: 16" in out
+    assert "storage:   sqlite:///tuner.db" in out
+    assert "enqueued 3 classic recipes" in out
+    assert "best" in err and "5/5" in err  # the progress bar (tqdm writes to stderr)
+    assert "study tiny: 5 of 5 trials finished" in out
+    assert "classic recipes vs the best trial:" in out
+    assert "next: tuner export-best --study tiny" in out
+
+
+def test_budget_counts_finished_trials_and_recipes_run_first(searched: Path) -> None:
+    study = load_tiny(searched)
+    states = [t.state for t in study.trials]
+    finished = [
+        s for s in states if s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    ]
+    assert len(finished) == 5
+    recipes = [t.user_attrs.get("recipe") for t in study.trials[:3]]
+    assert recipes == ["feature_extraction", "early_unfreeze", "fine_tune"]
+    fe = study.trials[0].user_attrs["params"]
+    assert (fe["freeze_depth"], fe["unfreeze_epoch"], fe["optimizer"]) == (5, None, "adam")
+
+
+def test_trials_record_curves_and_only_top_k_checkpoints_survive(searched: Path) -> None:
+    study = load_tiny(searched)
+    for trial in study.trials:
+        curves = trial.user_attrs
+        assert (
+            len(curves["val_accuracy"]) == len(curves["train_loss"]) == len(curves["epoch_seconds"])
+        )
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert len(curves["val_accuracy"]) == 2
+            assert trial.value == max(curves["val_accuracy"])
+            assert curves["best_epoch"] == curves["val_accuracy"].index(trial.value)
+    stored = [p for p in (searched / "tuner-artifacts").rglob("*") if p.is_file()]
+    assert 1 <= len(stored) <= 2  # search.keep_checkpoints: 2
+
+
+def test_status_lists_studies_counts_best_and_writes_csv(searched: Path) -> None:
+    result = run_tuner(searched, "status", "--csv", "trials.csv")
+    assert result.returncode == 0, result.stderr
+    assert "tiny" in result.stdout and "best: trial #" in result.stdout
+    import pandas as pd
+
+    table = pd.read_csv(searched / "trials.csv")
+    assert len(table) == 5
+    assert {"trial", "state", "val_acc", "freeze_depth", "head_lr", "recipe"} <= set(table.columns)
+
+
+def test_export_best_round_trip_in_a_new_process(searched: Path) -> None:
+    result = run_tuner(searched, "export-best", "--out", "best")
+    assert result.returncode == 0, result.stderr
+    config = json.loads((searched / "best" / "config.json").read_text())
+    metrics = json.loads((searched / "best" / "metrics.json").read_text())
+    study = load_tiny(searched)
+    ranked = sorted(
+        (t for t in study.trials if t.value is not None and t.state.name == "COMPLETE"),
+        key=lambda t: (-t.value, t.number),
+    )
+    assert config["trial_number"] == ranked[0].number
+    assert config["val_accuracy"] == pytest.approx(ranked[0].value, abs=1e-9)
+    assert len(metrics["confusion_matrix"]["rows_true_cols_predicted"]) == 10
+    assert set(config["versions"]) >= {"torch", "torchvision", "optuna", "tuner"}
+    # A fresh interpreter reloads the export and reproduces the recorded accuracy on the split.
+    script = textwrap.dedent(
+        """
+        import json, sys, torch
+        import tuner
+        from tuner.config import from_dict
+        from tuner.data import prepare_data
+        model, preprocess = tuner.load_model("best")[:2]
+        cfg = json.load(open("best/config.json"))
+        data = prepare_data(from_dict(cfg["study_config"]).data)
+        with torch.no_grad():
+            logits = model(preprocess(list(data.val_images)))
+        print((logits.argmax(1) == data.val_labels).float().mean().item())
+        """
+    )
+    reloaded = subprocess.run(
+        [sys.executable, "-c", script], cwd=searched, capture_output=True, text=True, timeout=300
+    )
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert float(reloaded.stdout.strip()) == pytest.approx(ranked[0].value, abs=1e-9)
+
+
+def test_export_refuses_to_overwrite_without_force(searched: Path) -> None:
+    first = run_tuner(searched, "export-best", "--out", "again")
+    assert first.returncode == 0, first.stderr
+    second = run_tuner(searched, "export-best", "--out", "again")
+    assert second.returncode == 2 and "--force" in second.stderr
+    assert "Traceback" not in second.stderr
+    forced = run_tuner(searched, "export-best", "--out", "again", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.name for p in (searched / "again").iterdir()) == [
+        "config.json",
+        "metrics.json",
+        "model.safetensors",
+    ]
+
+
+def test_rerun_continues_and_a_changed_config_is_refused(searched: Path) -> None:
+    before = len(load_tiny(searched).trials)
+    changed = run_tuner(searched, "search", "tiny.yaml", "--set", "train.epochs=3")
+    assert changed.returncode == 2
+    assert "train.epochs: study has 2, this run has 3" in changed.stderr
+    assert "Traceback" not in changed.stderr
+    assert len(load_tiny(searched).trials) == before  # nothing stored was touched
+    more = run_tuner(searched, "search", "tiny.yaml", "--trials", "6")
+    assert more.returncode == 0, more.stderr
+    assert "continuing it with its stored config" in more.stdout
+    study = load_tiny(searched)
+    finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 6
+    assert sum("recipe" in t.user_attrs for t in study.trials) == 3  # not enqueued again
+
+
+def offline_env(tmp_path: Path) -> dict[str, str]:
+    """An empty torch hub cache and a proxy that refuses: ImageNet weights cannot be had."""
+    env = {"TORCH_HOME": str(tmp_path / "torch-home")}
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        env[var] = "http://127.0.0.1:9"
+    env["NO_PROXY"] = env["no_proxy"] = ""
+    return env
+
+
+def test_weights_from_a_file_are_pinned_and_a_changed_file_is_refused(
+    tmp_path: Path, tiny_study_file: Path
+) -> None:
+    import torch
+    import torchvision
+
+    weights = tmp_path / "my-resnet18.pt"
+    torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), weights)
+    args = (
+        "search",
+        str(tiny_study_file),
+        "--set",
+        f"model.weights={weights}",
+        "--set",
+        "search.baselines=false",
+        "--trials",
+        "1",
+    )
+    first = run_tuner(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    assert f"weights file {weights}" in first.stdout
+    stored = load_tiny(tmp_path).user_attrs["tuner:weights"]
+    assert stored["kind"] == "file" and len(stored["sha256"]) == 64
+    torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), weights)  # new values
+    again = run_tuner(tmp_path, *args[:-1], "2")
+    assert again.returncode == 2
+    assert str(weights) in again.stderr and "Traceback" not in again.stderr
+    assert len(load_tiny(tmp_path).trials) == 1
+
+
+def test_auto_weights_offline_fall_back_loudly(tmp_path: Path, tiny_study_file: Path) -> None:
+    result = run_tuner(
+        tmp_path,
+        "search",
+        str(tiny_study_file),
+        "--set",
+        "model.weights=auto",
+        "--set",
+        "search.baselines=false",
+        "--trials",
+        "1",
+        env=offline_env(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("WARNING: ImageNet weights for resnet18 could not be loaded") == 2
+    assert load_tiny(tmp_path).user_attrs["tuner:weights"]["kind"] == "none"
+
+
+def test_imagenet_weights_offline_is_a_clear_error(tmp_path: Path, tiny_study_file: Path) -> None:
+    result = run_tuner(
+        tmp_path,
+        "search",
+        str(tiny_study_file),
+        "--set",
+        "model.weights=imagenet",
+        env=offline_env(tmp_path),
+    )
+    assert result.returncode == 2
+    assert "resnet18-f37072fd.pth" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,304 @@
+"""A trial's checkpoint -> a self-describing export folder; ``load_model`` to use it.
+
+The export is verified before it is written: the rebuilt model is run on the study's
+validation split and its accuracy is recorded beside the one the trial reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optuna
+import torch
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+from PIL import Image
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from tuner import config as config_mod
+from tuner import study as study_mod
+from tuner.augment import normalize
+from tuner.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    fit_square,
+    load_image_file,
+    pil_to_tensor,
+    prepare_data,
+)
+from tuner.errors import TunerError
+from tuner.model import ResolvedWeights, build_model
+from tuner.train import evaluate
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was exported and how the reloaded model scored."""
+
+    out_dir: Path
+    study_name: str
+    trial_number: int
+    recorded_accuracy: float
+    verified_accuracy: float
+
+
+def export_trial(
+    pinned: study_mod.PinnedStudy,
+    store: optuna.artifacts.FileSystemArtifactStore,
+    out_dir: Path,
+    trial_number: int | None = None,
+    force: bool = False,
+) -> ExportResult:
+    """Write weights, config.json and metrics.json for the best (or a given) trial, atomically."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise TunerError(
+            f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
+        )
+    trial = _pick_trial(pinned.study, trial_number)
+    config = pinned.config
+    state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
+    data = prepare_data(config.data)
+    if data.fingerprint != pinned.fingerprint:
+        raise TunerError(
+            f"study {pinned.study.study_name!r}: the data on this machine differs from the data "
+            "the study was trained on, so the export cannot be verified. Restore the original data."
+        )
+    model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
+    model.load_state_dict(state)
+    accuracy, predictions = evaluate(
+        model, data.val_images, data.val_labels, torch.device("cpu"), config.train.eval_batch_size
+    )
+    files = {
+        WEIGHTS_FILE: lambda path: save_file(state, str(path)),
+        CONFIG_FILE: lambda path: _write_json(
+            path, _config_json(pinned, trial, data.class_names, accuracy)
+        ),
+        METRICS_FILE: lambda path: _write_json(
+            path, _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
+        ),
+    }
+    _write_atomically(out_dir, files)
+    return ExportResult(out_dir, pinned.study.study_name, trial.number, trial.value, accuracy)
+
+
+def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    if number is None:
+        ranked = study_mod.ranked_trials(study)
+        if not ranked:
+            raise TunerError(
+                f"study {study.study_name!r} has no completed trial yet. Run `tuner search` first."
+            )
+        return ranked[0]
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise TunerError(
+            f"study {study.study_name!r} has no trial #{number} (0..{len(trials) - 1})."
+        )
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise TunerError(
+            f"trial #{number} is {trial.state.name.lower()}: "
+            "only complete trials have a checkpoint."
+        )
+    return trial
+
+
+def _read_checkpoint(
+    study: optuna.Study,
+    store: optuna.artifacts.FileSystemArtifactStore,
+    trial: FrozenTrial,
+    keep: int,
+) -> dict[str, torch.Tensor]:
+    artifact_id = trial.user_attrs.get(study_mod.CHECKPOINT_ATTR)
+    if artifact_id is None or study_mod.checkpoint_removed(study, trial):
+        raise TunerError(
+            f"trial #{trial.number} has no checkpoint any more: only the top {keep} complete "
+            "trials keep theirs (search.keep_checkpoints). Export one of those instead."
+        )
+    try:
+        with store.open_reader(artifact_id) as reader:
+            return load_safetensors(reader.read())
+    except ArtifactNotFound:
+        raise TunerError(
+            f"trial #{trial.number}'s checkpoint {artifact_id} is not in the artifact store. "
+            "Point --artifacts / TUNER_ARTIFACTS at the folder the search wrote to."
+        ) from None
+    except OSError as exc:
+        raise TunerError(f"cannot read the artifact store: {exc}.") from None
+
+
+def _config_json(
+    pinned: study_mod.PinnedStudy, trial: FrozenTrial, class_names: tuple[str, ...], acc: float
+) -> dict[str, Any]:
+    config = pinned.config
+    return {
+        "format_version": FORMAT_VERSION,
+        "arch": config.model.arch,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_size": config.data.image_size,
+        "preprocessing": "RGB uint8, shorter side resized to image_size (bilinear, antialias), "
+        "center crop, scaled to 0..1, normalised with mean/std",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "params": trial.user_attrs.get("params", trial.params),
+        "study_name": pinned.study.study_name,
+        "trial_number": trial.number,
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "val_accuracy": acc,
+        "recorded_val_accuracy": trial.value,
+        "resolved_weights": pinned.weights.to_dict(),
+        "study_config": config_mod.to_dict(config),
+        "versions": _versions(),
+    }
+
+
+def _metrics_json(
+    trial: FrozenTrial,
+    class_names: tuple[str, ...],
+    labels: torch.Tensor,
+    predictions: torch.Tensor,
+    accuracy: float,
+) -> dict[str, Any]:
+    n = len(class_names)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    per_class = {
+        name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
+        for i, name in enumerate(class_names)
+    }
+    attrs = trial.user_attrs
+    return {
+        "val_accuracy": accuracy,
+        "recorded_val_accuracy": trial.value,
+        "best_epoch": attrs.get("best_epoch"),
+        "epochs": {
+            key: attrs.get(key, [])
+            for key in ("val_accuracy", "train_loss", "epoch_seconds", "frozen_depth")
+        },
+        "per_class_accuracy": per_class,
+        "confusion_matrix": {
+            "rows_true_cols_predicted": confusion.tolist(),
+            "classes": list(class_names),
+        },
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("tuner", "torch", "torchvision", "optuna"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
+    """Write into a temp folder beside ``out_dir``, then swap it in with renames."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, write in files.items():
+            write(tmp / name)
+        config_path = tmp / CONFIG_FILE
+        payload = json.loads(config_path.read_text())
+        payload["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        _write_json(config_path, payload)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def describe(result: ExportResult) -> str:
+    return (
+        f"exported study {result.study_name!r} trial #{result.trial_number} to {result.out_dir}/\n"
+        f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
+        f"reloaded and re-evaluated {result.verified_accuracy:.4f}\n"
+        f"  files: {WEIGHTS_FILE}, {CONFIG_FILE}, {METRICS_FILE}\n"
+        f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')"
+    )
+
+
+# --- loading an export ---------------------------------------------------------------------
+
+Preprocess = Callable[[Any], torch.Tensor]
+
+
+class LoadedModel(NamedTuple):
+    """An exported model ready for inference: ``model, preprocess = load_model(dir)``."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    config: dict[str, Any]
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load an export folder: an eval-mode model plus the preprocessing it was trained with.
+
+    ``preprocess`` takes an image file path, a PIL image, a uint8 tensor [3,H,W] or a
+    list of those, and returns the normalised float batch the model expects.
+    """
+    folder = Path(path)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise TunerError(f"{folder}: not a tuner export (needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
+    config = json.loads(config_path.read_text())
+    if config.get("weights_sha256") != _sha256(weights_path):
+        raise TunerError(f"{weights_path}: the weights do not match the SHA-256 in {CONFIG_FILE}.")
+    model = build_model(config["arch"], config["num_classes"], ResolvedWeights.random_init())
+    model.load_state_dict(load_file(str(weights_path)))
+    model.eval()
+    size = config["image_size"]
+
+    def preprocess(images: Any) -> torch.Tensor:
+        items = images if isinstance(images, (list, tuple)) else [images]
+        return normalize(torch.stack([fit_square(_as_uint8(item), size) for item in items]))
+
+    return LoadedModel(model, preprocess, tuple(config["class_names"]), config)
+
+
+def _as_uint8(item: Any) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, Image.Image):
+        return pil_to_tensor(item)
+    return load_image_file(Path(item))

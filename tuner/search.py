@@ -1,0 +1,122 @@
+"""``tuner search`` end to end: config -> study (created or checked) -> data -> trials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tuner import config as config_mod
+from tuner import study as study_mod
+from tuner.data import PreparedData, prepare_data
+from tuner.errors import TunerError
+from tuner.model import build_model, resolve_weights
+from tuner.objective import SearchContext
+from tuner.progress import SearchProgress
+from tuner.space import recipe_trials
+from tuner.train import resolve_device
+from tuner.workers import WorkerOutcome, run_worker
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchSession:
+    """A study ready to search, with everything its trials share."""
+
+    pinned: study_mod.PinnedStudy
+    context: SearchContext
+    budget: int
+    created: bool
+
+
+def prepare(
+    config_path: Path | None,
+    overrides: list[str],
+    storage_cli: str | None,
+    artifacts_cli: str | None,
+    say: Say,
+) -> SearchSession:
+    """Load and check everything a search needs before the first trial starts.
+
+    Bad input fails here, before the study is created or touched: an existing study is
+    only reused when its stored config, weights and data fingerprint all match.
+    """
+    config = config_mod.load_config(config_path, overrides)
+    url = study_mod.storage_url(storage_cli)
+    artifacts = study_mod.artifacts_path(artifacts_cli)
+    say(f"config ({config_path or 'built-in default study'}):")
+    say(_indent(config_mod.to_yaml(config)))
+    say(f"storage:   {study_mod.redact(url)}")
+    say(f"artifacts: {Path(artifacts).resolve()}")
+
+    storage = study_mod.open_storage(url)
+    existing = None
+    if study_mod.study_exists(storage, config.search.study):
+        existing = study_mod.load_pinned(storage, config.search.study)
+        study_mod.check_same_config(existing, config)
+        weights = existing.weights
+        say(f"study {config.search.study!r} exists: continuing it with its stored config.")
+    else:
+        weights = resolve_weights(config.model.arch, config.model.weights)
+    say(f"weights:   {weights.describe()}")
+    if weights.fallback_warning:
+        say(_banner(weights.fallback_warning))
+
+    data = prepare_data(config.data)
+    say(_describe_data(data))
+    if existing is not None and existing.fingerprint != data.fingerprint:
+        raise TunerError(
+            f"study {config.search.study!r}: the data differs from the data it was created with "
+            "(its fingerprint changed: files, classes or split). Restore the original data, or "
+            "start a new study with --study NAME."
+        )
+    device = resolve_device(config.train.device)
+    build_model(config.model.arch, data.num_classes, weights)  # fails now, not in every trial
+    say(f"device:    {device}, {torch.get_num_threads()} CPU threads")
+
+    pinned = existing or study_mod.create_pinned(storage, config, weights, data.fingerprint)
+    if existing is None and config.search.baselines:
+        runnable, skipped = recipe_trials(config.space)
+        for recipe, params in runnable:
+            pinned.study.enqueue_trial(params, user_attrs={"recipe": recipe.name})
+        for line in skipped:
+            say(f"baseline {line}")
+        say(f"enqueued {len(runnable)} classic recipes as the first trials.")
+    context = SearchContext(config, data, weights, device, study_mod.artifact_store(artifacts))
+    return SearchSession(pinned, context, config.search.trials, existing is None)
+
+
+def run(session: SearchSession) -> WorkerOutcome:
+    """Run this process's worker with a progress bar over the whole study."""
+    progress = SearchProgress(session.pinned.study, session.budget)
+    try:
+        return run_worker(session.pinned.study, session.context, session.budget, (progress,))
+    finally:
+        progress.close()
+
+
+def _describe_data(data: PreparedData) -> str:
+    size = tuple(data.train_images.shape[-2:])
+    text = (
+        f"data:      {len(data.train_labels)} train / {len(data.val_labels)} val images, "
+        f"{data.num_classes} classes ({', '.join(data.class_names[:12])}"
+        f"{', ...' if data.num_classes > 12 else ''}), {size[0]}x{size[1]} px"
+    )
+    if data.skipped_files:
+        text += (
+            f"\n           skipped {len(data.skipped_files)} unreadable image files "
+            "(data.skip_bad_images: true)"
+        )
+    return text
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.rstrip().splitlines())
+
+
+def _banner(text: str) -> str:
+    rule = "!" * 78
+    return f"{rule}\n{text}\n{rule}"
