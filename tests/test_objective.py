@@ -53,7 +53,7 @@ def test_the_pruner_stops_a_trial_after_its_report(make_context) -> None:
 @pytest.mark.filterwarnings("ignore:Fixed parameter:UserWarning")
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(make_context) -> None:
     pinned, context = make_context("search.trials=2")
-    # sgd at lr 1e8 diverges at once (Optuna lets an enqueued value leave the range, with a warning).
+    # sgd at lr 1e8 diverges at once; Optuna lets an enqueued value leave the range (warning).
     pinned.study.enqueue_trial(
         {
             "freeze_depth": 0,
