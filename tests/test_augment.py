@@ -14,7 +14,7 @@ from tuner.augment import (
     normalize,
 )
 from tuner.config import AUGMENTATIONS
-from tuner.data import IMAGENET_MEAN, IMAGENET_STD
+from tuner.images import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)

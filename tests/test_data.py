@@ -20,8 +20,9 @@ import torchvision.datasets.cifar
 from PIL import Image
 
 from tuner.config import DataConfig
-from tuner.data import PreparedData, fit_square, load_image_file, pil_to_tensor, prepare_data
+from tuner.data import PreparedData, prepare_data
 from tuner.errors import TunerError
+from tuner.images import fit_square, load_image_file, pil_to_tensor
 
 CIFAR_NAMES = (
     "airplane",

@@ -42,13 +42,7 @@ PARAMS = TrialParams(
 CFG = TrainConfig(epochs=3, lr_schedule="cosine", device="cpu", eval_batch_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models run as fast on one thread, and OpenMP stalls badly when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _toy_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

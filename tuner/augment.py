@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from tuner.config import AUGMENTATIONS
-from tuner.data import IMAGENET_MEAN, IMAGENET_STD
+from tuner.images import IMAGENET_MEAN, IMAGENET_STD
 
 CROP_SCALE = (0.35, 1.0)
 """Area fraction of the image a random resized crop keeps (torchvision's ``scale``)."""

@@ -6,7 +6,6 @@ validation split and its accuracy is recorded beside the one the trial reported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -30,16 +29,10 @@ from torch import nn
 from tuner import config as config_mod
 from tuner import study as study_mod
 from tuner.augment import normalize
-from tuner.data import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    fit_square,
-    load_image_file,
-    pil_to_tensor,
-    prepare_data,
-)
+from tuner.data import prepare_data
 from tuner.errors import TunerError
-from tuner.model import ResolvedWeights, build_model
+from tuner.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
+from tuner.model import ResolvedWeights, build_model, file_sha256
 from tuner.train import evaluate
 
 FORMAT_VERSION = 1
@@ -225,7 +218,7 @@ def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -
             write(tmp / name)
         config_path = tmp / CONFIG_FILE
         payload = json.loads(config_path.read_text())
-        payload["weights_sha256"] = _sha256(tmp / WEIGHTS_FILE)
+        payload["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
         _write_json(config_path, payload)
         old = None
         if out_dir.exists():
@@ -237,14 +230,6 @@ def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def describe(result: ExportResult) -> str:
@@ -282,7 +267,7 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     if not config_path.is_file() or not weights_path.is_file():
         raise TunerError(f"{folder}: not a tuner export (needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
     config = json.loads(config_path.read_text())
-    if config.get("weights_sha256") != _sha256(weights_path):
+    if config.get("weights_sha256") != file_sha256(weights_path):
         raise TunerError(f"{weights_path}: the weights do not match the SHA-256 in {CONFIG_FILE}.")
     model = build_model(config["arch"], config["num_classes"], ResolvedWeights.random_init())
     model.load_state_dict(load_file(str(weights_path)))

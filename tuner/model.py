@@ -187,7 +187,7 @@ def _hub_path(weights: torchvision.models.WeightsEnum) -> Path:
 def _load_imagenet(arch: str, weights: torchvision.models.WeightsEnum) -> tuple[dict, str]:
     """Load through torchvision's weights API (hub cache, else download); (state dict, sha256)."""
     path = _hub_path(weights)
-    sha = _sha256(path) if path.is_file() else None
+    sha = file_sha256(path) if path.is_file() else None
     if sha not in _loaded:
         try:
             state = weights.get_state_dict(progress=False, weights_only=True)
@@ -197,13 +197,18 @@ def _load_imagenet(arch: str, weights: torchvision.models.WeightsEnum) -> tuple[
                 f"cache ({path}) and could not be downloaded ({exc}); put {path.name} there (from "
                 f"{weights.url}), or set model.weights: none or the path of a state-dict file"
             ) from exc
-        sha = sha or _sha256(path)
+        sha = sha or file_sha256(path)
         _loaded[sha] = state
     return _loaded[sha], sha
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (checkpoints can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _load_file(path: Path) -> tuple[dict[str, Tensor], str]:
