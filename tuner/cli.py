@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 def _search(args: argparse.Namespace) -> None:
     import optuna
 
-    from tuner import reporting, search
+    from tuner import reporting, search, signals
 
     # tuner reports through its progress bar and summary (failed trials' reasons included);
     # Optuna's log lines and per-trial tracebacks would break the bar.
@@ -94,6 +94,7 @@ def _search(args: argparse.Namespace) -> None:
     if args.trials is not None:
         overrides.append(f"search.trials={args.trials}")
     started = time.monotonic()
+    signals.stop_on_signals()
     session = search.prepare(args.config, overrides, args.storage, args.artifacts, print)
     outcome = search.run(session)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))

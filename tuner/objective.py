@@ -17,6 +17,7 @@ from tuner import study as study_mod
 from tuner.config import StudyConfig
 from tuner.data import PreparedData
 from tuner.model import ResolvedWeights, build_model
+from tuner.signals import raise_if_stop_requested
 from tuner.space import sample
 from tuner.train import EpochMetrics, NonFiniteLossError, TrainResult, train
 
@@ -59,6 +60,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     history: list[EpochMetrics] = []
 
     def on_epoch(metrics: EpochMetrics) -> bool:
+        raise_if_stop_requested()
         history.append(metrics)
         _record_curves(trial, history)
         trial.report(metrics.val_accuracy, metrics.epoch)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,13 +81,34 @@ def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStora
             path = url.removeprefix("sqlite:///")
             with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = _create_rdb_storage(url, kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError, ImportError) as exc:
         raise TunerError(
             f"storage {redact(url)}: cannot open it ({type(exc).__name__}: "
             f"{_first_line(exc, url)}). Check --storage / TUNER_STORAGE."
         ) from None
     return storage
+
+
+def _create_rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    """RDBStorage, retried when another process is creating the same fresh schema right now.
+
+    Two processes opening a new database at once race to create Optuna's tables and its
+    alembic version row; the loser gets an IntegrityError, and the tables are there for it
+    a moment later.
+    """
+    attempt = 0
+    while True:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except sqlalchemy.exc.IntegrityError:
+            attempt += 1
+            if attempt >= _SCHEMA_RACE_RETRIES:
+                raise
+            time.sleep(0.2 * attempt)
+
+
+_SCHEMA_RACE_RETRIES = 5
 
 
 def _first_line(exc: Exception, url: str) -> str:

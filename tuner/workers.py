@@ -10,6 +10,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner import study as study_mod
 from tuner.objective import SearchContext, make_objective
+from tuner.signals import raise_if_stop_requested
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -39,6 +40,7 @@ def run_worker(
     state = {"failures": 0, "reason": None}
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        raise_if_stop_requested()
         if trial.state == TrialState.FAIL:
             state["failures"] += 1
             if state["failures"] >= limit:
@@ -55,6 +57,5 @@ def run_worker(
             make_objective(context),
             callbacks=[*callbacks, stop_when_done],
             catch=(Exception,),
-            gc_after_trial=True,
         )
     return WorkerOutcome(study_mod.finished_count(study), budget, state["reason"])

@@ -20,6 +20,11 @@ search: {study: tiny, trials: 5, keep_checkpoints: 2}
 """
 
 
+def tuner_command(*args: str) -> list[str]:
+    """The real CLI, in this interpreter (the venv the tests run in)."""
+    return [sys.executable, "-m", "tuner.cli", *args]
+
+
 def run_tuner(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -28,7 +33,7 @@ def run_tuner(
     env.pop("TUNER_STORAGE", None)
     env.pop("TUNER_ARTIFACTS", None)
     return subprocess.run(
-        [sys.executable, "-m", "tuner.cli", *args],
+        tuner_command(*args),
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -61,3 +61,23 @@ def test_export_unknown_study(tmp_path: Path, tiny_study_file: Path) -> None:
         run_tuner(tmp_path, "export-best", "--study", "nope"), "'nope' is not in this storage"
     )
     assert_user_error(run_tuner(tmp_path, "export-best", "--study", "other"), "not made by tuner")
+
+
+def test_a_failed_download_says_where_to_put_the_files(tmp_path: Path) -> None:
+    refuse = {
+        var: "http://127.0.0.1:9"
+        for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+    }
+    result = run_tuner(
+        tmp_path,
+        "search",
+        "--set",
+        "data.source=mnist",
+        "--set",
+        "data.download=true",
+        "--set",
+        "data.root=mnist-here",
+        env=refuse,
+    )
+    assert_user_error(result, "data.download", "mnist-here")
+    assert_no_study_created(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -205,3 +206,51 @@ def test_imagenet_weights_offline_is_a_clear_error(tmp_path: Path, tiny_study_fi
     )
     assert result.returncode == 2
     assert "resnet18-f37072fd.pth" in result.stderr and "Traceback" not in result.stderr
+
+
+def finished_trials(database: Path) -> int:
+    """Read the count with plain sqlite3: polling must not create the schema the CLI creates."""
+    import sqlite3
+
+    if not database.exists():
+        return 0
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as conn:
+        try:
+            query = "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+            return conn.execute(query).fetchone()[0]
+        except sqlite3.OperationalError:  # tables not created yet
+            return 0
+
+
+def test_ctrl_c_keeps_finished_trials_and_a_rerun_finishes_the_rest(
+    tmp_path: Path, tiny_study_file: Path
+) -> None:
+    import os
+    import signal
+    import time
+
+    from tests.e2e.conftest import tuner_command
+
+    process = subprocess.Popen(
+        tuner_command("search", str(tiny_study_file), "--trials", "8"),
+        cwd=tmp_path,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.5)  # interrupt once the first trial has finished
+        if finished_trials(tmp_path / "tuner.db") > 0:
+            break
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+    states = {t.state.name for t in load_tiny(tmp_path).trials}
+    assert "RUNNING" not in states and "COMPLETE" in states
+    again = run_tuner(tmp_path, "search", str(tiny_study_file), "--trials", "8")
+    assert again.returncode == 0, again.stderr
+    finished = [t for t in load_tiny(tmp_path).trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 8
