@@ -88,14 +88,12 @@ def _search(args: argparse.Namespace) -> None:
     # Optuna's log lines and per-trial tracebacks would break the bar.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-    overrides = list(args.set)
-    if args.study:
-        overrides.append(f"search.study={args.study}")
-    if args.trials is not None:
-        overrides.append(f"search.trials={args.trials}")
+    request = search.SearchRequest(
+        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts
+    )
     started = time.monotonic()
     signals.stop_on_signals()
-    session = search.prepare(args.config, overrides, args.storage, args.artifacts, print)
+    session = search.prepare(request, print)
     outcome = search.run(session)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
 

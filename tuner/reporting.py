@@ -169,6 +169,7 @@ def recipe_comparison(study: optuna.Study) -> str:
         return "classic recipes: not run in this study (search.baselines: false)."
     best = ranked[0]
     lines = ["classic recipes vs the best trial:"]
+    width = max(len(recipe.description) for recipe in RECIPES)
     for recipe in RECIPES:
         trial = by_recipe.get(recipe.name)
         if trial is None:
@@ -178,5 +179,5 @@ def recipe_comparison(study: optuna.Study) -> str:
             outcome = f"{trial.value:.4f}   best is {gap:+.1f} points"
         else:
             outcome = trial.state.name.lower()
-        lines.append(f"  #{trial.number:<4} {recipe.description:<78} {outcome}")
+        lines.append(f"  #{trial.number:<4} {recipe.description:<{width}}  {outcome}")
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,35 +32,57 @@ class SearchSession:
     created: bool
 
 
-def prepare(
-    config_path: Path | None,
-    overrides: list[str],
-    storage_cli: str | None,
-    artifacts_cli: str | None,
-    say: Say,
-) -> SearchSession:
+@dataclass(frozen=True)
+class SearchRequest:
+    """What the user asked for on the command line."""
+
+    config_path: Path | None
+    sets: tuple[str, ...] = ()
+    study: str | None = None
+    trials: int | None = None
+    storage: str | None = None
+    artifacts: str | None = None
+
+    def overrides(self) -> list[str]:
+        extra = [f"search.study={self.study}"] if self.study else []
+        if self.trials is not None:
+            extra.append(f"search.trials={self.trials}")
+        return [*self.sets, *extra]
+
+    def names_only_a_study(self) -> bool:
+        """`tuner search --study NAME [--trials N]`: continue that study as it is stored."""
+        return self.config_path is None and not self.sets and self.study is not None
+
+
+def prepare(request: SearchRequest, say: Say) -> SearchSession:
     """Load and check everything a search needs before the first trial starts.
 
     Bad input fails here, before the study is created or touched: an existing study is
-    only reused when its stored config, weights and data fingerprint all match.
+    only reused when its stored config, weights and data fingerprint all match. Naming
+    only an existing study (no config file, no --set) continues it with its stored config.
     """
-    config = config_mod.load_config(config_path, overrides)
-    url = study_mod.storage_url(storage_cli)
-    artifacts = study_mod.artifacts_path(artifacts_cli)
-    say(f"config ({config_path or 'built-in default study'}):")
-    say(_indent(config_mod.to_yaml(config)))
-    say(f"storage:   {study_mod.redact(url)}")
-    say(f"artifacts: {Path(artifacts).resolve()}")
-
+    config = config_mod.load_config(request.config_path, request.overrides())
+    url = study_mod.storage_url(request.storage)
+    artifacts = study_mod.artifacts_path(request.artifacts)
     storage = study_mod.open_storage(url)
     existing = None
     if study_mod.study_exists(storage, config.search.study):
         existing = study_mod.load_pinned(storage, config.search.study)
+        if request.names_only_a_study():
+            trials = request.trials or existing.config.search.trials
+            config = replace(existing.config, search=replace(existing.config.search, trials=trials))
         study_mod.check_same_config(existing, config)
         weights = existing.weights
-        say(f"study {config.search.study!r} exists: continuing it with its stored config.")
     else:
         weights = resolve_weights(config.model.arch, config.model.weights)
+    source = "stored in the study" if existing else request.config_path or "built-in default"
+    say(f"config ({source}):")
+    say(_indent(config_mod.to_yaml(config)))
+    say(f"storage:   {study_mod.redact(url)}")
+    say(f"artifacts: {Path(artifacts).resolve()}")
+    if existing is not None:
+        done = study_mod.finished_count(existing.study)
+        say(f"study {config.search.study!r} exists with {done} finished trials: continuing it.")
     say(f"weights:   {weights.describe()}")
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))

@@ -131,11 +131,18 @@ def test_rerun_continues_and_a_changed_config_is_refused(searched: Path) -> None
     assert len(load_tiny(searched).trials) == before  # nothing stored was touched
     more = run_tuner(searched, "search", "tiny.yaml", "--trials", "6")
     assert more.returncode == 0, more.stderr
-    assert "continuing it with its stored config" in more.stdout
+    assert "study 'tiny' exists with 5 finished trials: continuing it." in more.stdout
     study = load_tiny(searched)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 6
     assert sum("recipe" in t.user_attrs for t in study.trials) == 3  # not enqueued again
+    # Naming only the study continues it with its stored config, to a larger budget.
+    by_name = run_tuner(searched, "search", "--study", "tiny", "--trials", "7")
+    assert by_name.returncode == 0, by_name.stderr
+    assert "config (stored in the study):" in by_name.stdout
+    assert "epochs: 2" in by_name.stdout
+    finished = [t for t in load_tiny(searched).trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) == 7
 
 
 def offline_env(tmp_path: Path) -> dict[str, str]:
