@@ -9,7 +9,6 @@ can rebuild exactly the same run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -529,10 +528,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
-
-
-def to_json(config: StudyConfig) -> str:
-    return json.dumps(to_dict(config), sort_keys=True)
 
 
 def to_yaml(config: StudyConfig) -> str:

@@ -29,7 +29,6 @@ class SearchSession:
     pinned: study_mod.PinnedStudy
     context: SearchContext
     budget: int
-    created: bool
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
             say(f"baseline {line}")
         say(f"enqueued {len(runnable)} classic recipes as the first trials.")
     context = SearchContext(config, data, weights, device, study_mod.artifact_store(artifacts))
-    return SearchSession(pinned, context, config.search.trials, existing is None)
+    return SearchSession(pinned, context, config.search.trials)
 
 
 def run(session: SearchSession) -> WorkerOutcome:
