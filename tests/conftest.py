@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
+import torchvision.datasets.cifar
 
+from tests.helpers import write_cifar10
 from tuner import study as study_mod
-from tuner.config import load_config
+from tuner.config import DataConfig, load_config
 from tuner.data import PreparedData, prepare_data
 from tuner.model import ResolvedWeights
 from tuner.objective import SearchContext
@@ -60,3 +63,27 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def quiet_optuna() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# --- data fixtures shared by test_images, test_sources and test_data ---------------------
+
+
+@pytest.fixture
+def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small CIFAR-10 in the real format, read by the real torchvision.datasets.CIFAR10.
+
+    torchvision compares every CIFAR file against the md5 of the official release, which
+    no small fixture can match. Like torchvision's own dataset tests (datasets_utils.py
+    patches ``check_integrity`` for its fake data), we replace only that checksum test with
+    an existence test; parsing the pickles, labels and class names stays torchvision's.
+    """
+    write_cifar10(tmp_path)
+    monkeypatch.setattr(
+        torchvision.datasets.cifar, "check_integrity", lambda fpath, md5=None: os.path.isfile(fpath)
+    )
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def digits() -> PreparedData:
+    return prepare_data(DataConfig(source="digits", image_size=16))

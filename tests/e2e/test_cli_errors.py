@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import run_tuner
+from tests.e2e.tuner_cli import run_tuner
 
 
 def assert_user_error(result, *fragments: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.e2e.conftest import run_tuner
+from tests.e2e.tuner_cli import run_tuner
 
 pytestmark = pytest.mark.slow
 
@@ -236,7 +236,7 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_finishes_the_rest(
     import signal
     import time
 
-    from tests.e2e.conftest import tuner_command
+    from tests.e2e.tuner_cli import tuner_command
 
     process = subprocess.Popen(
         tuner_command("search", str(tiny_study_file), "--trials", "8"),
