@@ -8,6 +8,8 @@ import pytest
 
 from tests.e2e.tuner_cli import run_tuner
 
+pytestmark = pytest.mark.slow
+
 
 def assert_user_error(result, *fragments: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
