@@ -82,7 +82,11 @@ def export_trial(
     files = {
         WEIGHTS_FILE: lambda path: save_file(state, str(path)),
         CONFIG_FILE: lambda path: _write_json(
-            path, _config_json(pinned, trial, data.class_names, accuracy)
+            path,
+            {
+                **_config_json(pinned, trial, data.class_names, accuracy),
+                "weights_sha256": file_sha256(path.with_name(WEIGHTS_FILE)),
+            },
         ),
         METRICS_FILE: lambda path: _write_json(
             path, _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
@@ -214,12 +218,8 @@ def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for name, write in files.items():
+        for name, write in files.items():  # in order: a writer may read an earlier file
             write(tmp / name)
-        config_path = tmp / CONFIG_FILE
-        payload = json.loads(config_path.read_text())
-        payload["weights_sha256"] = file_sha256(tmp / WEIGHTS_FILE)
-        _write_json(config_path, payload)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
