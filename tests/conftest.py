@@ -17,6 +17,7 @@ from tuner.config import DataConfig, load_config
 from tuner.data import PreparedData, prepare_data
 from tuner.model import ResolvedWeights
 from tuner.objective import SearchContext
+from tuner.storage import artifact_store, open_storage
 
 TINY = [
     "data.per_class=24",
@@ -41,10 +42,10 @@ def make_context(tmp_path: Path, tiny_data: PreparedData):
 
     def make(*overrides: str) -> tuple[study_mod.PinnedStudy, SearchContext]:
         config = load_config(None, [*TINY, *overrides])
-        storage = study_mod.open_storage(f"sqlite:///{tmp_path / 'unit.db'}")
+        storage = open_storage(f"sqlite:///{tmp_path / 'unit.db'}")
         weights = ResolvedWeights.random_init()
         pinned = study_mod.create_pinned(storage, config, weights, tiny_data.fingerprint)
-        store = study_mod.artifact_store(str(tmp_path / "artifacts"))
+        store = artifact_store(str(tmp_path / "artifacts"))
         context = SearchContext(config, tiny_data, weights, torch.device("cpu"), store)
         return pinned, context
 

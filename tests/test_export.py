@@ -12,13 +12,16 @@ from PIL import Image
 from tuner import study as study_mod
 from tuner.errors import TunerError
 from tuner.export import export_trial, load_model
+from tuner.storage import artifact_store
 from tuner.workers import run_worker
 
 
 @pytest.fixture
 def searched(make_context):
-    pinned, context = make_context("search.keep_checkpoints=1", "search.pruner=none")
-    run_worker(pinned.study, context, budget=3)
+    pinned, context = make_context(
+        "search.keep_checkpoints=1", "search.pruner=none", "search.trials=3"
+    )
+    run_worker(pinned.study, context)
     return pinned, context
 
 
@@ -81,7 +84,7 @@ def test_a_study_without_complete_trials(make_context, tmp_path: Path) -> None:
 
 def test_a_checkpoint_missing_from_the_store(searched, tmp_path: Path) -> None:
     pinned, _ = searched
-    empty = study_mod.artifact_store(str(tmp_path / "elsewhere"))
+    empty = artifact_store(str(tmp_path / "elsewhere"))
     with pytest.raises(TunerError, match="not in the artifact store"):
         export_trial(pinned, empty, tmp_path / "x")
     assert not (tmp_path / "x").exists()

@@ -63,7 +63,7 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(make
             "weight_decay": 1e-6,
         }
     )
-    outcome = run_worker(pinned.study, context, budget=2)
+    outcome = run_worker(pinned.study, context)
     first, second = pinned.study.trials[:2]
     assert first.state == TrialState.PRUNED, first.user_attrs
     assert first.user_attrs["stopped"].startswith("non-finite loss")
@@ -72,8 +72,10 @@ def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(make
 
 
 def test_only_the_top_k_trials_keep_checkpoints(make_context, tmp_path: Path) -> None:
-    pinned, context = make_context("search.keep_checkpoints=2", "search.pruner=none")
-    run_worker(pinned.study, context, budget=5)
+    pinned, context = make_context(
+        "search.keep_checkpoints=2", "search.pruner=none", "search.trials=5"
+    )
+    run_worker(pinned.study, context)
     study = pinned.study
     ranked = study_mod.ranked_trials(study)
     kept = [
@@ -86,21 +88,23 @@ def test_only_the_top_k_trials_keep_checkpoints(make_context, tmp_path: Path) ->
 
 
 def test_the_budget_counts_finished_trials_and_a_rerun_only_adds_the_rest(make_context) -> None:
-    pinned, context = make_context()
-    assert run_worker(pinned.study, context, budget=3).finished == 3
-    assert run_worker(pinned.study, context, budget=3).finished == 3
+    pinned, context = make_context("search.trials=3")
+    assert run_worker(pinned.study, context).finished == 3
+    assert run_worker(pinned.study, context).finished == 3
     assert len(pinned.study.trials) == 3  # nothing ran: the budget was already met
-    assert run_worker(pinned.study, context, budget=4).finished == 4
+    study_mod.set_budget(pinned, 4)  # as `tuner search --trials 4` does, for every worker
+    outcome = run_worker(pinned.study, context)
+    assert outcome.finished == outcome.budget == 4
 
 
 def test_consecutive_failures_stop_the_worker_with_the_reason(make_context) -> None:
-    pinned, context = make_context("search.max_consecutive_failures=2")
+    pinned, context = make_context("search.max_consecutive_failures=2", "search.trials=5")
     # An optimizer train() does not know makes every trial fail the same way.
     space = replace(context.config.space, optimizer=Fixed("rmsprop"))
     broken = replace(context, config=replace(context.config, space=space))
-    outcome = run_worker(pinned.study, broken, budget=5)
+    outcome = run_worker(pinned.study, broken)
     assert [t.state for t in pinned.study.trials] == [TrialState.FAIL, TrialState.FAIL]
-    assert outcome.stopped_reason.startswith("2 trials failed in a row; the last one:")
+    assert outcome.stopped_reason.startswith("2 trials failed in a row; the last one (#1):")
     assert "rmsprop" in outcome.stopped_reason
 
 

@@ -19,6 +19,7 @@ from tuner.space import TrialParams
 from tuner.train import (
     EpochMetrics,
     NonFiniteLossError,
+    TrainCheckpoint,
     TrainResult,
     evaluate,
     frozen_depth_at,
@@ -88,6 +89,7 @@ def _run(
     class_weights: torch.Tensor | None = None,
     seed: int = 0,
     on_epoch=lambda metrics: False,
+    **resuming,
 ) -> TrainResult:
     return train(
         model if model is not None else _model(),
@@ -99,6 +101,7 @@ def _run(
         device=CPU,
         seed=seed,
         on_epoch=on_epoch,
+        **resuming,
     )
 
 
@@ -276,6 +279,39 @@ def test_same_seed_same_run(toy: PreparedData) -> None:
     assert first.best_state.keys() == second.best_state.keys()
     assert all(torch.equal(first.best_state[k], second.best_state[k]) for k in first.best_state)
     assert [m.train_loss for m in first.history] != [m.train_loss for m in other.history]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_resumed_run_equals_the_uninterrupted_one(toy: PreparedData, optimizer: str) -> None:
+    """Stopped after epoch 1 (a killed worker), resumed in a fresh model from its checkpoint.
+
+    Progressive unfreezing from epoch 1 changes the optimizer's group layout before and after
+    the checkpoint, and crop/flip/jitter draws from the augmentation generator, so both must
+    come back exactly for the runs to match bitwise.
+    """
+    params = dataclasses.replace(
+        PARAMS, freeze_depth=3, unfreeze_epoch=1, unfreeze_mode="progressive", optimizer=optimizer
+    )
+    cfg = dataclasses.replace(CFG, epochs=4)
+    run = {"params": params, "cfg": cfg, "augment": "crop_flip_jitter", "seed": 5}
+    whole = _run(toy, model=_model(), **run)
+
+    saved: list[bytes] = []
+    _run(
+        toy,
+        model=_model(),
+        on_epoch=lambda metrics: metrics.epoch == 2,  # the worker dies during epoch 2
+        on_checkpoint=lambda checkpoint: saved.append(checkpoint.to_bytes()),
+        **run,
+    )
+    assert len(saved) == 2  # after epochs 0 and 1; a stopped run writes no checkpoint
+    checkpoint = TrainCheckpoint.from_bytes(saved[-1])
+    assert checkpoint.epoch == 1
+    resumed = _run(toy, model=_model(seed=99), resume=checkpoint, **run)
+
+    assert _without_time(resumed.history) == _without_time(whole.history)
+    assert resumed.best_epoch == whole.best_epoch
+    assert all(torch.equal(resumed.best_state[k], whole.best_state[k]) for k in whole.best_state)
 
 
 def test_learns_the_toy_task_and_keeps_the_best_epoch(toy: PreparedData) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     search.add_argument("--trials", type=int, help="finished trials the study should end with")
     search.add_argument("--study", help="study name (default: search.study, or the file name)")
+    search.add_argument(
+        "--workers", type=int, help="worker processes on this host's default device (default 1)"
+    )
+    _add_gpu_options(search)
     _add_store_options(search)
+
+    worker = commands.add_parser(
+        "worker",
+        help="join an existing study from this host (reads everything else from the study)",
+    )
+    worker.add_argument("--study", help="study name (default: the only one in the storage)")
+    worker.add_argument(
+        "--device", help="override the study's train.device on this host (cpu, cuda, cuda:1)"
+    )
+    _add_gpu_options(worker)
+    _add_store_options(worker)
+    # set by the local launcher for the processes it starts
+    worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+    worker.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     status = commands.add_parser("status", help="studies in the storage and their trials")
     status.add_argument("--study", help="show this study (default: the only one)")
@@ -47,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--gpus", metavar="LIST", help="one worker per listed GPU, e.g. --gpus 0,1,2,3"
+    )
+    parser.add_argument(
+        "--per-gpu", type=int, default=1, metavar="K", help="workers per GPU with --gpus (1)"
+    )
+
+
 def _add_store_options(parser: argparse.ArgumentParser, artifacts: bool = True) -> None:
     parser.add_argument(
         "--storage",
@@ -56,14 +85,19 @@ def _add_store_options(parser: argparse.ArgumentParser, artifacts: bool = True) 
     if artifacts:
         parser.add_argument(
             "--artifacts",
-            help="checkpoint folder (default: $TUNER_ARTIFACTS "
-            "or tuner-artifacts/ in the current directory)",
+            help="checkpoint store: a folder, file:///shared/path or s3://bucket/prefix "
+            "(default: $TUNER_ARTIFACTS or tuner-artifacts/ in the current directory)",
         )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"search": _search, "status": _status, "export-best": _export_best}
+    handlers = {
+        "search": _search,
+        "worker": _worker,
+        "status": _status,
+        "export-best": _export_best,
+    }
     try:
         handlers[args.command](args)
     except TunerError as exc:
@@ -82,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 def _search(args: argparse.Namespace) -> None:
     import optuna
 
-    from tuner import reporting, search, signals
+    from tuner import launcher, reporting, search, signals
 
     # tuner reports through its progress bar and summary (failed trials' reasons included);
     # Optuna's log lines and per-trial tracebacks would break the bar.
@@ -93,15 +127,58 @@ def _search(args: argparse.Namespace) -> None:
     )
     started = time.monotonic()
     signals.stop_on_signals()
+    slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = search.prepare(request, print)
-    outcome = search.run(session)
+    outcome = search.run(session, slots, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
+
+
+def _worker(args: argparse.Namespace) -> None:
+    import optuna
+    import torch
+
+    from tuner import launcher, signals, study, workers
+    from tuner.objective import WorkerIdentity
+    from tuner.progress import SearchProgress
+    from tuner.storage import artifacts_uri, open_storage, redact, storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    signals.stop_on_signals()
+    url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
+    storage = open_storage(url, must_exist=True)
+    name = args.study or study.only_study(storage, required=True)
+    if args.gpus:  # one process per GPU slot, each pinned before torch starts
+        slots = launcher.plan_slots(None, args.gpus, args.per_gpu)
+        pinned = study.load_pinned(storage, name)
+        logs = Path("tuner-logs") / name
+        run = launcher.Launcher(pinned.study, slots, url, artifacts, logs, print)
+        outcome = run.run(pinned.config.search.max_consecutive_failures)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        identity = WorkerIdentity(index=args.worker_index, gpu=os.environ.get("TUNER_GPU"))
+        request = workers.JoinRequest(name, url, artifacts, identity, args.device)
+        pinned, context = workers.join(request)
+        progress = None
+        if not args.quiet:
+            print(f"worker {identity.name}: study {name!r} in {redact(url)}, on {context.device}")
+            progress = SearchProgress(pinned.study, pinned.config.search.trials)
+        try:
+            outcome = workers.run_worker(pinned.study, context, (progress,) if progress else ())
+        finally:
+            if progress:
+                progress.close()
+    print(
+        f"worker done: study {name!r} has {outcome.finished} of {outcome.budget} trials finished"
+        + (f"; STOPPED EARLY: {outcome.stopped_reason}" if outcome.stopped_reason else "")
+    )
 
 
 def _status(args: argparse.Namespace) -> None:
     from tuner import reporting, study
+    from tuner.storage import open_storage, storage_url
 
-    storage = study.open_storage(study.storage_url(args.storage), must_exist=True)
+    storage = open_storage(storage_url(args.storage), must_exist=True)
     print(reporting.studies_table(storage))
     name = args.study or study.only_study(storage, required=False)
     if name:
@@ -116,11 +193,12 @@ def _status(args: argparse.Namespace) -> None:
 
 def _export_best(args: argparse.Namespace) -> None:
     from tuner import export, study
+    from tuner.storage import artifact_store, artifacts_uri, open_storage, storage_url
 
-    storage = study.open_storage(study.storage_url(args.storage), must_exist=True)
+    storage = open_storage(storage_url(args.storage), must_exist=True)
     name = args.study or study.only_study(storage, required=True)
     pinned = study.load_pinned(storage, name)
-    store = study.artifact_store(study.artifacts_path(args.artifacts), must_exist=True)
+    store = artifact_store(artifacts_uri(args.artifacts), must_exist=True)
     result = export.export_trial(pinned, store, args.out, trial_number=args.trial, force=args.force)
     print(export.describe(result))
 

@@ -143,6 +143,10 @@ class SearchConfig:
     baselines: bool = True
     keep_checkpoints: int = 3
     max_consecutive_failures: int = 5
+    heartbeat_seconds: int = 10
+    grace_seconds: int = 60
+    max_retries: int = 2
+    resume: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,9 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "search.trials": (1, None),
     "search.keep_checkpoints": (1, None),
     "search.max_consecutive_failures": (1, None),
+    "search.heartbeat_seconds": (1, None),
+    "search.grace_seconds": (1, None),
+    "search.max_retries": (0, None),
 }
 
 # The legal values and type of each space dimension.
@@ -487,6 +494,12 @@ def _check_cross_keys(config: StudyConfig, where: _Where) -> None:
                 f"epoch {value} is not before the last epoch "
                 f"(train.epochs is {epochs}, epochs count from 0).",
             )
+    if config.search.grace_seconds <= config.search.heartbeat_seconds:
+        raise where.error(
+            "search.grace_seconds",
+            "must exceed search.heartbeat_seconds, or a busy worker's trial would be taken for "
+            "a dead one; 3 to 6 heartbeats is a good grace period.",
+        )
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", config.search.study):
         raise where.error(
             "search.study", f"use letters, digits, '-', '_' and '.', got {config.search.study!r}."
@@ -534,10 +547,15 @@ def to_yaml(config: StudyConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
 
 
-# Keys that may differ between runs of one study: the budget, and where this host keeps things.
+# Keys that may differ between runs of one study: the budget, how workers watch and retry
+# trials, and where this host keeps things. None of them changes what a trial computes.
 _PER_RUN_KEYS = (
     "search.trials",
     "search.max_consecutive_failures",
+    "search.heartbeat_seconds",
+    "search.grace_seconds",
+    "search.max_retries",
+    "search.resume",
     "train.device",
     "data.download",
 )

@@ -33,6 +33,7 @@ from tuner.data import prepare_data
 from tuner.errors import TunerError
 from tuner.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
 from tuner.model import ResolvedWeights, build_model, file_sha256
+from tuner.storage import ArtifactStore
 from tuner.train import evaluate
 
 FORMAT_VERSION = 1
@@ -54,7 +55,7 @@ class ExportResult:
 
 def export_trial(
     pinned: study_mod.PinnedStudy,
-    store: optuna.artifacts.FileSystemArtifactStore,
+    store: ArtifactStore,
     out_dir: Path,
     trial_number: int | None = None,
     force: bool = False,
@@ -120,7 +121,7 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
 
 def _read_checkpoint(
     study: optuna.Study,
-    store: optuna.artifacts.FileSystemArtifactStore,
+    store: ArtifactStore,
     trial: FrozenTrial,
     keep: int,
 ) -> dict[str, torch.Tensor]:

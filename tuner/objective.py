@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import os
+import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import torch
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from safetensors.torch import save_file
 
 from tuner import study as study_mod
@@ -19,7 +24,25 @@ from tuner.data import PreparedData
 from tuner.model import ResolvedWeights, build_model
 from tuner.signals import raise_if_stop_requested
 from tuner.space import sample
-from tuner.train import EpochMetrics, NonFiniteLossError, TrainResult, train
+from tuner.storage import ArtifactStore
+from tuner.train import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult, train
+
+ORIGIN_ATTR = "origin_trial"
+RESUME_ATTR = "resume"
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Which process ran a trial: recorded on every trial, used to seed the worker's sampler."""
+
+    host: str = field(default_factory=socket.gethostname)
+    index: int | None = None  # the launcher's worker number; None for a lone worker
+    pid: int = field(default_factory=os.getpid)
+    gpu: str | None = None  # the physical GPU (CUDA_VISIBLE_DEVICES) the worker is pinned to
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.pid if self.index is None else self.index}"
 
 
 @dataclass(frozen=True)
@@ -30,7 +53,8 @@ class SearchContext:
     data: PreparedData
     weights: ResolvedWeights
     device: torch.device
-    store: FileSystemArtifactStore
+    store: ArtifactStore
+    worker: WorkerIdentity = field(default_factory=WorkerIdentity)
 
 
 def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
@@ -50,14 +74,26 @@ def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
 
 
 def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
-    """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value."""
+    """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value.
+
+    A retry of a trial whose worker died carries the dead trial's user attributes: its
+    origin (which fixes the seed) and its last epoch checkpoint, which it resumes from.
+    """
     config = context.config
     params = sample(trial, config.space)
+    origin = trial.user_attrs.get(ORIGIN_ATTR, trial.number)
+    trial.set_user_attr(ORIGIN_ATTR, origin)
     trial.set_user_attr("params", dataclasses.asdict(params))
-    seed = config.train.seed + trial.number
+    trial.set_user_attr("worker", _describe_worker(context))
+    seed = config.train.seed + origin
     torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(config.model.arch, context.data.num_classes, context.weights)
-    history: list[EpochMetrics] = []
+    resume = _load_resume(trial, context)
+    history: list[EpochMetrics] = list(resume.history) if resume else []
+    if resume is not None:
+        trial.set_user_attr("resumed_after_epoch", resume.epoch)
+        for metrics in history:  # the pruner compares this trial's whole curve
+            trial.report(metrics.val_accuracy, metrics.epoch)
 
     def on_epoch(metrics: EpochMetrics) -> bool:
         raise_if_stop_requested()
@@ -65,6 +101,17 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         _record_curves(trial, history)
         trial.report(metrics.val_accuracy, metrics.epoch)
         return trial.should_prune()
+
+    recorded = trial.user_attrs.get(RESUME_ATTR)
+    saved: list[str] = [recorded["artifact"]] if recorded else []  # removed when the trial ends
+
+    def on_checkpoint(checkpoint: TrainCheckpoint) -> None:
+        name = f"resume-{trial.study.study_name}-trial{origin}-epoch{checkpoint.epoch}.pt"
+        context.store.write(name, io.BytesIO(checkpoint.to_bytes()))
+        # recorded only once fully written: a worker killed mid-write leaves the old one valid
+        trial.set_user_attr(RESUME_ATTR, {"artifact": name, "epoch": checkpoint.epoch})
+        _remove_artifacts(context.store, saved)
+        saved[:] = [name]
 
     weights = context.data.class_weights() if config.data.class_weights == "auto" else None
     try:
@@ -78,16 +125,47 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             device=context.device,
             seed=seed,
             on_epoch=on_epoch,
+            resume=resume,
+            on_checkpoint=on_checkpoint if config.search.resume else None,
         )
     except NonFiniteLossError as exc:
         trial.set_user_attr("stopped", f"non-finite loss: {exc}")
         raise optuna.TrialPruned(f"non-finite loss: {exc}") from None
+    finally:
+        _remove_artifacts(context.store, saved)  # only a killed worker leaves its checkpoint
     trial.set_user_attr("best_epoch", result.best_epoch)
     if result.stopped_early:
         trial.set_user_attr("stopped", f"pruned after epoch {history[-1].epoch}")
         raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
     _keep_checkpoint(trial, result, context)
     return result.best_accuracy
+
+
+def _describe_worker(context: SearchContext) -> dict[str, object]:
+    worker = context.worker
+    device = str(context.device)
+    if worker.gpu is not None:
+        device += f" (GPU {worker.gpu})"
+    return {"host": worker.host, "worker": worker.name, "pid": worker.pid, "device": device}
+
+
+def _load_resume(trial: optuna.Trial, context: SearchContext) -> TrainCheckpoint | None:
+    """The dead trial's last epoch checkpoint, if this trial retries one and it can be read."""
+    recorded = trial.user_attrs.get(RESUME_ATTR)
+    if not recorded or not context.config.search.resume:
+        return None
+    try:
+        with context.store.open_reader(recorded["artifact"]) as reader:
+            return TrainCheckpoint.from_bytes(reader.read())
+    except (ArtifactNotFound, OSError, RuntimeError) as exc:
+        trial.set_user_attr("resume_failed", f"{type(exc).__name__}: {exc}"[:300])
+        return None
+
+
+def _remove_artifacts(store: ArtifactStore, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+            store.remove(name)
 
 
 def _record_curves(trial: optuna.Trial, history: list[EpochMetrics]) -> None:

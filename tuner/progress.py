@@ -14,21 +14,26 @@ class SearchProgress:
 
     def __init__(self, study: optuna.Study, budget: int) -> None:
         self._bar = tqdm(total=budget, unit="trial", dynamic_ncols=True, desc=study.study_name)
-        self._refresh(study)
+        self.refresh(study)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._refresh(study)
+        self.refresh(study)
 
-    def _refresh(self, study: optuna.Study) -> None:
+    def refresh(self, study: optuna.Study) -> None:
+        """Redraw from the study itself, so other workers' and hosts' trials show too."""
         trials = study.get_trials(deepcopy=False)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
         self._bar.n = min(study_mod.finished_count(study), self._bar.total)
         ranked = study_mod.ranked_trials(study)
         best = f"{ranked[0].value:.4f} (#{ranked[0].number})" if ranked else "-"
         self._bar.set_postfix_str(
-            f"done {counts[TrialState.COMPLETE]} pruned {counts[TrialState.PRUNED]} "
-            f"failed {counts[TrialState.FAIL]} best {best}"
+            f"running {counts[TrialState.RUNNING]} done {counts[TrialState.COMPLETE]} "
+            f"pruned {counts[TrialState.PRUNED]} failed {counts[TrialState.FAIL]} best {best}"
         )
+
+    def write(self, line: str) -> None:
+        """Print a line above the bar without breaking it."""
+        self._bar.write(line)
 
     def close(self) -> None:
         self._bar.close()

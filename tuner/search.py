@@ -9,9 +9,11 @@ from pathlib import Path
 import torch
 
 from tuner import config as config_mod
+from tuner import storage as storage_mod
 from tuner import study as study_mod
 from tuner.data import PreparedData, prepare_data
 from tuner.errors import TunerError
+from tuner.launcher import Launcher, Slot
 from tuner.model import build_model, resolve_weights
 from tuner.objective import SearchContext
 from tuner.progress import SearchProgress
@@ -28,7 +30,8 @@ class SearchSession:
 
     pinned: study_mod.PinnedStudy
     context: SearchContext
-    budget: int
+    storage_url: str
+    artifacts: str
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,9 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     only an existing study (no config file, no --set) continues it with its stored config.
     """
     config = config_mod.load_config(request.config_path, request.overrides())
-    url = study_mod.storage_url(request.storage)
-    artifacts = study_mod.artifacts_path(request.artifacts)
-    storage = study_mod.open_storage(url)
+    url = storage_mod.storage_url(request.storage)
+    artifacts = storage_mod.artifacts_uri(request.artifacts)
+    storage = storage_mod.open_storage(url)
     existing = None
     if study_mod.study_exists(storage, config.search.study):
         existing = study_mod.load_pinned(storage, config.search.study)
@@ -77,7 +80,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     source = "stored in the study" if existing else request.config_path or "built-in default"
     say(f"config ({source}):")
     say(_indent(config_mod.to_yaml(config)))
-    say(f"storage:   {study_mod.redact(url)}")
+    say(f"storage:   {storage_mod.redact(url)}")
     say(f"artifacts: {Path(artifacts).resolve()}")
     if existing is not None:
         done = study_mod.finished_count(existing.study)
@@ -98,7 +101,10 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     build_model(config.model.arch, data.num_classes, weights)  # fails now, not in every trial
     say(f"device:    {device}, {torch.get_num_threads()} CPU threads")
 
-    pinned = existing or study_mod.create_pinned(storage, config, weights, data.fingerprint)
+    if existing is not None:
+        pinned = study_mod.set_budget(existing, config.search.trials)
+    else:
+        pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
     if existing is None and config.search.baselines:
         runnable, skipped = recipe_trials(config.space)
         for recipe, params in runnable:
@@ -106,17 +112,22 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
         for line in skipped:
             say(f"baseline {line}")
         say(f"enqueued {len(runnable)} classic recipes as the first trials.")
-    context = SearchContext(config, data, weights, device, study_mod.artifact_store(artifacts))
-    return SearchSession(pinned, context, config.search.trials)
+    context = SearchContext(config, data, weights, device, storage_mod.artifact_store(artifacts))
+    return SearchSession(pinned, context, url, artifacts)
 
 
-def run(session: SearchSession) -> WorkerOutcome:
-    """Run this process's worker with a progress bar over the whole study."""
-    progress = SearchProgress(session.pinned.study, session.budget)
-    try:
-        return run_worker(session.pinned.study, session.context, session.budget, (progress,))
-    finally:
-        progress.close()
+def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
+    """Run the search: in this process for one plain worker, else in one process per slot."""
+    study = session.pinned.study
+    if len(slots) == 1 and slots[0].gpu is None:
+        progress = SearchProgress(study, session.pinned.config.search.trials)
+        try:
+            return run_worker(study, session.context, (progress,))
+        finally:
+            progress.close()
+    logs = Path("tuner-logs") / study.study_name
+    launcher = Launcher(study, slots, session.storage_url, session.artifacts, logs, say)
+    return launcher.run(session.pinned.config.search.max_consecutive_failures)
 
 
 def _describe_data(data: PreparedData) -> str:

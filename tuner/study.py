@@ -1,4 +1,4 @@
-"""The study as single source of truth: storage, the pinned config, sampler, pruner, budget.
+"""The study as single source of truth: the pinned config, sampler, pruner, budget, retries.
 
 Whoever creates a study stores its full resolved config, the resolved weights and the
 data fingerprint in the study's user attributes; everyone after that reads them back
@@ -8,26 +8,19 @@ and refuses to run anything else.
 from __future__ import annotations
 
 import contextlib
-import os
-import sqlite3
-import time
 import warnings
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import zlib
+from dataclasses import dataclass, replace
 
+import numpy as np
 import optuna
-import sqlalchemy
-from optuna.artifacts import FileSystemArtifactStore
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import config as config_mod
 from tuner.config import SearchConfig, StudyConfig
 from tuner.errors import TunerError
 from tuner.model import ResolvedWeights
-
-DEFAULT_STORAGE = "sqlite:///tuner.db"
-DEFAULT_ARTIFACTS = "tuner-artifacts"
+from tuner.storage import ArtifactStore
 
 CONFIG_ATTR = "tuner:config"
 WEIGHTS_ATTR = "tuner:weights"
@@ -36,110 +29,31 @@ CHECKPOINT_ATTR = "checkpoint_artifact"
 REMOVED_PREFIX = "tuner:checkpoint_removed:"
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def storage_url(cli_value: str | None) -> str:
-    """--storage, else $TUNER_STORAGE, else a SQLite file in the current directory."""
-    return cli_value or os.environ.get("TUNER_STORAGE") or DEFAULT_STORAGE
+def worker_seed(study_seed: int, worker: str | None) -> int:
+    """The sampler seed of one worker: the study's own, or one derived from it and the worker id.
 
-
-def artifacts_path(cli_value: str | None) -> str:
-    """--artifacts, else $TUNER_ARTIFACTS, else a folder in the current directory."""
-    return cli_value or os.environ.get("TUNER_ARTIFACTS") or DEFAULT_ARTIFACTS
-
-
-def redact(url: str) -> str:
-    """The storage URL with any password masked, safe to print."""
-    try:
-        return sqlalchemy.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable storage URL>"
-
-
-def open_storage(url: str, must_exist: bool = False) -> optuna.storages.RDBStorage:
-    """An RDB storage; SQLite gets WAL and a busy timeout so several local processes can share it.
-
-    With ``must_exist`` (commands that only read), a missing SQLite file is an error
-    rather than a new empty database.
+    Workers seeded alike would draw the same random start-up points; derived seeds keep a
+    parallel search reproducible per worker without any two of them colliding.
     """
-    if must_exist and url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.is_file():
-            raise TunerError(
-                f"storage {url}: no such database file ({path.resolve()}). Run `tuner search` "
-                "in this folder first, or point --storage / TUNER_STORAGE at the study database."
-            )
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs = {"connect_args": {"timeout": 60}}
-    else:
-        kwargs = {"pool_pre_ping": True}
-    try:
-        if url.startswith("sqlite:///"):
-            # WAL lets readers work beside one writer; it is a property of the file, so set it
-            # before Optuna's engine opens any connection.
-            path = url.removeprefix("sqlite:///")
-            with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-        storage = _create_rdb_storage(url, kwargs)
-    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError, ImportError) as exc:
-        raise TunerError(
-            f"storage {redact(url)}: cannot open it ({type(exc).__name__}: "
-            f"{_first_line(exc, url)}). Check --storage / TUNER_STORAGE."
-        ) from None
-    return storage
+    if worker is None:
+        return study_seed
+    mixed = np.random.SeedSequence([study_seed, zlib.crc32(worker.encode())])
+    return int(mixed.generate_state(1, dtype=np.uint32)[0])
 
 
-def _create_rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
-    """RDBStorage, retried when another process is creating the same fresh schema right now.
-
-    Two processes opening a new database at once race to create Optuna's tables and its
-    alembic version row; the loser gets an IntegrityError, and the tables are there for it
-    a moment later.
-    """
-    attempt = 0
-    while True:
-        try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-        except sqlalchemy.exc.IntegrityError:
-            attempt += 1
-            if attempt >= _SCHEMA_RACE_RETRIES:
-                raise
-            time.sleep(0.2 * attempt)
-
-
-_SCHEMA_RACE_RETRIES = 5
-
-
-def _first_line(exc: Exception, url: str) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    password = sqlalchemy.make_url(url).password if "://" in url else None
-    return text.replace(password, "***") if password else text
-
-
-def artifact_store(path: str, must_exist: bool = False) -> FileSystemArtifactStore:
-    """The checkpoint store: a folder, created if missing unless ``must_exist``."""
-    if must_exist and not Path(path).is_dir():
-        raise TunerError(
-            f"artifacts {path}: no such folder. Point --artifacts / TUNER_ARTIFACTS at the "
-            "folder `tuner search` wrote its checkpoints to."
-        )
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise TunerError(f"artifacts {path}: cannot create the folder ({exc.strerror}).") from None
-    return FileSystemArtifactStore(base_path=path)
-
-
-def make_sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(search: SearchConfig, worker: str | None = None) -> optuna.samplers.BaseSampler:
     """Seeded multivariate TPE with constant liar (parallel workers don't pile on one point)."""
+    seed = worker_seed(search.seed, worker)
     if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
         # `group` is experimental in Optuna 5, and the conditional space needs it.
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(
-            seed=search.seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
         )
 
 
@@ -188,8 +102,30 @@ def only_study(storage: optuna.storages.BaseStorage, required: bool) -> str | No
     )
 
 
-def load_pinned(storage: optuna.storages.BaseStorage, name: str) -> PinnedStudy:
-    """Load a study made by tuner, with its sampler and pruner rebuilt from the stored config."""
+def watch_trials(storage: optuna.storages.BaseStorage, search: SearchConfig) -> None:
+    """Heartbeats on: a trial whose worker died is failed after the grace period and retried.
+
+    The retry is a new trial with the same parameters and user attributes (among them the
+    resume checkpoint), run by the next worker that asks for a trial. The settings live in
+    the study config, so every worker of a study watches its trials alike.
+    """
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries)
+    storage.heartbeat_interval = search.heartbeat_seconds
+    storage.grace_period = search.grace_seconds
+    storage.heartbeat_stale_trial_callback = retry
+
+
+def load_pinned(
+    storage: optuna.storages.BaseStorage, name: str, worker: str | None = None
+) -> PinnedStudy:
+    """Load a study made by tuner, with its sampler and pruner rebuilt from the stored config.
+
+    ``worker`` names the worker that will run trials (its sampler seed derives from it).
+    """
     if not study_exists(storage, name):
         known = ", ".join(study_names(storage)) or "none"
         raise TunerError(f"study {name!r} is not in this storage (studies there: {known}).")
@@ -198,10 +134,11 @@ def load_pinned(storage: optuna.storages.BaseStorage, name: str) -> PinnedStudy:
     if CONFIG_ATTR not in attrs:
         raise TunerError(f"study {name!r} was not made by tuner (it has no stored config).")
     config = config_mod.from_dict(attrs[CONFIG_ATTR])
+    watch_trials(storage, config.search)
     study = optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(config.search),
+        sampler=make_sampler(config.search, worker),
         pruner=make_pruner(config.search, config.train.epochs),
     )
     return PinnedStudy(
@@ -227,6 +164,7 @@ def create_pinned(
     fingerprint: str,
 ) -> PinnedStudy:
     """Create the study and pin config, weights and data fingerprint into it."""
+    watch_trials(storage, config.search)
     study = optuna.create_study(
         study_name=config.search.study,
         storage=storage,
@@ -238,6 +176,36 @@ def create_pinned(
     study.set_user_attr(WEIGHTS_ATTR, weights.to_dict())
     study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     return PinnedStudy(study, config, weights, fingerprint)
+
+
+def set_budget(pinned: PinnedStudy, trials: int) -> PinnedStudy:
+    """Store a new budget, so that every worker, here or on another host, stops at it."""
+    if trials == pinned.config.search.trials:
+        return pinned
+    config = replace(pinned.config, search=replace(pinned.config.search, trials=trials))
+    pinned.study.set_user_attr(CONFIG_ATTR, config_mod.to_dict(config))
+    return replace(pinned, config=config)
+
+
+def stored_budget(study: optuna.Study) -> int:
+    """The budget as stored now: `tuner search --trials N` may raise it while workers run."""
+    return int(study.user_attrs[CONFIG_ATTR]["search"]["trials"])
+
+
+def failure_streak(study: optuna.Study, limit: int, since: int = 0) -> str | None:
+    """Why to stop, when the study's last ``limit`` ended trials all failed; else None.
+
+    Counted over the whole study, not per worker, so that a problem every trial hits (out
+    of memory, a bad path) stops all workers on all hosts after a bounded number of trials.
+    Only trials numbered ``since`` or later count (a re-run after a fix starts afresh).
+    """
+    trials = study.get_trials(deepcopy=False, states=ENDED)
+    ended = sorted((t for t in trials if t.number >= since), key=lambda t: t.number)
+    last = ended[-limit:]
+    if len(last) < limit or any(t.state != TrialState.FAIL for t in last):
+        return None
+    why = last[-1].user_attrs.get("fail_reason", "its worker died or lost the storage")
+    return f"{limit} trials failed in a row; the last one (#{last[-1].number}): {why}"
 
 
 def finished_count(study: optuna.Study) -> int:
@@ -255,7 +223,7 @@ def checkpoint_removed(study: optuna.Study, trial: FrozenTrial) -> bool:
     return bool(study.user_attrs.get(f"{REMOVED_PREFIX}{trial.number}"))
 
 
-def evict_checkpoints(study: optuna.Study, store: FileSystemArtifactStore, keep: int) -> int:
+def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> int:
     """Remove the checkpoints of every complete trial outside the top ``keep``; returns how many.
 
     A finished trial's attributes are read-only, so the removal is recorded on the study,

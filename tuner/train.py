@@ -7,7 +7,9 @@ for the whole run; batches are sliced, augmented and normalised there.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import io
 import math
 import time
 from collections.abc import Callable
@@ -58,6 +60,59 @@ class TrainResult:
     history: tuple[EpochMetrics, ...]
     best_state: dict[str, Tensor]
     stopped_early: bool  # on_epoch asked to stop
+
+
+@dataclass(frozen=True)
+class TrainCheckpoint:
+    """Everything needed to continue a run after ``epoch`` as if it had never stopped.
+
+    The optimizer state carries its parameter-group layout (head, then stages in the order
+    they were unfrozen), so resuming rebuilds the same groups before loading it.
+    """
+
+    epoch: int  # the last finished epoch, 0-based
+    model_state: dict[str, Tensor]
+    optimizer_state: dict
+    augment_rng_state: Tensor
+    best_accuracy: float
+    best_epoch: int
+    best_state: dict[str, Tensor]
+    history: tuple[EpochMetrics, ...]
+
+    def to_bytes(self) -> bytes:
+        """Serialised for an artifact store; read back with :meth:`from_bytes` (weights only)."""
+        buffer = io.BytesIO()
+        same_best = self.best_epoch == self.epoch  # the usual case: don't store the weights twice
+        torch.save(
+            {
+                "epoch": self.epoch,
+                "model_state": self.model_state,
+                "optimizer_state": self.optimizer_state,
+                "augment_rng_state": self.augment_rng_state,
+                "best_accuracy": self.best_accuracy,
+                "best_epoch": self.best_epoch,
+                "best_state": {} if same_best else self.best_state,
+                "history": [dataclasses.asdict(m) for m in self.history],
+            },
+            buffer,
+        )
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> TrainCheckpoint:
+        raw = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        best_state = raw["best_state"] or raw["model_state"]
+        history = tuple(EpochMetrics(**m) for m in raw["history"])
+        return cls(
+            raw["epoch"],
+            raw["model_state"],
+            raw["optimizer_state"],
+            raw["augment_rng_state"],
+            raw["best_accuracy"],
+            raw["best_epoch"],
+            best_state,
+            history,
+        )
 
 
 class NonFiniteLossError(Exception):
@@ -139,6 +194,8 @@ def train(
     device: torch.device,
     seed: int,
     on_epoch: Callable[[EpochMetrics], bool],
+    resume: TrainCheckpoint | None = None,
+    on_checkpoint: Callable[[TrainCheckpoint], None] | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` (moved to ``device``) for ``cfg.epochs`` epochs; keep the best epoch.
 
@@ -146,6 +203,10 @@ def train(
     ``group["stage"]``; the head's tag is "head"). Stages unfrozen later join it through
     ``add_param_group``, so the head's momentum/Adam state carries on. Same seed, same device:
     same run (bitwise on CPU). Raises NonFiniteLossError when the loss diverges.
+
+    ``on_checkpoint`` gets the full state after every epoch but the last that the run goes
+    on from; ``resume`` continues from such a state, and the result is the same as that of
+    the uninterrupted run.
     """
     torch.manual_seed(seed)
     model.to(device)
@@ -169,17 +230,25 @@ def train(
 
     history: list[EpochMetrics] = []
     best_accuracy, best_epoch, best_state = -1.0, -1, {}
+    first_epoch = 0
+    if resume is not None:
+        # rebuild the optimizer's group layout as the run had it, then load its state into it
+        for epoch in range(resume.epoch + 1):
+            depth = _unfreeze(model, optimizer, params, depth, frozen_depth_at(params, epoch))
+        model.load_state_dict(resume.model_state)
+        optimizer.load_state_dict(resume.optimizer_state)
+        augment_generator.set_state(resume.augment_rng_state)
+        history = list(resume.history)
+        best_accuracy, best_epoch, best_state = (
+            resume.best_accuracy,
+            resume.best_epoch,
+            resume.best_state,
+        )
+        first_epoch = resume.epoch + 1
     stopped_early = False
-    for epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         started = time.perf_counter()
-
-        # unfreeze on schedule: new stages join the optimizer, the existing groups keep their state
-        new_depth = frozen_depth_at(params, epoch)
-        if new_depth < depth:
-            set_frozen(model, new_depth)
-            for index in reversed(range(new_depth, depth)):
-                optimizer.add_param_group(_stage_group(model, index, params))
-            depth = new_depth
+        depth = _unfreeze(model, optimizer, params, depth, frozen_depth_at(params, epoch))
         set_train_mode(model, depth)
         factor = lr_factor(
             cfg.lr_schedule, epoch, cfg.epochs, cfg.lr_step_epochs, cfg.lr_step_gamma
@@ -222,10 +291,23 @@ def train(
         history.append(metrics)
         if accuracy > best_accuracy:
             best_accuracy, best_epoch = accuracy, epoch
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            best_state = _cpu_copy(model.state_dict())
         if on_epoch(metrics):
             stopped_early = True
             break
+        if on_checkpoint is not None and epoch < cfg.epochs - 1:
+            on_checkpoint(
+                TrainCheckpoint(
+                    epoch=epoch,
+                    model_state=_cpu_copy(model.state_dict()),
+                    optimizer_state=optimizer.state_dict(),
+                    augment_rng_state=augment_generator.get_state(),
+                    best_accuracy=best_accuracy,
+                    best_epoch=best_epoch,
+                    best_state=best_state,
+                    history=tuple(history),
+                )
+            )
     return TrainResult(best_accuracy, best_epoch, tuple(history), best_state, stopped_early)
 
 
@@ -248,6 +330,25 @@ def evaluate(
     ).cpu()
     accuracy = (predictions == labels.cpu()).float().mean().item()
     return accuracy, predictions
+
+
+def _unfreeze(
+    model: nn.Module, optimizer: torch.optim.Optimizer, params: TrialParams, depth: int, new: int
+) -> int:
+    """Unfreeze down to ``new`` frozen stages; they join the optimizer, deepest first.
+
+    The existing groups keep their state (momentum, Adam moments). Returns the new depth.
+    """
+    if new < depth:
+        set_frozen(model, new)
+        for index in reversed(range(new, depth)):
+            optimizer.add_param_group(_stage_group(model, index, params))
+        return new
+    return depth
+
+
+def _cpu_copy(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
 def _autocast(device: torch.device, amp: str) -> torch.autocast:
