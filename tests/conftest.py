@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,36 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def digits() -> PreparedData:
     return prepare_data(DataConfig(source="digits", image_size=16))
+
+
+POSTGRES_URL = os.environ.get(
+    "TUNER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The machine's PostgreSQL; skipped where there is none, but never in CI.
+
+    `.ci/run` sets TUNER_REQUIRE_POSTGRES=1 (and starts the server), so a missing server
+    fails CI instead of silently skipping the multi-host tests.
+    """
+    try:
+        storage = open_storage(POSTGRES_URL)
+        storage.engine.dispose()
+    except Exception as exc:
+        if os.environ.get("TUNER_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL required but unreachable at {POSTGRES_URL}: {exc}")
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_study(postgres_url: str) -> Iterator[str]:
+    """A study name of this test's own in the shared PostgreSQL, deleted afterwards."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    yield name
+    storage = optuna.storages.RDBStorage(postgres_url)
+    if name in optuna.get_all_study_names(storage):
+        optuna.delete_study(study_name=name, storage=storage)
+    storage.engine.dispose()

@@ -95,10 +95,15 @@ def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
     return call
 
 
-# Every call a worker makes during a search. Each is safe to repeat after a failed attempt
-# (a failed transaction is rolled back), except that a new trial whose commit was lost in
-# flight could in theory be created twice; heartbeats then fail the unowned copy.
+# Every call a worker makes during a search, the private ones Optuna's cache layer calls
+# included. Each is safe to repeat after a failed attempt (a failed transaction is rolled
+# back), except that a new trial whose commit was lost in flight could in theory be created
+# twice; heartbeats then fail the unowned copy.
 _RETRIED = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_set_trial_param",
     "create_new_study",
     "set_study_user_attr",
     "set_study_system_attr",

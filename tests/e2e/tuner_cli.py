@@ -23,17 +23,37 @@ def tuner_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tuner.cli", *args]
 
 
+def _environment(extra: dict[str, str] | None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra or {})}
+    for name in ("TUNER_STORAGE", "TUNER_ARTIFACTS"):
+        if not extra or name not in extra:
+            env.pop(name, None)
+    return env
+
+
+def start_tuner(
+    cwd: Path, *args: str, log: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """Start the real CLI in the background; its output goes to ``cwd/log`` (read it later)."""
+    with open(cwd / log, "w") as out:
+        return subprocess.Popen(
+            tuner_command(*args),
+            cwd=cwd,
+            env=_environment(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
 def run_tuner(
     cwd: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in its own process, as a user would (``env`` adds variables)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    env.pop("TUNER_STORAGE", None)
-    env.pop("TUNER_ARTIFACTS", None)
     return subprocess.run(
         tuner_command(*args),
         cwd=cwd,
-        env=env,
+        env=_environment(env),
         capture_output=True,
         text=True,
         timeout=timeout,
