@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import optuna
 import pytest
+from optuna.trial import TrialState
 
 from tuner import study as study_mod
 from tuner.config import load_config
@@ -47,3 +49,39 @@ def test_only_study_is_picked_when_unambiguous(tmp_path: Path) -> None:
     assert study_mod.only_study(storage, required=False) is None
     with pytest.raises(TunerError, match=r"several studies \(a, b\)"):
         study_mod.only_study(storage, required=True)
+
+
+def test_each_worker_gets_its_own_reproducible_sampler_seed() -> None:
+    seeds = [study_mod.worker_seed(7, f"host/{i}") for i in range(8)]
+    assert len(set(seeds)) == 8
+    assert seeds == [study_mod.worker_seed(7, f"host/{i}") for i in range(8)]
+    assert study_mod.worker_seed(7, None) == 7  # a lone worker keeps the study's own seed
+    assert study_mod.worker_seed(8, "host/0") != seeds[0]
+
+
+def test_a_raised_budget_reaches_every_worker_through_the_study(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
+    pinned = study_mod.create_pinned(
+        storage, load_config(None, ["search.study=b"]), ResolvedWeights.random_init(), "fp"
+    )
+    raised = study_mod.set_budget(pinned, 80)
+    assert raised.config.search.trials == 80
+    other_worker = study_mod.load_pinned(open_storage(f"sqlite:///{tmp_path / 'b.db'}"), "b")
+    assert study_mod.stored_budget(other_worker.study) == 80
+    assert other_worker.config.search.trials == 80
+
+
+def test_a_failure_streak_counts_the_whole_study_from_a_start(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 'f.db'}"))
+    states = [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.FAIL]
+    for state in states:
+        trial = study.ask()
+        trial.set_user_attr("fail_reason", f"CUDA out of memory in #{trial.number}")
+        study.tell(trial, 1.0 if state == TrialState.COMPLETE else None, state=state)
+    assert study_mod.failure_streak(study, limit=2) is None  # the complete trial broke it
+    trial = study.ask()
+    trial.set_user_attr("fail_reason", "CUDA out of memory in #4")
+    study.tell(trial, state=TrialState.FAIL)
+    reason = study_mod.failure_streak(study, limit=2)
+    assert reason == "2 trials failed in a row; the last one (#4): CUDA out of memory in #4"
+    assert study_mod.failure_streak(study, limit=2, since=4) is None  # a re-run starts afresh
