@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=int, help="export this trial number instead of the best")
     export.add_argument("--out", type=Path, default=Path("best"), help="output folder (best/)")
     export.add_argument("--force", action="store_true", help="replace an existing output folder")
+    export.add_argument(
+        "--format",
+        default="safetensors",
+        help="comma-separated: safetensors (always written), torchscript, onnx "
+        "(needs the onnx extra); default safetensors",
+    )
     _add_store_options(export)
     return parser
 
@@ -121,7 +127,14 @@ def _export_best(args: argparse.Namespace) -> None:
     name = args.study or study.only_study(storage, required=True)
     pinned = study.load_pinned(storage, name)
     store = study.artifact_store(study.artifacts_path(args.artifacts), must_exist=True)
-    result = export.export_trial(pinned, store, args.out, trial_number=args.trial, force=args.force)
+    result = export.export_trial(
+        pinned,
+        store,
+        args.out,
+        trial_number=args.trial,
+        force=args.force,
+        formats=args.format.split(","),
+    )
     print(export.describe(result))
 
 
