@@ -83,6 +83,8 @@ def test_every_format_is_recorded_with_its_check_and_hash(exported: Path, tiny_d
         )
         assert entry["sha256"] == file_sha256(exported / entry["file"])
     assert config["weights_sha256"] == config["formats"]["safetensors"]["sha256"]
+    assert config["data"]["train_images"] == len(tiny_data.train_labels)
+    assert sum(config["data"]["train_per_class"]) == len(tiny_data.train_labels)
     assert ("onnxruntime" in config["versions"]) == ("onnx" in config["formats"])
 
 

@@ -29,6 +29,7 @@ from torch import nn
 
 from tuner import config as config_mod
 from tuner import formats as formats_mod
+from tuner import model_card
 from tuner import study as study_mod
 from tuner.augment import normalize
 from tuner.data import PreparedData, prepare_data
@@ -62,7 +63,7 @@ def export_trial(
     force: bool = False,
     formats: Iterable[str] = formats_mod.DEFAULT_FORMATS,
 ) -> ExportResult:
-    """Write the model files, config.json and metrics.json, atomically.
+    """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
 
     ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
     back and checked against the PyTorch model on the validation split before the folder
@@ -106,6 +107,7 @@ def export_trial(
         _write_json(folder / CONFIG_FILE, config_json)
         metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
         _write_json(folder / METRICS_FILE, metrics)
+        (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
     _write_atomically(out_dir, fill)
     return ExportResult(
@@ -185,6 +187,13 @@ def _config_json(
         "recorded_val_accuracy": trial.value,
         "resolved_weights": pinned.weights.to_dict(),
         "study_config": config_mod.to_dict(config),
+        "data": {
+            "train_images": len(data.train_labels),
+            "val_images": len(data.val_labels),
+            "train_per_class": torch.bincount(
+                data.train_labels, minlength=data.num_classes
+            ).tolist(),
+        },
         "versions": _versions([module for fmt in chosen for module in fmt.requires]),
     }
 
@@ -261,7 +270,7 @@ def describe(result: ExportResult) -> str:
             f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
             f"reloaded and re-evaluated {result.verified_accuracy:.4f}",
             *(f"  verified {check.describe()}" for check in result.checks),
-            f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE])}",
+            f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
             f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
         ]
     )
