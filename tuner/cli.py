@@ -50,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
         "(needs the onnx extra); default safetensors",
     )
     _add_store_options(export)
+
+    predict = commands.add_parser("predict", help="classify images with an exported model")
+    predict.add_argument(
+        "model_dir", type=Path, metavar="MODEL_DIR", help="folder written by export-best"
+    )
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files; folders are walked"
+    )
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line and image")
     return parser
 
 
@@ -69,9 +79,14 @@ def _add_store_options(parser: argparse.ArgumentParser, artifacts: bool = True) 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"search": _search, "status": _status, "export-best": _export_best}
+    handlers = {
+        "search": _search,
+        "status": _status,
+        "export-best": _export_best,
+        "predict": _predict,
+    }
     try:
-        handlers[args.command](args)
+        status = handlers[args.command](args)
     except TunerError as exc:
         print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -82,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    return 0
+    return status or 0
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -136,6 +151,20 @@ def _export_best(args: argparse.Namespace) -> None:
         formats=args.format.split(","),
     )
     print(export.describe(result))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tuner import predict
+
+    outcome = predict.predict(args.model_dir, args.images, top_k=args.top_k)
+    if args.json:
+        if outcome.predictions:
+            print(predict.format_json_lines(outcome))
+    else:
+        print(predict.format_table(outcome))
+    for path, why in outcome.bad_files:
+        print(f"tuner predict: skipped {path}: {why}", file=sys.stderr)
+    return EXIT_USER_ERROR if outcome.bad_files else 0
 
 
 if __name__ == "__main__":

@@ -272,6 +272,7 @@ def describe(result: ExportResult) -> str:
             *(f"  verified {check.describe()}" for check in result.checks),
             f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
             f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
+            f"         tuner predict {result.out_dir} IMAGE_OR_FOLDER...",
         ]
     )
 
@@ -299,8 +300,15 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     folder = Path(path)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
-        raise TunerError(f"{folder}: not a tuner export (needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
-    config = json.loads(config_path.read_text())
+        problem = "not a tuner export" if folder.is_dir() else "no such folder"
+        raise TunerError(
+            f"{folder}: {problem} (an export has {CONFIG_FILE} and {WEIGHTS_FILE}). Give the "
+            "folder that `tuner export-best --out DIR` wrote."
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TunerError(f"{config_path}: unreadable ({exc}). Export the model again.") from None
     if config.get("weights_sha256") != file_sha256(weights_path):
         raise TunerError(f"{weights_path}: the weights do not match the SHA-256 in {CONFIG_FILE}.")
     model = build_model(config["arch"], config["num_classes"], ResolvedWeights.random_init())
