@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import uuid
 from collections.abc import Iterator
@@ -12,13 +14,15 @@ import pytest
 import torch
 import torchvision.datasets.cifar
 
-from tests.helpers import write_cifar10
+from tests.helpers import format_installed, write_cifar10
 from tuner import study as study_mod
 from tuner.config import DataConfig, load_config
 from tuner.data import PreparedData, prepare_data
+from tuner.export import export_trial
 from tuner.model import ResolvedWeights
 from tuner.objective import SearchContext
 from tuner.storage import artifact_store, open_storage
+from tuner.workers import run_worker
 
 TINY = [
     "data.per_class=24",
@@ -37,29 +41,52 @@ def tiny_data() -> PreparedData:
     return prepare_data(load_config(None, TINY).data)
 
 
+def tiny_context(
+    folder: Path, data: PreparedData, *overrides: str
+) -> tuple[study_mod.PinnedStudy, SearchContext]:
+    """(pinned study, context) for the tiny study with extra --set overrides, stored in folder."""
+    config = load_config(None, [*TINY, *overrides])
+    storage = open_storage(f"sqlite:///{folder / 'unit.db'}")
+    weights = ResolvedWeights.random_init()
+    pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
+    store = artifact_store(str(folder / "artifacts"))
+    context = SearchContext(config, data, weights, torch.device("cpu"), store)
+    return pinned, context
+
+
 @pytest.fixture
 def make_context(tmp_path: Path, tiny_data: PreparedData):
     """Build (pinned study, context) for the tiny study with extra --set overrides."""
+    return functools.partial(tiny_context, tmp_path, tiny_data)
 
-    def make(*overrides: str) -> tuple[study_mod.PinnedStudy, SearchContext]:
-        config = load_config(None, [*TINY, *overrides])
-        storage = open_storage(f"sqlite:///{tmp_path / 'unit.db'}")
-        weights = ResolvedWeights.random_init()
-        pinned = study_mod.create_pinned(storage, config, weights, tiny_data.fingerprint)
-        store = artifact_store(str(tmp_path / "artifacts"))
-        context = SearchContext(config, tiny_data, weights, torch.device("cpu"), store)
-        return pinned, context
 
-    return make
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Tiny models run as fast on one thread, and OpenMP stalls badly when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
-    """Tiny models run as fast on one thread, and OpenMP stalls badly when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with single_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData) -> Path:
+    """One tiny trial exported in every format installed here; shared, so treat it as read-only."""
+    folder = tmp_path_factory.mktemp("exported")
+    pinned, context = tiny_context(folder, tiny_data, "search.pruner=none", "search.trials=1")
+    formats = ["torchscript", *(["onnx"] if format_installed("onnx") else [])]
+    with single_thread():
+        run_worker(pinned.study, context)
+        export_trial(pinned, context.store, folder / "best", formats=formats)
+    return folder / "best"
 
 
 @pytest.fixture(autouse=True)

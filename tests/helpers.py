@@ -6,8 +6,12 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
+
+from tuner.errors import TunerError
+from tuner.formats import FORMATS, require_installed
 
 CIFAR_NAMES = (
     "airplane",
@@ -64,3 +68,17 @@ def save_image(path: Path, image: Image.Image) -> Path:
 def red_label(images: torch.Tensor, step: int) -> torch.Tensor:
     """The label a fixture encoded into the red channel."""
     return (images[:, 0, 0, 0].long() + step // 2) // step
+
+
+def format_installed(name: str) -> bool:
+    """Whether this environment has the packages of export format ``name`` (the onnx extra)."""
+    try:
+        require_installed(FORMATS[name])
+    except TunerError:
+        return False
+    return True
+
+
+needs_onnx = pytest.mark.skipif(
+    not format_installed("onnx"), reason="the onnx extra is not installed"
+)

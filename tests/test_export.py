@@ -12,6 +12,7 @@ from PIL import Image
 from tuner import study as study_mod
 from tuner.errors import TunerError
 from tuner.export import export_trial, load_model
+from tuner.model import file_sha256
 from tuner.storage import artifact_store
 from tuner.workers import run_worker
 
@@ -74,6 +75,27 @@ def test_evicted_and_unfinished_trials_cannot_be_exported(searched, tmp_path: Pa
         export_trial(pinned, context.store, tmp_path / "x", trial_number=ranked[-1].number)
     with pytest.raises(TunerError, match="has no trial #99"):
         export_trial(pinned, context.store, tmp_path / "x", trial_number=99)
+
+
+def test_every_format_is_recorded_with_its_check_and_hash(exported: Path, tiny_data) -> None:
+    config = json.loads((exported / "config.json").read_text())
+    assert list(config["formats"])[:2] == ["safetensors", "torchscript"]
+    for entry in config["formats"].values():
+        assert entry["ok"] and entry["images"] == entry["argmax_agreeing"] == len(
+            tiny_data.val_labels
+        )
+        assert entry["sha256"] == file_sha256(exported / entry["file"])
+    assert config["weights_sha256"] == config["formats"]["safetensors"]["sha256"]
+    assert config["data"]["train_images"] == len(tiny_data.train_labels)
+    assert sum(config["data"]["train_per_class"]) == len(tiny_data.train_labels)
+    assert ("onnxruntime" in config["versions"]) == ("onnx" in config["formats"])
+
+
+def test_an_unknown_format_is_refused_before_anything_is_read(make_context, tmp_path) -> None:
+    pinned, context = make_context()  # no trial yet: the format is checked first
+    with pytest.raises(TunerError, match="unknown format 'gif'"):
+        export_trial(pinned, context.store, tmp_path / "x", formats=["gif"])
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_study_without_complete_trials(make_context, tmp_path: Path) -> None:

@@ -63,7 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--trial", type=int, help="export this trial number instead of the best")
     export.add_argument("--out", type=Path, default=Path("best"), help="output folder (best/)")
     export.add_argument("--force", action="store_true", help="replace an existing output folder")
+    export.add_argument(
+        "--format",
+        default="safetensors",
+        help="comma-separated: safetensors (always written), torchscript, onnx "
+        "(needs the onnx extra); default safetensors",
+    )
     _add_store_options(export)
+
+    predict = commands.add_parser("predict", help="classify images with an exported model")
+    predict.add_argument(
+        "model_dir", type=Path, metavar="MODEL_DIR", help="folder written by export-best"
+    )
+    predict.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files; folders are walked"
+    )
+    predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line and image")
     return parser
 
 
@@ -97,9 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         "worker": _worker,
         "status": _status,
         "export-best": _export_best,
+        "predict": _predict,
     }
     try:
-        handlers[args.command](args)
+        status = handlers[args.command](args)
     except TunerError as exc:
         print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -110,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    return 0
+    return status or 0
 
 
 def _search(args: argparse.Namespace) -> None:
@@ -199,8 +216,29 @@ def _export_best(args: argparse.Namespace) -> None:
     name = args.study or study.only_study(storage, required=True)
     pinned = study.load_pinned(storage, name)
     store = artifact_store(artifacts_uri(args.artifacts), must_exist=True)
-    result = export.export_trial(pinned, store, args.out, trial_number=args.trial, force=args.force)
+    result = export.export_trial(
+        pinned,
+        store,
+        args.out,
+        trial_number=args.trial,
+        force=args.force,
+        formats=args.format.split(","),
+    )
     print(export.describe(result))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tuner import predict
+
+    outcome = predict.predict(args.model_dir, args.images, top_k=args.top_k)
+    if args.json:
+        if outcome.predictions:
+            print(predict.format_json_lines(outcome))
+    else:
+        print(predict.format_table(outcome))
+    for path, why in outcome.bad_files:
+        print(f"tuner predict: skipped {path}: {why}", file=sys.stderr)
+    return EXIT_USER_ERROR if outcome.bad_files else 0
 
 
 if __name__ == "__main__":

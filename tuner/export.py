@@ -1,7 +1,8 @@
 """A trial's checkpoint -> a self-describing export folder; ``load_model`` to use it.
 
 The export is verified before it is written: the rebuilt model is run on the study's
-validation split and its accuracy is recorded beside the one the trial reported.
+validation split and its accuracy is recorded beside the one the trial reported, and every
+exported file is loaded back and must predict what the rebuilt model predicts.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import platform
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -23,21 +24,22 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from PIL import Image
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from tuner import config as config_mod
+from tuner import formats as formats_mod
+from tuner import model_card
 from tuner import study as study_mod
 from tuner.augment import normalize
-from tuner.data import prepare_data
+from tuner.data import PreparedData, prepare_data
 from tuner.errors import TunerError
 from tuner.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
 from tuner.model import ResolvedWeights, build_model, file_sha256
 from tuner.storage import ArtifactStore
-from tuner.train import evaluate
 
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = formats_mod.FORMATS["safetensors"].file
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 
@@ -51,6 +53,7 @@ class ExportResult:
     trial_number: int
     recorded_accuracy: float
     verified_accuracy: float
+    checks: tuple[formats_mod.FormatCheck, ...]  # one per exported model file
 
 
 def export_trial(
@@ -59,9 +62,16 @@ def export_trial(
     out_dir: Path,
     trial_number: int | None = None,
     force: bool = False,
+    formats: Iterable[str] = formats_mod.DEFAULT_FORMATS,
 ) -> ExportResult:
-    """Write weights, config.json and metrics.json for the best (or a given) trial, atomically."""
+    """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
+
+    ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
+    back and checked against the PyTorch model on the validation split before the folder
+    appears; see :mod:`tuner.formats`.
+    """
     out_dir = Path(out_dir)
+    chosen = formats_mod.resolve(formats)
     if out_dir.exists() and not force:
         raise TunerError(
             f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
@@ -77,24 +87,33 @@ def export_trial(
         )
     model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
     model.load_state_dict(state)
-    accuracy, predictions = evaluate(
-        model, data.val_images, data.val_labels, torch.device("cpu"), config.train.eval_batch_size
+    model.eval()
+    batch = config.train.eval_batch_size
+    logits = formats_mod.batched_logits(model, data.val_images, batch)
+    predictions = logits.argmax(1)
+    accuracy = (predictions == data.val_labels).float().mean().item()
+    checks: list[formats_mod.FormatCheck] = []
+
+    def fill(folder: Path) -> None:
+        for fmt in chosen:
+            checks.append(
+                formats_mod.write_checked(fmt, model, folder, data.val_images, logits, batch)
+            )
+        hashes = {check.format: file_sha256(folder / check.file) for check in checks}
+        config_json = {
+            **_config_json(pinned, trial, data, accuracy, chosen),
+            "weights_sha256": hashes["safetensors"],  # what load_model checks
+            "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
+        }
+        _write_json(folder / CONFIG_FILE, config_json)
+        metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
+        _write_json(folder / METRICS_FILE, metrics)
+        (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
+
+    _write_atomically(out_dir, fill)
+    return ExportResult(
+        out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks)
     )
-    files = {
-        WEIGHTS_FILE: lambda path: save_file(state, str(path)),
-        CONFIG_FILE: lambda path: _write_json(
-            path,
-            {
-                **_config_json(pinned, trial, data.class_names, accuracy),
-                "weights_sha256": file_sha256(path.with_name(WEIGHTS_FILE)),
-            },
-        ),
-        METRICS_FILE: lambda path: _write_json(
-            path, _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
-        ),
-    }
-    _write_atomically(out_dir, files)
-    return ExportResult(out_dir, pinned.study.study_name, trial.number, trial.value, accuracy)
 
 
 def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -144,9 +163,13 @@ def _read_checkpoint(
 
 
 def _config_json(
-    pinned: study_mod.PinnedStudy, trial: FrozenTrial, class_names: tuple[str, ...], acc: float
+    pinned: study_mod.PinnedStudy,
+    trial: FrozenTrial,
+    data: PreparedData,
+    acc: float,
+    chosen: tuple[formats_mod.Format, ...],
 ) -> dict[str, Any]:
-    config = pinned.config
+    config, class_names = pinned.config, data.class_names
     return {
         "format_version": FORMAT_VERSION,
         "arch": config.model.arch,
@@ -165,7 +188,14 @@ def _config_json(
         "recorded_val_accuracy": trial.value,
         "resolved_weights": pinned.weights.to_dict(),
         "study_config": config_mod.to_dict(config),
-        "versions": _versions(),
+        "data": {
+            "train_images": len(data.train_labels),
+            "val_images": len(data.val_labels),
+            "train_per_class": torch.bincount(
+                data.train_labels, minlength=data.num_classes
+            ).tolist(),
+        },
+        "versions": _versions([module for fmt in chosen for module in fmt.requires]),
     }
 
 
@@ -200,9 +230,9 @@ def _metrics_json(
     }
 
 
-def _versions() -> dict[str, str]:
+def _versions(extra: list[str]) -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for package in ("tuner", "torch", "torchvision", "optuna"):
+    for package in ("tuner", "torch", "torchvision", "optuna", *extra):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -214,13 +244,12 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -> None:
-    """Write into a temp folder beside ``out_dir``, then swap it in with renames."""
+def _write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a temp folder beside ``out_dir``, then swap it in with renames."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for name, write in files.items():  # in order: a writer may read an earlier file
-            write(tmp / name)
+        fill(tmp)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -234,12 +263,18 @@ def _write_atomically(out_dir: Path, files: dict[str, Callable[[Path], None]]) -
 
 
 def describe(result: ExportResult) -> str:
-    return (
-        f"exported study {result.study_name!r} trial #{result.trial_number} to {result.out_dir}/\n"
-        f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
-        f"reloaded and re-evaluated {result.verified_accuracy:.4f}\n"
-        f"  files: {WEIGHTS_FILE}, {CONFIG_FILE}, {METRICS_FILE}\n"
-        f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')"
+    files = [check.file for check in result.checks]
+    return "\n".join(
+        [
+            f"exported study {result.study_name!r} trial #{result.trial_number} "
+            f"to {result.out_dir}/",
+            f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
+            f"reloaded and re-evaluated {result.verified_accuracy:.4f}",
+            *(f"  verified {check.describe()}" for check in result.checks),
+            f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
+            f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
+            f"         tuner predict {result.out_dir} IMAGE_OR_FOLDER...",
+        ]
     )
 
 
@@ -266,8 +301,15 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
     folder = Path(path)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file() or not weights_path.is_file():
-        raise TunerError(f"{folder}: not a tuner export (needs {CONFIG_FILE} and {WEIGHTS_FILE}).")
-    config = json.loads(config_path.read_text())
+        problem = "not a tuner export" if folder.is_dir() else "no such folder"
+        raise TunerError(
+            f"{folder}: {problem} (an export has {CONFIG_FILE} and {WEIGHTS_FILE}). Give the "
+            "folder that `tuner export-best --out DIR` wrote."
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TunerError(f"{config_path}: unreadable ({exc}). Export the model again.") from None
     if config.get("weights_sha256") != file_sha256(weights_path):
         raise TunerError(f"{weights_path}: the weights do not match the SHA-256 in {CONFIG_FILE}.")
     model = build_model(config["arch"], config["num_classes"], ResolvedWeights.random_init())

@@ -203,11 +203,7 @@ def _scan_classes(folder: Path) -> dict[str, list[Path]]:
         )
     tree = {}
     for class_dir in class_dirs:
-        files = sorted(
-            p
-            for p in class_dir.rglob("*")
-            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
-        )
+        files = find_images(class_dir)
         if not files:
             raise TunerError(
                 f"data.path: class folder {class_dir} has no images "
@@ -215,6 +211,15 @@ def _scan_classes(folder: Path) -> dict[str, list[Path]]:
             )
         tree[class_dir.name] = files
     return tree
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively and sorted; hidden files are left out."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
 
 
 def _decode_tree(

@@ -1,4 +1,5 @@
-"""The search space: turn an Optuna trial into a TrialParams, and the classic recipes."""
+"""The search space: turn an Optuna trial into a TrialParams, the classic recipes, and
+``describe_schedule`` to say a recipe in words."""
 
 from __future__ import annotations
 
@@ -139,6 +140,60 @@ def recipe_trials(space: SpaceConfig) -> tuple[list[tuple[Recipe, dict[str, Any]
         else:
             runnable.append((recipe, params))
     return runnable, skipped
+
+
+_OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+
+
+def describe_schedule(params: TrialParams, epochs: int) -> str:
+    """One line saying a recipe in words, for model cards, summaries and the dashboard.
+
+    ``epochs`` is the run's length: epochs are numbered from 0, as ``unfreeze_epoch`` is, and
+    a progressive unfreeze that has not reached the stem by the last epoch says what stays
+    frozen. E.g. "stem+layer1-2 frozen, all unfrozen at epoch 2 of 0..3; head lr 3e-3,
+    backbone lr 1e-4, AdamW, batch 64, weight decay 1e-5".
+    """
+    depth, start = params.freeze_depth, params.unfreeze_epoch
+    if depth == 0:
+        freezing = "nothing frozen"
+    elif start is None:
+        freezing = f"{_stage_span(depth)} frozen throughout"
+    elif params.unfreeze_mode == "all" or depth == 1:
+        freezing = f"{_stage_span(depth)} frozen, all unfrozen at epoch {start} of 0..{epochs - 1}"
+    else:
+        freezing = (
+            f"{_stage_span(depth)} frozen, unfrozen one stage per epoch from epoch {start} "
+            f"of 0..{epochs - 1}, deepest first"
+        )
+        still_frozen = depth - (epochs - start)
+        if still_frozen > 0:
+            freezing += f" ({_stage_span(still_frozen)} still frozen at the end)"
+    rates = f"head lr {_compact(params.head_lr)}"
+    if params.backbone_lr is not None:
+        rates += f", backbone lr {_compact(params.backbone_lr)}"
+    optimizer = _OPTIMIZER_NAMES.get(params.optimizer, params.optimizer)
+    return (
+        f"{freezing}; {rates}, {optimizer}, batch {params.batch_size}, "
+        f"weight decay {_compact(params.weight_decay)}"
+    )
+
+
+def _stage_span(depth: int) -> str:
+    """The first ``depth`` stages in few words: "stem", "stem+layer1", "stem+layer1-3"."""
+    if depth >= len(STAGES):
+        return "whole backbone"
+    names = STAGES[:depth]
+    if len(names) <= 2:
+        return "+".join(names)
+    return f"{names[0]}+{names[1]}-{names[-1].removeprefix('layer')}"
+
+
+def _compact(value: float) -> str:
+    """3e-3, 2.5e-4: learning rates and decays the way the recipes are written."""
+    if value == 0:
+        return "0"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
 def _contains(dimension: Dimension, value: Any) -> bool:

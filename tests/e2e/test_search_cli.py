@@ -116,6 +116,7 @@ def test_export_refuses_to_overwrite_without_force(searched: Path) -> None:
     forced = run_tuner(searched, "export-best", "--out", "again", "--force")
     assert forced.returncode == 0, forced.stderr
     assert sorted(p.name for p in (searched / "again").iterdir()) == [
+        "MODEL_CARD.md",
         "config.json",
         "metrics.json",
         "model.safetensors",
