@@ -14,7 +14,7 @@ WORKDIR /opt/tuner
 COPY pyproject.toml README.md ./
 COPY tuner ./tuner
 COPY studies ./studies
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[s3]"
 
 # Studies, checkpoints and datasets live in the mounted working directory.
 WORKDIR /work

@@ -98,9 +98,9 @@ CATEGORIES = ("storage", "sampler", "pruner", "other")
 class Clock:
     """Exclusive wall time per category on the main thread (storage inside sampler is storage).
 
-    Also counts, on the main thread only: storage calls (outermost ones, also per method),
-    SQL statements, and connection checkouts (each a ``pool_pre_ping`` round trip on
-    PostgreSQL). Heartbeats, written from Optuna's heartbeat thread, are counted apart.
+    Also counts, on the main thread only: storage calls (outermost ones, with their count and
+    time per method), SQL statements, and connection checkouts (each a ``pool_pre_ping``
+    round trip on PostgreSQL). Heartbeats, from Optuna's heartbeat thread, are counted apart.
     """
 
     def __init__(self) -> None:
@@ -108,9 +108,11 @@ class Clock:
         self.totals = dict.fromkeys(CATEGORIES, 0.0)
         self.counts = {"calls": 0, "statements": 0, "checkouts": 0}
         self.by_method: collections.Counter[str] = collections.Counter()
+        self.method_time: collections.Counter[str] = collections.Counter()
         self.heartbeats = 0
         self._stack = ["other"]
         self._mark = time.perf_counter()
+        self._call: tuple[str, float] = ("?", 0.0)
 
     def on_main(self) -> bool:
         return threading.get_ident() == self.main
@@ -122,12 +124,16 @@ class Clock:
         if category == "storage" and self._stack[-1] != "storage":
             self.counts["calls"] += 1
             self.by_method[method or "?"] += 1
+            self._call = (method or "?", now)
         self._stack.append(category)
 
     def leave(self) -> None:
         now = time.perf_counter()
-        self.totals[self._stack.pop()] += now - self._mark
+        category = self._stack.pop()
+        self.totals[category] += now - self._mark
         self._mark = now
+        if category == "storage" and self._stack[-1] != "storage":
+            self.method_time[self._call[0]] += now - self._call[1]
 
     def snapshot(self) -> dict[str, float]:
         """Totals so far (seconds, counts), with the running category brought up to now."""
@@ -277,6 +283,7 @@ def run_worker(job: WorkerJob, barrier: Any) -> dict[str, Any]:
     start = time.monotonic()  # system-wide on Linux: comparable between the processes
     last.update(wall=time.perf_counter(), cpu=time.process_time(), snap=clock.snapshot())
     clock.by_method.clear()
+    clock.method_time.clear()
     if study_mod.finished_count(study) < study_mod.stored_budget(study):
         study.optimize(objective, callbacks=[stop_when_done, record], catch=(Exception,))
     end = time.monotonic()
@@ -288,6 +295,7 @@ def run_worker(job: WorkerJob, barrier: Any) -> dict[str, Any]:
         "records": records,
         "heartbeats": clock.heartbeats,
         "by_method": dict(clock.by_method),
+        "method_time": dict(clock.method_time),
     }
 
 
@@ -310,7 +318,9 @@ class Row:
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     heartbeats: int = 0
     by_method: dict[str, int] = dataclasses.field(default_factory=dict)
+    method_time: dict[str, float] = dataclasses.field(default_factory=dict)
     server_cpu: float | None = None
+    foreign_cores: float | None = None
     peak_connections: int | None = None
     cores: int = 1
 
@@ -377,6 +387,16 @@ def postgres_processes_cpu() -> float | None:
         total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
         found = True
     return total / ticks if found else None
+
+
+def machine_busy() -> float | None:
+    """CPU seconds all cores of this machine have spent busy since boot (/proc/stat)."""
+    try:
+        fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class ConnectionWatch:
@@ -491,6 +511,7 @@ def run_config(
                 if backend == "postgresql":
                     watch = ConnectionWatch(libpq_conninfo(url), name)
                 cpu_before = postgres_processes_cpu() if watch else None
+                busy_before, window_start = machine_busy(), time.monotonic()
                 barrier.wait(timeout=SETUP_TIMEOUT)
                 outcomes = collect(procs, results)
             finally:
@@ -502,6 +523,7 @@ def run_config(
                     time.sleep(0.5)  # let the postmaster reap the backends
                     row.peak_connections = watch.close()
             cpu_after = postgres_processes_cpu() if watch else None
+            busy_after, window_end = machine_busy(), time.monotonic()
             if cpu_before is not None and cpu_after is not None:
                 row.server_cpu = cpu_after - cpu_before
             errors = [o["error"] for o in outcomes if "error" in o]
@@ -512,9 +534,15 @@ def run_config(
             row.records = [r for o in outcomes for r in o["records"]]
             row.heartbeats = sum(o["heartbeats"] for o in outcomes)
             methods: collections.Counter[str] = collections.Counter()
+            seconds: collections.Counter[str] = collections.Counter()
             for outcome in outcomes:
                 methods.update(outcome["by_method"])
-            row.by_method = dict(methods)
+                seconds.update(outcome["method_time"])
+            row.by_method, row.method_time = dict(methods), dict(seconds)
+            if busy_before is not None and busy_after is not None:
+                ours = sum(r["cpu"] for r in row.records) + (row.server_cpu or 0.0)
+                foreign = busy_after - busy_before - ours
+                row.foreign_cores = max(0.0, foreign) / (window_end - window_start)
             states = [r["state"] for r in row.records]
             row.finished = sum(s in ("COMPLETE", "PRUNED") for s in states)
             row.pruned = states.count("PRUNED")
@@ -553,6 +581,7 @@ def results_table(rows: Sequence[Row]) -> list[str]:
         "Trials/min",
         "Speed-up",
         "Cores busy",
+        "Other load",
         "ms/trial mean (p50 / p95)",
         "storage ms",
         "sampler ms",
@@ -582,6 +611,7 @@ def results_table(rows: Sequence[Row]) -> list[str]:
             f"{r.per_minute:.0f}",
             f"{r.per_minute / base:.2f}x" if base else "-",
             f"{100 * r.cores_busy:.0f} %",
+            f"{r.foreign_cores:.2f}" if r.foreign_cores is not None else "-",
             f"{fmt(r.ms('wall'))} ({fmt(r.percentile_ms(0.5))} / {fmt(r.percentile_ms(0.95))})",
             *(fmt(r.ms(k)) for k in CATEGORIES),
             fmt(r.ms("cpu")),
@@ -657,10 +687,13 @@ def describe_method() -> list[str]:
         "",
         "Columns: *Trials* finished (complete + pruned; workers may overshoot the budget by "
         "up to workers - 1). *Cores busy*: CPU time of the workers (and the local PostgreSQL "
-        "server) over wall time x cores. *ms/trial* is the wall time of one trial inside a "
-        "worker, split into database calls on the worker's main thread (*storage*), the "
-        "sampler and the pruner (their own database reads count as storage), and the rest "
-        "(Optuna's bookkeeping, the objective, waiting for a CPU). *Worker CPU ms*: the "
+        "server) over wall time x cores. *Other load*: how many cores, on average, the rest of "
+        "the machine kept busy meanwhile (the benchmark's parent, workers exiting, anything "
+        "else running; it competes with the benchmark). *ms/trial* is the wall time of one "
+        "trial inside a worker, split into database calls on the worker's main thread "
+        "(*storage*), the sampler and the pruner (their own database reads count as "
+        "storage), and the rest (Optuna's bookkeeping, the objective, waiting for a CPU). "
+        "*Worker CPU ms*: the "
         "worker process's CPU time per trial. *Checkouts*: connection-pool checkouts, each a "
         "`SELECT 1` round trip on PostgreSQL (`pool_pre_ping=True`). *PG server CPU*: CPU "
         "time of all local postgres processes during the run, per finished trial.",
@@ -699,6 +732,12 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
                 "queue for a CPU, so ms/trial grows with them. That is this machine's limit "
                 "(workers and database share its cores), not the storage design's."
             )
+        slower = [r for r in series[1:] if r.per_minute < one.per_minute]
+        if saturated is None and slower:
+            text += (
+                f" With {slower[0].workers} workers it is slower than with one although the "
+                "cores are not saturated: the storage's locking limits it, not the CPU."
+            )
         elif one.cores_busy * one.cores >= SATURATED:
             text += (
                 " One worker already keeps one core busy: a trial is serial CPU work ("
@@ -710,6 +749,8 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
                 + "), so throughput can grow only with free cores."
             )
         lines.append(text)
+    for backend in ("postgresql", "sqlite"):
+        lines.extend(contention(done, backend))
     pg1 = find("postgresql", "tpe", 1)
     if pg1 is not None:
         server = pg1.server_ms or 0.0
@@ -759,9 +800,10 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
                 f"{rnd.pruned} of {rnd.finished} pruned) against TPE's {tpe.ms('wall'):.0f} ms "
                 f"({tpe.ms('sampler'):.1f} ms sampler, {tpe.mean('calls'):.0f} calls, "
                 f"{tpe.pruned} of {tpe.finished} pruned), {rnd.per_minute:.0f} against "
-                f"{tpe.per_minute:.0f} trials/min. The difference beyond the sampler's own "
-                "time is the number of epochs each trial reaches before it is pruned, i.e. "
-                "storage calls."
+                f"{tpe.per_minute:.0f} trials/min; storage "
+                f"{rnd.ms('storage') / rnd.mean('calls'):.2f} against "
+                f"{tpe.ms('storage') / tpe.mean('calls'):.2f} ms per call. TPE's own time is "
+                "a small part of a cheap trial at this study size."
             )
     served = [r.server_ms for r in done if r.server_ms]
     if served:
@@ -772,6 +814,43 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
             "trials/min if the workers ran on other machines."
         )
     return lines
+
+
+def contention(done: Sequence[Row], backend: str) -> list[str]:
+    """Which storage calls slow down most from one worker to the most workers, and why."""
+    series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe")]
+    if len(series) < 2:
+        return []
+    one, most = series[0], max(series, key=lambda r: r.workers)
+
+    def per_call(row: Row, method: str) -> float:
+        calls = row.by_method.get(method, 0)
+        return 1000.0 * row.method_time.get(method, 0.0) / calls if calls else float("nan")
+
+    heavy = sorted(most.method_time, key=lambda m: -most.method_time[m])[:3]
+    if not heavy:
+        return []
+    listed = ", ".join(
+        f"`{m}` {per_call(one, m):.1f} -> {per_call(most, m):.1f} ms per call "
+        f"({1000 * most.method_time[m] / len(most.records):.0f} ms per trial)"
+        for m in heavy
+    )
+    why = (
+        "`RDBStorage._create_new_trial` takes the study row `FOR UPDATE` "
+        "(`StudyModel.find_or_raise_by_id(..., for_update=True)`, to number the trial), so "
+        "trial creation is serialised per study, and a worker that loses its CPU while "
+        "holding that lock stalls the others"
+        if backend == "postgresql"
+        else "every write transaction takes SQLite's single write lock on the file; a "
+        "blocked writer waits in SQLite's busy handler, which sleeps and retries (up to 100 "
+        "ms a sleep) within the 60 s timeout `open_storage` sets, so writers queue and "
+        "time is lost between turns"
+    )
+    return [
+        f"- {backend}: the storage calls that cost most with {most.workers} workers, per-call "
+        f"time at 1 -> {most.workers} workers: {listed}. Why calls slow down beyond the CPU "
+        f"share: {why}."
+    ]
 
 
 def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
