@@ -134,6 +134,7 @@ def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: floa
     ]
     if outcome.stopped_reason:
         lines.append(f"STOPPED EARLY: {outcome.stopped_reason}")
+    lines += _workers_line(study)
     ranked = study_mod.ranked_trials(study)
     if not ranked:
         lines.append("no trial completed yet.")
@@ -155,6 +156,18 @@ def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: floa
         lines += ["", session.context.weights.fallback_warning]
     lines.append(f"\nnext: tuner export-best --study {study.study_name} --out best/")
     return "\n".join(lines)
+
+
+def _workers_line(study: optuna.Study) -> list[str]:
+    """Which workers ran the finished trials, when more than one did."""
+    ran: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False, states=study_mod.FINISHED):
+        owner = trial.user_attrs.get("worker", {})
+        name = f"{owner.get('worker', '?')} ({owner.get('device', '?')})"
+        ran[name] = ran.get(name, 0) + 1
+    if len(ran) < 2:
+        return []
+    return ["workers: " + ", ".join(f"{name} {n}" for name, n in sorted(ran.items()))]
 
 
 def recipe_comparison(study: optuna.Study) -> str:

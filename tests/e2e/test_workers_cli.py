@@ -71,6 +71,7 @@ def test_four_workers_share_one_sqlite_file(tiny_study_file: Path) -> None:
     assert result.returncode == 0, output[-3000:]
     assert "database is locked" not in output
     assert "starting 4 workers" in result.stdout
+    assert "workers: " in result.stdout  # the summary says which worker ran how many trials
     assert "study tiny: " in result.stdout and "trials finished" in result.stdout
     assert_parallel_search(load(sqlite_url(folder)), budget=12, workers=4)
 
