@@ -333,6 +333,11 @@ class Row:
         return 60.0 * self.finished / self.wall if self.wall else 0.0
 
     @property
+    def machine_busy(self) -> float:
+        """Share of the cores busy with the benchmark and with other load together."""
+        return self.cores_busy + (self.foreign_cores or 0.0) / self.cores
+
+    @property
     def server_ms(self) -> float | None:
         """PostgreSQL server CPU per finished trial, ms."""
         return 1000.0 * self.server_cpu / self.finished if self.server_cpu is not None else None
@@ -709,45 +714,34 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
         return next((r for r in done if (r.backend, r.sampler, r.workers) == wanted), None)
 
     lines = ["### Where the bottleneck is", ""]
+    measured = [r for r in done if r.foreign_cores is not None]
+    busiest = max((r.foreign_cores or 0.0 for r in measured), default=0.0)
+    if busiest >= 0.3:
+        calm = min(measured, key=lambda r: r.foreign_cores or 0.0)
+        lines.append(
+            f"- Caveat: other work shared the machine during this run (up to {busiest:.1f} "
+            "cores of *Other load*), so its times, trials/min and scaling with workers are "
+            "pessimistic. The per-trial counts (calls, statements, connections) do not depend "
+            f"on it; the least disturbed row is {calm.backend} {calm.sampler} with "
+            f"{workers_text(calm.workers)} ({calm.foreign_cores:.1f} cores of other load)."
+        )
     for backend in ("postgresql", "sqlite"):
         series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe")]
         if not series:
             continue
         one = series[0]
         steps = "; ".join(
-            f"{r.workers} worker(s): {r.per_minute:.0f}/min, {100 * r.cores_busy:.0f} % of the "
-            f"cores busy, {r.ms('wall'):.0f} ms/trial of which {r.ms('cpu'):.0f} ms on a CPU"
+            f"{workers_text(r.workers)}: {r.per_minute:.0f}/min, {100 * r.cores_busy:.0f} % of the "
+            f"cores busy with it{other_load(r)}, {r.ms('wall'):.0f} ms/trial of which "
+            f"{r.ms('cpu'):.0f} ms on a CPU"
             for r in series
         )
         best = max(series, key=lambda r: r.per_minute)
         text = (
             f"- {backend}, TPE ({steps}). Best: {best.per_minute:.0f} trials/min with "
-            f"{best.workers} worker(s), {best.per_minute / one.per_minute:.2f}x one worker."
+            f"{workers_text(best.workers)}, {best.per_minute / one.per_minute:.2f}x one worker."
         )
-        saturated = next((r for r in series if r.cores_busy >= SATURATED), None)
-        if saturated is not None:
-            text += (
-                f" From {saturated.workers} workers on the {saturated.cores} cores are "
-                f"saturated ({100 * saturated.cores_busy:.0f} % busy): more workers only "
-                "queue for a CPU, so ms/trial grows with them. That is this machine's limit "
-                "(workers and database share its cores), not the storage design's."
-            )
-        slower = [r for r in series[1:] if r.per_minute < one.per_minute]
-        if saturated is None and slower:
-            text += (
-                f" With {slower[0].workers} workers it is slower than with one although the "
-                "cores are not saturated: the storage's locking limits it, not the CPU."
-            )
-        elif one.cores_busy * one.cores >= SATURATED:
-            text += (
-                " One worker already keeps one core busy: a trial is serial CPU work ("
-                + (
-                    "client, then server"
-                    if backend == "postgresql"
-                    else "SQLite runs in the worker"
-                )
-                + "), so throughput can grow only with free cores."
-            )
+        text += " " + bottleneck(series, backend)
         lines.append(text)
     for backend in ("postgresql", "sqlite"):
         lines.extend(contention(done, backend))
@@ -773,7 +767,8 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
             "four curve attributes written every epoch are most of `set_trial_user_attr`; "
             "`get_study_id_from_name` comes from the Hyperband pruner, which builds a "
             "per-bracket `Study` (`optuna/pruners/_hyperband.py`, `_create_bracket_study`; "
-            "`Study.__init__` looks the study up by name) for every prune, sample and tell."
+            "`Study.__init__` looks the study up by name) at every trial start, sample, "
+            "prune and tell (`optuna.pruners._filter_study`)."
         )
     sq1 = find("sqlite", "tpe", 1)
     if pg1 is not None and sq1 is not None:
@@ -805,20 +800,80 @@ def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
                 f"{tpe.ms('storage') / tpe.mean('calls'):.2f} ms per call. TPE's own time is "
                 "a small part of a cheap trial at this study size."
             )
-    served = [r.server_ms for r in done if r.server_ms]
+    served = [r for r in done if r.server_ms and r.backend == "postgresql"]
     if served:
-        per_trial = statistics.fmean(served)
+        low = min(served, key=lambda r: r.workers)
+        high = max(served, key=lambda r: r.workers)
         lines.append(
-            f"- PostgreSQL server CPU: {per_trial:.0f} ms per trial on average over the "
-            f"PostgreSQL runs; one server core would serve about {60000 / per_trial:.0f} "
-            "trials/min if the workers ran on other machines."
+            f"- PostgreSQL server CPU: {low.server_ms:.0f} ms per trial with "
+            f"{workers_text(low.workers)}, {high.server_ms:.0f} ms with {high.workers} (more "
+            "running trials "
+            "to re-read, CPU contention; other sessions on the server count too). At the "
+            f"lower figure one server core serves about {60000 / low.server_ms:.0f} trials/min "
+            "when the workers run on other machines."
         )
     return lines
 
 
+SLOWDOWN_REASONS = {
+    "_get_trials": "Optuna's cache keeps finished trials only, so every read fetches each "
+    "still-running trial again in full (params, attributes, intermediate values), one per "
+    "other worker: a read costs more the more workers there are",
+    "_create_new_trial": "it locks the study row (`StudyModel.find_or_raise_by_id(..., "
+    "for_update=True)` in `RDBStorage._create_new_trial`, to number the trial), so trial "
+    "creation is serialised per study",
+}
+SQLITE_LOCK = (
+    "SQLite lets one transaction write at a time: a blocked writer waits in SQLite's busy "
+    "handler, which sleeps and retries (sleeps of up to 100 ms) within the 60 s timeout "
+    "`open_storage` sets, so writers queue and time is lost between their turns"
+)
+
+
+def bottleneck(series: Sequence[Row], backend: str) -> str:
+    """One or two sentences on what limits a series of runs (1, 2, ... workers)."""
+    one = series[0]
+    serial = (
+        "One worker alone keeps about one core busy: a trial is serial CPU work ("
+        + ("client, then server" if backend == "postgresql" else "SQLite runs in the worker")
+        + "), so more workers can only help while there are idle cores."
+    )
+    saturated = next((r for r in series if r.machine_busy >= SATURATED), None)
+    if saturated is not None:
+        where = (
+            "Already with 1 worker"
+            if saturated.workers == 1
+            else f"From {saturated.workers} workers on"
+        )
+        return (
+            f"{serial if one.cores_busy * one.cores >= SATURATED else ''} {where} the "
+            f"{saturated.cores} cores are saturated ({100 * saturated.machine_busy:.0f} % busy, "
+            "other load included): more workers only queue for a CPU, so ms/trial grows with "
+            "them. That is this machine's limit (workers and database share its cores), not "
+            "the storage design's."
+        ).strip()
+    slower = [r for r in series[1:] if r.per_minute < one.per_minute]
+    if slower:
+        return (
+            f"With {slower[0].workers} workers it is slower than with one although the cores "
+            "are not saturated: the storage's locking limits it, not the CPU."
+        )
+    return serial if one.cores_busy * one.cores >= SATURATED else ""
+
+
+def workers_text(count: int) -> str:
+    return f"{count} worker" + ("" if count == 1 else "s")
+
+
+def other_load(row: Row) -> str:
+    if row.foreign_cores is None or row.foreign_cores < 0.1:
+        return ""
+    return f" + {row.foreign_cores:.1f} cores of other load"
+
+
 def contention(done: Sequence[Row], backend: str) -> list[str]:
-    """Which storage calls slow down most from one worker to the most workers, and why."""
-    series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe")]
+    """Which storage calls slow down from one worker to the most workers, and why."""
+    series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe") and r.method_time]
     if len(series) < 2:
         return []
     one, most = series[0], max(series, key=lambda r: r.workers)
@@ -827,30 +882,32 @@ def contention(done: Sequence[Row], backend: str) -> list[str]:
         calls = row.by_method.get(method, 0)
         return 1000.0 * row.method_time.get(method, 0.0) / calls if calls else float("nan")
 
-    heavy = sorted(most.method_time, key=lambda m: -most.method_time[m])[:3]
-    if not heavy:
+    frequent = [m for m in most.method_time if most.by_method[m] >= len(most.records)]
+    growth = {m: per_call(most, m) / per_call(one, m) for m in frequent if one.method_time.get(m)}
+    if not growth:
         return []
+    heavy = sorted(most.method_time, key=lambda m: -most.method_time[m])[:3]
     listed = ", ".join(
-        f"`{m}` {per_call(one, m):.1f} -> {per_call(most, m):.1f} ms per call "
+        f"`{m}` {per_call(one, m):.1f} -> {per_call(most, m):.1f} ms "
         f"({1000 * most.method_time[m] / len(most.records):.0f} ms per trial)"
         for m in heavy
     )
-    why = (
-        "`RDBStorage._create_new_trial` takes the study row `FOR UPDATE` "
-        "(`StudyModel.find_or_raise_by_id(..., for_update=True)`, to number the trial), so "
-        "trial creation is serialised per study, and a worker that loses its CPU while "
-        "holding that lock stalls the others"
-        if backend == "postgresql"
-        else "every write transaction takes SQLite's single write lock on the file; a "
-        "blocked writer waits in SQLite's busy handler, which sleeps and retries (up to 100 "
-        "ms a sleep) within the 60 s timeout `open_storage` sets, so writers queue and "
-        "time is lost between turns"
+    typical = statistics.median(growth.values())
+    text = (
+        f"- {backend}: the costliest storage calls with {most.workers} workers, time per call "
+        f"with 1 -> {most.workers} workers: {listed}. The typical call is {typical:.0f}x "
+        "slower: all of them wait for a CPU."
     )
-    return [
-        f"- {backend}: the storage calls that cost most with {most.workers} workers, per-call "
-        f"time at 1 -> {most.workers} workers: {listed}. Why calls slow down beyond the CPU "
-        f"share: {why}."
-    ]
+    worst = max((m for m in heavy if m in growth), key=lambda m: growth[m], default=None)
+    if worst is None:
+        return [text]
+    if growth[worst] > 1.3 * typical:
+        text += f" `{worst}` slows down most ({growth[worst]:.0f}x)"
+        reason = SLOWDOWN_REASONS.get(worst)
+        text += f": {reason}." if reason else "."
+    if backend == "sqlite":
+        text += f" On top of that, {SQLITE_LOCK}."
+    return [text]
 
 
 def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
@@ -864,7 +921,13 @@ def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
     pg_tpe = [r for r in done if r.backend == "postgresql" and r.sampler == "tpe"]
     stmts = statistics.fmean(r.mean("statements") for r in pg_tpe) if pg_tpe else float("nan")
     served = [r.server_ms for r in done if r.server_ms]
-    capacity = f"{60000 / statistics.fmean(served):.0f}" if served else "several hundred"
+    capacity = f"{60000 / min(served):.0f}" if served else "several hundred"
+    reads = (
+        statistics.fmean(r.by_method.get("_get_trials", 0) / len(r.records) for r in pg_tpe)
+        if pg_tpe
+        else 8.0
+    )
+    beats = sum(r.heartbeats for r in done) / max(1, sum(len(r.records) for r in done))
     return [
         "",
         "### How far the design scales (on paper)",
@@ -885,7 +948,7 @@ def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
         "higher max_connections (one server process of a few MB per connection). A "
         "`pool_size=2, max_overflow=0` per worker would lose nothing, since a worker never "
         "uses more than two at once; `open_storage` would have to pass it.",
-        f"- Queries per trial. A TPE trial here makes about {stmts:.0f} SQL statements plus "
+        f"- Queries per trial. A TPE trial here makes about {fmt(stmts, 0)} SQL statements plus "
         "one pre-ping round trip per storage call. Samplers and pruners read all trials of "
         "the study on every ask (`study.get_trials` -> `get_all_trials`), but `load_study` "
         "wraps an `RDBStorage` in `_CachedStorage` (`optuna/storages/__init__.py`, "
@@ -895,11 +958,24 @@ def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
         "included_trial_ids=..., trial_id_greater_than=...)`). So the database work per trial "
         "stays about flat as the study grows (growth table); what grows is TPE's own CPU in "
         "the worker (it refits on the finished trials of its Hyperband bracket at every ask), "
-        "plus one full read of the study by every worker that joins.",
+        "plus one full read of the study by every worker that joins. What does grow with "
+        "the number of workers: `included_trial_ids` is every trial still running, and each "
+        "read fetches them again in full (params, attributes, intermediate values). A trial "
+        f"here made {fmt(reads) if pg_tpe else 'about 8 (PostgreSQL not measured)'} such reads "
+        "(sampling, each `should_prune`, the budget check); "
+        "with W workers each read returns about W running trials, so the database work per "
+        "trial grows with W and the study's total with W^2. For 300 workers and 5-minute "
+        f"trials that is 300 x {reads:.0f} / 5 = {300 * reads / 5:.0f} reads a minute, each "
+        "returning ~300 running trials with tens of rows each (one query per table): "
+        "millions of rows a minute, and as much ORM work in the workers. After the connection "
+        "count, that (not the write rate) is where one PostgreSQL would start to feel the "
+        "study; the gRPC proxy does not change it, since its server reads through the same "
+        "cache.",
         "- Heartbeats. With heartbeats on, each trial start runs `fail_stale_trials` (one "
         "`_get_stale_trial_ids` query) and each running trial writes a heartbeat every "
-        "`search.heartbeat_seconds` (default 10 s): 300 workers add 30 small writes per "
-        "second.",
+        "`search.heartbeat_seconds` (default 10 s; measured here "
+        f"{beats:.1f} per trial, as these trials end within one interval): 300 workers add "
+        "30 small writes per second.",
         "- Throughput needed. Real trials train a ResNet for minutes: W workers with T-minute "
         "trials need W / T trials per minute (300 workers x 5-minute trials = 60/min), a "
         "small fraction of what one PostgreSQL core serves at the measured server CPU per "
@@ -927,13 +1003,46 @@ def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
     ]
 
 
-def report(rows: Sequence[Row], meta: dict[str, Any]) -> list[str]:
+def other_runs(others: Sequence[tuple[list[Row], dict[str, Any]]]) -> list[str]:
+    """The tables of further saved runs of this benchmark, e.g. an earlier one."""
+    lines: list[str] = []
+    for rows, meta in others:
+        load = [line for line in meta["environment"] if "load average" in line]
+        series = []
+        for backend in ("postgresql", "sqlite"):
+            runs = [r for r in rows if r.ok and (r.backend, r.sampler) == (backend, "tpe")]
+            if runs:
+                steps = ", ".join(f"{r.workers}: {r.per_minute:.0f}" for r in runs)
+                series.append(f"{backend} TPE trials/min by workers {steps}")
+        lines += [
+            f"### Run of {meta['date']}",
+            "",
+            f"Command: `{meta['command']}`; {'; '.join(series)}. "
+            + (load[0].removeprefix("- ") if load else "Other load was not measured in it.")
+            + " Columns a run did not measure show `-`.",
+            "",
+            *results_table(rows),
+            "",
+        ]
+    return lines
+
+
+def report(
+    rows: Sequence[Row],
+    meta: dict[str, Any],
+    others: Sequence[tuple[list[Row], dict[str, Any]]] = (),
+) -> list[str]:
     """The section's text: how it was run, the tables, and what the measurements say."""
     sleep = meta["epoch_sleep"]
     training = "nothing" if not sleep else f"a {sleep} s sleep per epoch"
     return [
         f"Command: `{meta['command']}` (run {meta['date']}, {meta['elapsed'] / 60:.1f} min in "
-        f"all; training replaced by {training}).",
+        f"all; training replaced by {training})."
+        + (
+            f" Text rebuilt from its saved results with `{meta['rendered']}`."
+            if "rendered" in meta
+            else ""
+        ),
         "",
         *meta["environment"],
         "",
@@ -946,6 +1055,7 @@ def report(rows: Sequence[Row], meta: dict[str, Any]) -> list[str]:
         "",
         *growth_table(rows),
         "",
+        *other_runs(others),
         *analysis(rows, meta["pg"]),
         *on_paper(rows, meta["pg"]),
     ]
@@ -1014,6 +1124,12 @@ def run_all(args: argparse.Namespace, command: str) -> tuple[list[Row], dict[str
     return rows, meta
 
 
+def load_saved(path: Path) -> tuple[list[Row], dict[str, Any]]:
+    """Rows and metadata written by ``--json``."""
+    saved = json.loads(path.read_text())
+    return [Row(**row) for row in saved["rows"]], saved["meta"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=200, help="budget per configuration")
@@ -1030,11 +1146,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epoch-sleep", type=float, default=0.0, help="'training' s per epoch")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
     parser.add_argument("--from-json", type=Path, help="rewrite the report from saved results")
+    parser.add_argument(
+        "--also-json",
+        type=Path,
+        action="append",
+        default=[],
+        help="add the table of another saved run (repeatable)",
+    )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    others = [load_saved(path) for path in args.also_json]
     if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        rows, meta = [Row(**row) for row in saved["rows"]], saved["meta"]
+        rows, meta = load_saved(args.from_json)
     else:
         given = sys.argv[1:] if argv is None else list(argv)
         command = " ".join(["python bench/storage_scaling.py", *given])
@@ -1042,7 +1165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         rows_data = [dataclasses.asdict(row) for row in rows]
         args.json.write_text(json.dumps({"rows": rows_data, "meta": meta}))
-    write_section(args.out, report(rows, meta))
+    if args.from_json:
+        given = sys.argv[1:] if argv is None else list(argv)
+        meta["rendered"] = " ".join(["python bench/storage_scaling.py", *given])
+    write_section(args.out, report(rows, meta, others))
     print("\n".join(results_table(rows)))
     print(f"written to {args.out}")
     return 0
