@@ -14,6 +14,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from tuner.config import TrainConfig
 from tuner.data import PreparedData
 from tuner.errors import TunerError
+from tuner.features import FeatureCache
 from tuner.model import ResolvedWeights, build_model
 from tuner.space import TrialParams
 from tuner.train import (
@@ -22,7 +23,6 @@ from tuner.train import (
     TrainCheckpoint,
     TrainResult,
     evaluate,
-    frozen_depth_at,
     lr_factor,
     resolve_device,
     train,
@@ -44,34 +44,6 @@ CFG = TrainConfig(epochs=3, lr_schedule="cosine", device="cpu", eval_batch_size=
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _toy_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noisy 16x16 images whose class says which half is bright: 0 = top, 1 = bottom.
-
-    Top/bottom survives horizontal flips, so every augmentation keeps the labels true.
-    """
-    labels = torch.randint(0, 2, (n,), generator=generator)
-    images = torch.randint(0, 80, (n, 3, 16, 16), generator=generator, dtype=torch.uint8)
-    top = torch.arange(16) < 8
-    bright = torch.where(labels[:, None] == 0, top, ~top)  # [n, 16 rows]
-    return images + 150 * bright[:, None, :, None].to(torch.uint8), labels
-
-
-@pytest.fixture(scope="module")
-def toy() -> PreparedData:
-    generator = torch.Generator().manual_seed(0)
-    train_images, train_labels = _toy_split(64, generator)
-    val_images, val_labels = _toy_split(32, generator)
-    return PreparedData(
-        train_images=train_images,
-        train_labels=train_labels,
-        val_images=val_images,
-        val_labels=val_labels,
-        class_names=("top", "bottom"),
-        fingerprint="toy",
-        skipped_files=(),
-    )
 
 
 def _model(seed: int = 0) -> nn.Module:
@@ -154,23 +126,6 @@ def test_lr_factor() -> None:
     assert step == pytest.approx([1.0, 1.0, 0.1, 0.1, 0.01])
     with pytest.raises(ValueError):
         lr_factor("linear", 0, 4, 2, 0.1)
-
-
-@pytest.mark.parametrize(
-    ("depth", "unfreeze_epoch", "mode", "expected"),
-    [
-        (3, 2, "progressive", [3, 3, 2, 1, 0, 0]),
-        (5, 1, "progressive", [5, 4, 3, 2, 1, 0]),
-        (3, 2, "all", [3, 3, 0, 0, 0, 0]),
-        (3, None, "all", [3] * 6),
-        (0, 0, "progressive", [0] * 6),
-    ],
-)
-def test_frozen_depth_at(depth: int, unfreeze_epoch: int | None, mode: str, expected: list) -> None:
-    params = dataclasses.replace(
-        PARAMS, freeze_depth=depth, unfreeze_epoch=unfreeze_epoch, unfreeze_mode=mode
-    )
-    assert [frozen_depth_at(params, epoch) for epoch in range(6)] == expected
 
 
 # --- the optimizer across unfreezing ----------------------------------------------------------
@@ -281,20 +236,32 @@ def test_same_seed_same_run(toy: PreparedData) -> None:
     assert [m.train_loss for m in first.history] != [m.train_loss for m in other.history]
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
-def test_a_resumed_run_equals_the_uninterrupted_one(toy: PreparedData, optimizer: str) -> None:
+@pytest.mark.parametrize(
+    ("optimizer", "augment", "cached"),
+    [
+        ("adam", "crop_flip_jitter", False),
+        ("sgd", "crop_flip_jitter", False),
+        ("adam", "flip", True),
+    ],
+)
+def test_a_resumed_run_equals_the_uninterrupted_one(
+    toy: PreparedData, optimizer: str, augment: str, cached: bool
+) -> None:
     """Stopped after epoch 1 (a killed worker), resumed in a fresh model from its checkpoint.
 
     Progressive unfreezing from epoch 1 changes the optimizer's group layout before and after
     the checkpoint, and crop/flip/jitter draws from the augmentation generator, so both must
-    come back exactly for the runs to match bitwise.
+    come back exactly for the runs to match bitwise. With ``cached``, every run is a worker of
+    its own with its own feature cache, as after a crash.
     """
     params = dataclasses.replace(
         PARAMS, freeze_depth=3, unfreeze_epoch=1, unfreeze_mode="progressive", optimizer=optimizer
     )
     cfg = dataclasses.replace(CFG, epochs=4)
-    run = {"params": params, "cfg": cfg, "augment": "crop_flip_jitter", "seed": 5}
-    whole = _run(toy, model=_model(), **run)
+    run = {"params": params, "cfg": cfg, "augment": augment, "seed": 5}
+    if cached:
+        run["feature_cache"] = None  # replaced per run below
+    whole = _run(toy, model=_model(), **_fresh_cache(run))
 
     saved: list[bytes] = []
     _run(
@@ -302,16 +269,21 @@ def test_a_resumed_run_equals_the_uninterrupted_one(toy: PreparedData, optimizer
         model=_model(),
         on_epoch=lambda metrics: metrics.epoch == 2,  # the worker dies during epoch 2
         on_checkpoint=lambda checkpoint: saved.append(checkpoint.to_bytes()),
-        **run,
+        **_fresh_cache(run),
     )
     assert len(saved) == 2  # after epochs 0 and 1; a stopped run writes no checkpoint
     checkpoint = TrainCheckpoint.from_bytes(saved[-1])
     assert checkpoint.epoch == 1
-    resumed = _run(toy, model=_model(seed=99), resume=checkpoint, **run)
+    resumed = _run(toy, model=_model(seed=99), resume=checkpoint, **_fresh_cache(run))
 
     assert _without_time(resumed.history) == _without_time(whole.history)
     assert resumed.best_epoch == whole.best_epoch
     assert all(torch.equal(resumed.best_state[k], whole.best_state[k]) for k in whole.best_state)
+
+
+def _fresh_cache(run: dict) -> dict:
+    """``run`` with a new, empty feature cache where it asks for one."""
+    return {**run, "feature_cache": FeatureCache()} if "feature_cache" in run else run
 
 
 def test_learns_the_toy_task_and_keeps_the_best_epoch(toy: PreparedData) -> None:

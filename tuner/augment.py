@@ -49,13 +49,21 @@ def augment_batch(images: torch.Tensor, augment: str, generator: torch.Generator
     x = images.float()
     n, device = x.shape[0], x.device
     if augment == "flip":
-        flip = torch.rand(n, generator=generator, device=device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        x = torch.where(flip_draw(n, generator, device)[:, None, None, None], x.flip(-1), x)
     elif augment in ("crop_flip", "crop_flip_jitter"):
         x = _crop_flip(x, generator)
         if augment == "crop_flip_jitter":
             x = _jitter(x, generator)
     return _normalize_float(x)
+
+
+def flip_draw(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """bool [n]: which samples the "flip" augmentation mirrors (p = 0.5).
+
+    Shared with the cached-feature path, which picks each image's mirrored or plain features
+    with the same draw, so both paths see the same flips.
+    """
+    return torch.rand(n, generator=generator, device=device) < 0.5
 
 
 def _normalize_float(x: torch.Tensor) -> torch.Tensor:

@@ -91,6 +91,7 @@ class DataConfig:
     augment: str = "flip"
     class_weights: str = "none"
     skip_bad_images: bool = False
+    cache_dir: str = "tuner-cache"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class TrainConfig:
     amp: str = "auto"
     seed: int = 0
     eval_batch_size: int = 256
+    feature_cache_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ class SearchConfig:
     sampler: str = "tpe"
     seed: int = 0
     pruner: str = "hyperband"
+    prune_after_unfreeze: bool = True
     baselines: bool = True
     keep_checkpoints: int = 3
     max_consecutive_failures: int = 5
@@ -193,6 +196,7 @@ _BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "train.label_smoothing": (0.0, 0.99),
     "train.grad_clip": (1e-9, None),
     "train.eval_batch_size": (1, None),
+    "train.feature_cache_mb": (0, None),
     "search.trials": (1, None),
     "search.keep_checkpoints": (1, None),
     "search.max_consecutive_failures": (1, None),
@@ -557,7 +561,9 @@ _PER_RUN_KEYS = (
     "search.max_retries",
     "search.resume",
     "train.device",
+    "train.feature_cache_mb",
     "data.download",
+    "data.cache_dir",
 )
 
 

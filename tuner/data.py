@@ -14,14 +14,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from tuner import datacache
 from tuner.config import DataConfig
 from tuner.errors import TunerError
 from tuner.images import fit_square
-from tuner.sources import load_source
+from tuner.sources import Progress, load_source
 
 _RESIZE_CHUNK = 1024  # images resized per call: bounds the float buffers of the resize
 
@@ -57,7 +59,47 @@ class PreparedData:
         return len(self.train_labels) / (self.num_classes * counts)
 
 
-def prepare_data(cfg: DataConfig) -> PreparedData:
+def prepare_data(
+    cfg: DataConfig, cache_dir: Path | None = None, progress: Progress | None = None
+) -> PreparedData:
+    """The dataset every trial uses, from the host's disk cache when it has it.
+
+    With ``cache_dir`` the result is read from (or, the first time, written to) the
+    :mod:`tuner.datacache` entry for this config and these source files, memory-mapped,
+    so every worker process on the host shares one copy and nothing is decoded twice.
+    ``progress`` follows the decoding and resizing when the data has to be built.
+    """
+    if cache_dir is None:
+        return _prepare(cfg, progress)
+    key = datacache.source_key(cfg)
+    found = datacache.load(cache_dir, key)
+    if found is None:
+        data = _prepare(cfg, progress)
+        arrays = {
+            "train_images": data.train_images,
+            "train_labels": data.train_labels,
+            "val_images": data.val_images,
+            "val_labels": data.val_labels,
+        }
+        meta = {
+            "class_names": data.class_names,
+            "fingerprint": data.fingerprint,
+            "skipped_files": data.skipped_files,
+        }
+        datacache.store(cache_dir, key, arrays, meta)
+        found = datacache.load(cache_dir, key)
+        if found is None:  # written, but not readable back (a full disk): go on without it
+            return data
+    arrays, meta = found
+    return PreparedData(
+        **arrays,
+        class_names=tuple(meta["class_names"]),
+        fingerprint=meta["fingerprint"],
+        skipped_files=tuple(meta["skipped_files"]),
+    )
+
+
+def _prepare(cfg: DataConfig, progress: Progress | None) -> PreparedData:
     """Read ``cfg.source`` and return the dataset every trial uses.
 
     Steps, in order: load; keep ``classes`` (in the given order); merge with ``relabel``;
@@ -69,7 +111,7 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         TunerError: for every unusable input (missing files, unknown class names, a class
             left without training or validation images, ...), naming the key or path.
     """
-    loaded = load_source(cfg)
+    loaded = load_source(cfg, progress)
     if cfg.classes is not None:
         loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
@@ -83,10 +125,12 @@ def prepare_data(cfg: DataConfig) -> PreparedData:
         train, val = train.take(train_index), train.take(val_index)
     _check_classes(names, train.labels, val.labels, cfg)
 
+    total = len(train.labels) + len(val.labels)
+    train_images = _fit_all(train.images, cfg.image_size, progress, 0, total)
     tensors = (
-        _fit_all(train.images, cfg.image_size),
+        train_images,
         torch.from_numpy(train.labels),
-        _fit_all(val.images, cfg.image_size),
+        _fit_all(val.images, cfg.image_size, progress, len(train_images), total),
         torch.from_numpy(val.labels),
     )
     return PreparedData(*tensors, names, _fingerprint(names, tensors), loaded.skipped)
@@ -180,8 +224,16 @@ def _check_classes(
             )
 
 
-def _fit_all(images: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.cat([fit_square(chunk, size) for chunk in images.split(_RESIZE_CHUNK)])
+def _fit_all(
+    images: torch.Tensor, size: int, progress: Progress | None, done: int, total: int
+) -> torch.Tensor:
+    fitted = []
+    for chunk in images.split(_RESIZE_CHUNK):
+        fitted.append(fit_square(chunk, size))
+        done += len(chunk)
+        if progress is not None:
+            progress(done, total)
+    return torch.cat(fitted) if fitted else fit_square(images, size)
 
 
 def _fingerprint(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> str:

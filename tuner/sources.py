@@ -6,6 +6,7 @@ validation side when the source defines one (a test split, a val/ folder).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 """File name endings (case-insensitive) that the folder source treats as images."""
 
 _MAX_LISTED = 20  # bad files named in one error message
+
+Progress = Callable[[int, int], None]
+"""Called as (images done, images in all) while a dataset is decoded or resized."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,16 @@ class LoadedSource:
         return replace(self, train=self.train.remap(mapping), val=val, class_names=class_names)
 
 
-def load_source(cfg: DataConfig) -> LoadedSource:
-    """Read ``cfg.source`` as it is on disk (no subset, cap, split or resize yet)."""
+def load_source(cfg: DataConfig, progress: Progress | None = None) -> LoadedSource:
+    """Read ``cfg.source`` as it is on disk (no subset, cap, split or resize yet).
+
+    ``progress`` follows the decoding of image files (the folder source; the others are
+    read in bulk).
+    """
     if cfg.source == "digits":
         return _load_digits(cfg)
     if cfg.source == "folder":
-        return _load_folder(cfg)
+        return _load_folder(cfg, progress)
     if cfg.source in _TORCHVISION:
         return _load_torchvision(cfg, _TORCHVISION[cfg.source])
     raise TunerError(f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}.")
@@ -108,6 +116,11 @@ _TORCHVISION = {
 }
 
 
+def torchvision_folder(source: str) -> str:
+    """The folder under ``data.root`` that a torchvision source reads its files from."""
+    return _TORCHVISION[source].folder
+
+
 def _load_torchvision(cfg: DataConfig, spec: _TorchvisionSource) -> LoadedSource:
     root = Path(cfg.root).expanduser()
     train = _open_torchvision(spec, root, train=True, download=cfg.download)
@@ -149,7 +162,7 @@ def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
     return Split(images, np.asarray(dataset.targets, dtype=np.int64))
 
 
-def _load_folder(cfg: DataConfig) -> LoadedSource:
+def _load_folder(cfg: DataConfig, progress: Progress | None) -> LoadedSource:
     """An ImageFolder tree; ``train/`` and ``val/`` subfolders, when both exist, are the split.
 
     Files are decoded and resized one at a time, so memory holds only the small versions
@@ -182,7 +195,15 @@ def _load_folder(cfg: DataConfig) -> LoadedSource:
     names = tuple(trees[0])
     bad: list[Path] = []
     wanted = set(cfg.classes or names)
-    splits = [_decode_tree(tree, wanted, cfg.image_size, bad) for tree in trees]
+    total = sum(len(files) for tree in trees for name, files in tree.items() if name in wanted)
+    done = [0]
+
+    def decoded() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    splits = [_decode_tree(tree, wanted, cfg.image_size, bad, decoded) for tree in trees]
     if bad and not cfg.skip_bad_images:
         listed = "".join(f"\n  {path}" for path in bad[:_MAX_LISTED])
         more = f"\n  and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
@@ -223,7 +244,11 @@ def find_images(folder: Path) -> list[Path]:
 
 
 def _decode_tree(
-    tree: dict[str, list[Path]], wanted: set[str], size: int, bad: list[Path]
+    tree: dict[str, list[Path]],
+    wanted: set[str],
+    size: int,
+    bad: list[Path],
+    decoded: Callable[[], None],
 ) -> Split:
     """Decode and resize the wanted classes' files; unreadable ones are appended to ``bad``."""
     images, labels = [], []
@@ -236,5 +261,6 @@ def _decode_tree(
                 labels.append(label)
             except TunerError:
                 bad.append(path)
+            decoded()
     stacked = torch.stack(images) if images else torch.empty((0, 3, size, size), dtype=torch.uint8)
     return Split(stacked, np.asarray(labels, dtype=np.int64))
