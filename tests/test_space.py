@@ -7,7 +7,15 @@ import pytest
 
 from tuner.config import NEVER, Choice, Fixed, FloatRange, SpaceConfig, load_config
 from tuner.model import STAGES
-from tuner.space import RECIPES, TrialParams, describe_schedule, recipe_trials, sample
+from tuner.space import (
+    RECIPES,
+    Schedule,
+    TrialParams,
+    describe_schedule,
+    frozen_depth_at,
+    recipe_trials,
+    sample,
+)
 
 
 def sample_many(space: SpaceConfig, n: int = 60) -> list[tuple[TrialParams, dict]]:
@@ -119,10 +127,25 @@ def test_describe_schedule_says_the_recipe_in_words(params: TrialParams, expecte
 
 
 def test_described_progressive_unfreeze_matches_the_training_schedule() -> None:
-    from tuner.train import frozen_depth_at
-
     for depth in range(2, len(STAGES) + 1):
         params = TrialParams(depth, 1, "progressive", 1e-3, 1e-4, "adam", 32, 1e-6)
         left = frozen_depth_at(params, epoch=3)
         described = describe_schedule(params, epochs=4)
         assert ("still frozen at the end" in described) == (left > 0)
+
+
+@pytest.mark.parametrize(
+    ("depth", "unfreeze_epoch", "mode", "expected"),
+    [
+        (3, 2, "progressive", [3, 3, 2, 1, 0, 0]),
+        (5, 1, "progressive", [5, 4, 3, 2, 1, 0]),
+        (3, 2, "all", [3, 3, 0, 0, 0, 0]),
+        (3, None, "all", [3] * 6),
+        (0, 0, "progressive", [0] * 6),
+    ],
+)
+def test_frozen_depth_at(depth: int, unfreeze_epoch: int | None, mode: str, expected: list) -> None:
+    params = TrialParams(depth, unfreeze_epoch, mode, 1e-3, 1e-4, "adam", 32, 1e-6)
+    schedule = Schedule(depth, unfreeze_epoch, mode)
+    assert [frozen_depth_at(params, epoch) for epoch in range(6)] == expected
+    assert [frozen_depth_at(schedule, epoch) for epoch in range(6)] == expected

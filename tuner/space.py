@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 
@@ -40,6 +40,30 @@ class TrialParams:
     weight_decay: float
 
 
+class Schedule(NamedTuple):
+    """The part of a recipe that decides which stages train in which epoch."""
+
+    freeze_depth: int
+    unfreeze_epoch: int | None  # None: never unfreezes
+    unfreeze_mode: str
+
+
+def frozen_depth_at(schedule: Schedule | TrialParams, epoch: int) -> int:
+    """How many leading stages are frozen during ``epoch`` (0-based).
+
+    ``freeze_depth`` until ``unfreeze_epoch``; from then on 0 ("all"), or one stage fewer at
+    the start of each epoch ("progressive", deepest frozen stage first): freeze_depth 3 with
+    unfreeze_epoch 2 gives 3, 3, 2, 1, 0, 0, ...
+    """
+    if schedule.unfreeze_epoch is None or epoch < schedule.unfreeze_epoch:
+        return schedule.freeze_depth
+    if schedule.unfreeze_mode == "all":
+        return 0
+    if schedule.unfreeze_mode == "progressive":
+        return max(0, schedule.freeze_depth - (epoch - schedule.unfreeze_epoch + 1))
+    raise ValueError(f"unknown unfreeze_mode {schedule.unfreeze_mode!r}")
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A classic fine-tuning recipe from the reference notebooks, run as an early trial."""
@@ -47,6 +71,11 @@ class Recipe:
     name: str
     description: str
     params: dict[str, Any]
+
+    @property
+    def title(self) -> str:
+        """The recipe's short name in words, e.g. "fine-tune from the start"."""
+        return self.description.split(":", 1)[0]
 
 
 RECIPES = (
@@ -153,29 +182,33 @@ def describe_schedule(params: TrialParams, epochs: int) -> str:
     frozen. E.g. "stem+layer1-2 frozen, all unfrozen at epoch 2 of 0..3; head lr 3e-3,
     backbone lr 1e-4, AdamW, batch 64, weight decay 1e-5".
     """
-    depth, start = params.freeze_depth, params.unfreeze_epoch
-    if depth == 0:
-        freezing = "nothing frozen"
-    elif start is None:
-        freezing = f"{_stage_span(depth)} frozen throughout"
-    elif params.unfreeze_mode == "all" or depth == 1:
-        freezing = f"{_stage_span(depth)} frozen, all unfrozen at epoch {start} of 0..{epochs - 1}"
-    else:
-        freezing = (
-            f"{_stage_span(depth)} frozen, unfrozen one stage per epoch from epoch {start} "
-            f"of 0..{epochs - 1}, deepest first"
-        )
-        still_frozen = depth - (epochs - start)
-        if still_frozen > 0:
-            freezing += f" ({_stage_span(still_frozen)} still frozen at the end)"
     rates = f"head lr {_compact(params.head_lr)}"
     if params.backbone_lr is not None:
         rates += f", backbone lr {_compact(params.backbone_lr)}"
     optimizer = _OPTIMIZER_NAMES.get(params.optimizer, params.optimizer)
     return (
-        f"{freezing}; {rates}, {optimizer}, batch {params.batch_size}, "
+        f"{describe_freezing(params, epochs)}; {rates}, {optimizer}, batch {params.batch_size}, "
         f"weight decay {_compact(params.weight_decay)}"
     )
+
+
+def describe_freezing(params: TrialParams, epochs: int) -> str:
+    """The freeze/unfreeze half of ``describe_schedule``: the column of a results table."""
+    depth, start = params.freeze_depth, params.unfreeze_epoch
+    if depth == 0:
+        return "nothing frozen"
+    if start is None:
+        return f"{_stage_span(depth)} frozen throughout"
+    if params.unfreeze_mode == "all" or depth == 1:
+        return f"{_stage_span(depth)} frozen, all unfrozen at epoch {start} of 0..{epochs - 1}"
+    freezing = (
+        f"{_stage_span(depth)} frozen, unfrozen one stage per epoch from epoch {start} "
+        f"of 0..{epochs - 1}, deepest first"
+    )
+    still_frozen = depth - (epochs - start)
+    if still_frozen > 0:
+        freezing += f" ({_stage_span(still_frozen)} still frozen at the end)"
+    return freezing
 
 
 def _stage_span(depth: int) -> str:
