@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import optuna
 import pytest
@@ -12,6 +13,7 @@ from optuna.trial import TrialState
 from tuner import study as study_mod
 from tuner.config import Fixed, SearchConfig
 from tuner.objective import make_objective
+from tuner.storage import ArtifactStore
 from tuner.workers import run_worker
 
 
@@ -83,8 +85,50 @@ def test_only_the_top_k_trials_keep_checkpoints(make_context, tmp_path: Path) ->
         for t in ranked
         if "checkpoint_artifact" in t.user_attrs and not study_mod.checkpoint_removed(study, t)
     ]
-    assert len(files_in(tmp_path / "artifacts")) == len(kept) == 2
     assert [t.number for t in kept] == [t.number for t in ranked[:2]]
+    stored = {p.name for p in files_in(tmp_path / "artifacts")}  # named by artifact id
+    checkpoints = {
+        t.user_attrs["checkpoint_artifact"] for t in ranked if "checkpoint_artifact" in t.user_attrs
+    }
+    assert checkpoints & stored == {t.user_attrs["checkpoint_artifact"] for t in kept}
+    assert len(stored - checkpoints) == 2 * len(checkpoints)  # each kept a curve and a confusion
+
+
+class RecordingStore:
+    """The real file store, with a log of what was written and removed, in order."""
+
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
+        self.log: list[tuple[str, str]] = []
+
+    def open_reader(self, artifact_id: str) -> BinaryIO:
+        return self.store.open_reader(artifact_id)
+
+    def write(self, artifact_id: str, content_body: BinaryIO) -> None:
+        self.store.write(artifact_id, content_body)
+        self.log.append(("write", artifact_id))
+
+    def remove(self, artifact_id: str) -> None:
+        self.store.remove(artifact_id)
+        self.log.append(("remove", artifact_id))
+
+
+def test_the_resume_checkpoint_outlives_everything_but_the_trials_final_state(
+    make_context,
+) -> None:
+    """A worker killed while the finished trial's checkpoint and figures are stored must
+    leave the resume checkpoint behind, or the trial's retry would start from scratch."""
+    pinned, context = make_context(
+        "search.keep_checkpoints=1", "search.pruner=none", "search.trials=1"
+    )
+    store = RecordingStore(context.store)
+    run_worker(pinned.study, replace(context, store=store))
+    trial = pinned.study.trials[0]
+    last_resume = trial.user_attrs["resume"]["artifact"]
+    checkpoint = trial.user_attrs["checkpoint_artifact"]
+    assert trial.state == TrialState.COMPLETE
+    assert store.log[-1] == ("remove", last_resume)
+    assert store.log.index(("write", checkpoint)) < len(store.log) - 1
 
 
 def test_the_budget_counts_finished_trials_and_a_rerun_only_adds_the_rest(make_context) -> None:
@@ -110,7 +154,12 @@ def test_consecutive_failures_stop_the_worker_with_the_reason(make_context) -> N
 
 @pytest.mark.parametrize("pruner", ["hyperband", "median", "successive_halving", "none"])
 def test_pruner_factory(pruner: str) -> None:
+    plain = study_mod.make_pruner(SearchConfig(pruner=pruner, prune_after_unfreeze=False), 4)
     made = study_mod.make_pruner(SearchConfig(pruner=pruner), epochs=4)
+    if pruner != "none":  # the default wraps it: no decision before a trial unfreezes
+        assert isinstance(made, study_mod.ScheduleAwarePruner)
+        assert type(made.pruner) is type(plain)
+        made = made.pruner
     expected = {
         "hyperband": optuna.pruners.HyperbandPruner,
         "median": optuna.pruners.MedianPruner,

@@ -18,17 +18,29 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from safetensors.torch import save_file
 
+from tuner import notes
 from tuner import study as study_mod
 from tuner.config import StudyConfig
 from tuner.data import PreparedData
+from tuner.features import FeatureCache
 from tuner.model import ResolvedWeights, build_model
 from tuner.signals import raise_if_stop_requested
 from tuner.space import sample
 from tuner.storage import ArtifactStore
-from tuner.train import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult, train
+from tuner.train import (
+    EpochMetrics,
+    NonFiniteLossError,
+    TrainCheckpoint,
+    TrainResult,
+    confusion_matrix,
+    evaluate,
+    train,
+)
+from tuner.trial_figures import confusion_png, learning_curve_png
 
 ORIGIN_ATTR = "origin_trial"
 RESUME_ATTR = "resume"
+SEED_ATTR = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class SearchContext:
     device: torch.device
     store: ArtifactStore
     worker: WorkerIdentity = field(default_factory=WorkerIdentity)
+    feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
 
 
 def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
@@ -77,7 +90,8 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value.
 
     A retry of a trial whose worker died carries the dead trial's user attributes: its
-    origin (which fixes the seed) and its last epoch checkpoint, which it resumes from.
+    origin (which fixes the seed) and its last epoch checkpoint, which it resumes from. A
+    trial enqueued with a ``seed`` attribute trains with that seed instead.
     """
     config = context.config
     params = sample(trial, config.space)
@@ -85,7 +99,8 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     trial.set_user_attr(ORIGIN_ATTR, origin)
     trial.set_user_attr("params", dataclasses.asdict(params))
     trial.set_user_attr("worker", _describe_worker(context))
-    seed = config.train.seed + origin
+    seed = trial.user_attrs.get(SEED_ATTR, config.train.seed + origin)
+    trial.set_user_attr(SEED_ATTR, seed)
     torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(config.model.arch, context.data.num_classes, context.weights)
     resume = _load_resume(trial, context)
@@ -127,18 +142,21 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             on_epoch=on_epoch,
             resume=resume,
             on_checkpoint=on_checkpoint if config.search.resume else None,
+            feature_cache=context.feature_cache,
         )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        if result.stopped_early:
+            trial.set_user_attr("stopped", f"pruned after epoch {history[-1].epoch}")
+            raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
+        _keep_checkpoint(trial, result, context, model)
+        return result.best_accuracy
     except NonFiniteLossError as exc:
         trial.set_user_attr("stopped", f"non-finite loss: {exc}")
         raise optuna.TrialPruned(f"non-finite loss: {exc}") from None
     finally:
-        _remove_artifacts(context.store, saved)  # only a killed worker leaves its checkpoint
-    trial.set_user_attr("best_epoch", result.best_epoch)
-    if result.stopped_early:
-        trial.set_user_attr("stopped", f"pruned after epoch {history[-1].epoch}")
-        raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
-    _keep_checkpoint(trial, result, context)
-    return result.best_accuracy
+        # Last, after the trial's checkpoint and figures: a worker killed before Optuna
+        # stores the outcome leaves the resume checkpoint its trial's retry resumes from.
+        _remove_artifacts(context.store, saved)
 
 
 def _describe_worker(context: SearchContext) -> dict[str, object]:
@@ -175,11 +193,14 @@ def _record_curves(trial: optuna.Trial, history: list[EpochMetrics]) -> None:
     trial.set_user_attr("frozen_depth", [m.frozen_depth for m in history])
 
 
-def _keep_checkpoint(trial: optuna.Trial, result: TrainResult, context: SearchContext) -> None:
-    """Upload the best-epoch weights if this trial ranks in the top k, then evict the rest.
+def _keep_checkpoint(
+    trial: optuna.Trial, result: TrainResult, context: SearchContext, model: torch.nn.Module
+) -> None:
+    """Upload the best-epoch weights and figures if this trial ranks in the top k, then evict.
 
     Only complete trials keep checkpoints; a trial that would not enter the top k
-    uploads nothing, so the store never holds more than k checkpoints for long.
+    uploads nothing, so the store never holds more than k checkpoints for long. The
+    learning curve and confusion matrix go with the checkpoint, for the dashboard.
     """
     study = trial.study
     keep = context.config.search.keep_checkpoints
@@ -192,6 +213,32 @@ def _keep_checkpoint(trial: optuna.Trial, result: TrainResult, context: SearchCo
         artifact_id = upload_artifact(
             artifact_store=context.store, file_path=str(path), study_or_trial=trial
         )
+        for figure in _figures(trial.number, result, context, model, Path(tmp)):
+            upload_artifact(
+                artifact_store=context.store, file_path=str(figure), study_or_trial=trial
+            )
     trial.set_user_attr(study_mod.CHECKPOINT_ATTR, artifact_id)
     # This trial is not COMPLETE yet, so it holds one of the k places without being ranked.
-    study_mod.evict_checkpoints(study, context.store, keep - 1)
+    epochs = context.config.train.epochs
+    for evicted in study_mod.evict_checkpoints(study, context.store, keep - 1):
+        notes.write_trial_note(study, evicted, epochs)  # "checkpoint removed"
+
+
+def _figures(
+    number: int, result: TrainResult, context: SearchContext, model: torch.nn.Module, folder: Path
+) -> list[Path]:
+    """The learning curve, and the confusion matrix of the best epoch's weights on val."""
+    data = context.data
+    model.load_state_dict(result.best_state)
+    with torch.no_grad():
+        accuracy, predictions = evaluate(
+            model, data.val_images, data.val_labels, context.device,
+            context.config.train.eval_batch_size,
+        )  # fmt: skip
+    matrix = confusion_matrix(data.val_labels, predictions, data.num_classes)
+    curve = folder / f"learning-curve-trial-{number}.png"
+    curve.write_bytes(learning_curve_png(result.history, f"Trial {number}: learning curve"))
+    confusion = folder / f"confusion-matrix-trial-{number}.png"
+    title = f"Trial {number}: val confusion at epoch {result.best_epoch} (acc {accuracy:.3f})"
+    confusion.write_bytes(confusion_png(matrix, data.class_names, title))
+    return [curve, confusion]

@@ -12,11 +12,13 @@ from tuner import config as config_mod
 from tuner import storage as storage_mod
 from tuner import study as study_mod
 from tuner.data import PreparedData, prepare_data
+from tuner.datacache import cache_path
 from tuner.errors import TunerError
+from tuner.features import FeatureCache
 from tuner.launcher import Launcher, Slot
 from tuner.model import build_model, resolve_weights
 from tuner.objective import SearchContext
-from tuner.progress import SearchProgress
+from tuner.progress import DataProgress, SearchProgress
 from tuner.space import recipe_trials
 from tuner.train import resolve_device
 from tuner.workers import WorkerOutcome, run_worker
@@ -89,7 +91,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
 
-    data = prepare_data(config.data)
+    data = prepare_data(config.data, cache_path(config.data), DataProgress())
     say(_describe_data(data))
     if existing is not None and existing.fingerprint != data.fingerprint:
         raise TunerError(
@@ -112,7 +114,9 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
         for line in skipped:
             say(f"baseline {line}")
         say(f"enqueued {len(runnable)} classic recipes as the first trials.")
-    context = SearchContext(config, data, weights, device, storage_mod.artifact_store(artifacts))
+    store = storage_mod.artifact_store(artifacts)
+    cache = FeatureCache(config.train.feature_cache_mb << 20)
+    context = SearchContext(config, data, weights, device, store, feature_cache=cache)
     return SearchSession(pinned, context, url, artifacts)
 
 

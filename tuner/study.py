@@ -20,12 +20,14 @@ from tuner import config as config_mod
 from tuner.config import SearchConfig, StudyConfig
 from tuner.errors import TunerError
 from tuner.model import ResolvedWeights
+from tuner.space import Schedule, frozen_depth_at
 from tuner.storage import ArtifactStore
 
 CONFIG_ATTR = "tuner:config"
 WEIGHTS_ATTR = "tuner:weights"
 FINGERPRINT_ATTR = "tuner:data_fingerprint"
 CHECKPOINT_ATTR = "checkpoint_artifact"
+CONFIRM_SUFFIX = "-confirm"
 REMOVED_PREFIX = "tuner:checkpoint_removed:"
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -58,16 +60,84 @@ def make_sampler(search: SearchConfig, worker: str | None = None) -> optuna.samp
 
 
 def make_pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """Pruners read per-epoch validation accuracy; steps are 0-based epochs."""
+    """Pruners read per-epoch validation accuracy; steps are 0-based epochs.
+
+    With ``search.prune_after_unfreeze`` (the default) the pruner is wrapped in a
+    :class:`ScheduleAwarePruner`, so late unfreezers are judged after they unfreeze.
+    """
     if search.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(
+        pruner = optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=epochs, reduction_factor=3
         )
-    if search.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if search.pruner == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    return optuna.pruners.NopPruner()
+    elif search.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    elif search.pruner == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    else:
+        return optuna.pruners.NopPruner()
+    return ScheduleAwarePruner(pruner) if search.prune_after_unfreeze else pruner
+
+
+class ScheduleAwarePruner(optuna.pruners.BasePruner):
+    """A pruner that judges a trial before its unfreeze epoch + 1 only against like trials.
+
+    A trial that unfreezes at epoch u plateaus at frozen-backbone accuracy until then and
+    usually jumps after it; a plain pruner compares that plateau with trials already
+    fine-tuning and cuts it for a curve it was never going to have. So until epoch u + 1 the
+    trial at epoch s is compared only with complete trials that trained the same way in
+    epochs 0..s (the same frozen depth in each: while it still waits, every trial frozen at
+    its depth, feature extractors included; in the epoch it unfreezes, trials with the same
+    unfreeze epoch and mode), by their median at epoch s, once ``like_startup`` of them
+    exist: a bad head learning rate is still cut on the plateau, a good late unfreezer is not.
+    From epoch u + 1 on (and for trials that never unfreeze, from the start) the wrapped
+    pruner decides as usual, catching up on the rungs it skipped with the trial's current
+    value. The schedule is read from the trial's ``params`` user attribute (the full recipe,
+    fixed dimensions included), else its Optuna params.
+
+    The wrapped pruner still buckets trials into its own brackets when it prunes; only the
+    sampler no longer filters trials by Hyperband bracket, since it sees this wrapper instead.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, like_startup: int = 3) -> None:
+        self.pruner = pruner
+        self._like = optuna.pruners.MedianPruner(n_startup_trials=like_startup, n_warmup_steps=0)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        schedule = schedule_of(trial)
+        if schedule.unfreeze_epoch is not None and step < schedule.unfreeze_epoch + 1:
+            return self._like.prune(_TrainedAlike(study, schedule, step), trial)
+        return self.pruner.prune(study, trial)
+
+
+class _TrainedAlike:
+    """The part of a study that a percentile pruner reads, narrowed to trials that trained
+    with the same frozen depth as ``schedule`` in every epoch up to ``step``."""
+
+    def __init__(self, study: optuna.Study, schedule: Schedule, step: int) -> None:
+        self._study = study
+        self._step = step
+        self._path = _depth_path(schedule, step)
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: tuple | None = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if _depth_path(schedule_of(t), self._step) == self._path]
+
+
+def _depth_path(schedule: Schedule, step: int) -> tuple[int, ...]:
+    return tuple(frozen_depth_at(schedule, epoch) for epoch in range(step + 1))
+
+
+def schedule_of(trial: FrozenTrial) -> Schedule:
+    """The trial's schedule; ``unfreeze_epoch`` is None when it never unfreezes."""
+    recipe = trial.user_attrs.get("params") or trial.params
+    depth = int(recipe.get("freeze_depth") or 0)
+    value = recipe.get("unfreeze_epoch") if depth else None
+    unfreeze = None if value in (None, config_mod.NEVER) else int(value)
+    return Schedule(depth, unfreeze, str(recipe.get("unfreeze_mode", "all")))
 
 
 @dataclass(frozen=True)
@@ -88,9 +158,20 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return optuna.get_all_study_names(storage)
 
 
+def confirm_study_name(parent: str) -> str:
+    """The study `tuner confirm` keeps its re-runs of ``parent``'s top trials in."""
+    return parent + CONFIRM_SUFFIX
+
+
 def only_study(storage: optuna.storages.BaseStorage, required: bool) -> str | None:
-    """The storage's one study when --study is not given; an error (or None) when ambiguous."""
-    names = study_names(storage)
+    """The storage's one study when --study is not given; an error (or None) when ambiguous.
+
+    A study's confirm study does not make the choice ambiguous: it belongs to its parent.
+    """
+    every = study_names(storage)
+    names = [
+        n for n in every if not (n.endswith(CONFIRM_SUFFIX) and n[: -len(CONFIRM_SUFFIX)] in every)
+    ]
     if len(names) == 1:
         return names[0]
     if not required:
@@ -223,18 +304,18 @@ def checkpoint_removed(study: optuna.Study, trial: FrozenTrial) -> bool:
     return bool(study.user_attrs.get(f"{REMOVED_PREFIX}{trial.number}"))
 
 
-def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> int:
-    """Remove the checkpoints of every complete trial outside the top ``keep``; returns how many.
+def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> list[FrozenTrial]:
+    """Remove the checkpoints of every complete trial outside the top ``keep``; returns them.
 
     A finished trial's attributes are read-only, so the removal is recorded on the study,
     one key per trial so that concurrent workers never overwrite each other.
     """
-    removed = 0
+    removed = []
     for trial in ranked_trials(study)[keep:]:
         artifact_id = trial.user_attrs.get(CHECKPOINT_ATTR)
         if artifact_id and not checkpoint_removed(study, trial):
             with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
                 store.remove(artifact_id)
             study.set_user_attr(f"{REMOVED_PREFIX}{trial.number}", True)
-            removed += 1
+            removed.append(trial)
     return removed

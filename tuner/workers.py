@@ -8,9 +8,12 @@ from dataclasses import dataclass, replace
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import notes
 from tuner import study as study_mod
 from tuner.data import prepare_data
+from tuner.datacache import cache_path
 from tuner.errors import TunerError
+from tuner.features import FeatureCache
 from tuner.model import build_model
 from tuner.objective import SearchContext, WorkerIdentity, make_objective
 from tuner.signals import raise_if_stop_requested
@@ -58,7 +61,7 @@ def join(request: JoinRequest) -> tuple[study_mod.PinnedStudy, SearchContext]:
     if request.device is not None:
         config = replace(config, train=replace(config.train, device=request.device))
     try:
-        data = prepare_data(config.data)
+        data = prepare_data(config.data, cache_path(config.data))
     except TunerError as exc:
         raise TunerError(f"{where}: this host cannot load the study's data: {exc}") from None
     if data.fingerprint != pinned.fingerprint:
@@ -76,7 +79,8 @@ def join(request: JoinRequest) -> tuple[study_mod.PinnedStudy, SearchContext]:
         ) from None
     device = resolve_device(config.train.device)
     store = artifact_store(request.artifacts)
-    context = SearchContext(config, data, pinned.weights, device, store, request.worker)
+    cache = FeatureCache(config.train.feature_cache_mb << 20)
+    context = SearchContext(config, data, pinned.weights, device, store, request.worker, cache)
     return replace(pinned, config=config), context
 
 
@@ -110,7 +114,11 @@ def run_worker(
     if study_mod.finished_count(study) < study_mod.stored_budget(study):
         study.optimize(
             make_objective(context),
-            callbacks=[*callbacks, stop_when_done],
+            callbacks=[
+                *callbacks,
+                notes.note_when_ended(context.config.train.epochs),
+                stop_when_done,
+            ],
             catch=(Exception,),
         )
     return WorkerOutcome(
