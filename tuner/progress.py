@@ -9,6 +9,27 @@ from tqdm import tqdm
 from tuner import study as study_mod
 
 
+class DataProgress:
+    """A bar for building the data cache; it appears only when there is something to build."""
+
+    def __init__(self) -> None:
+        self._bar: tqdm | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None or self._bar.total != total:
+            self.close()
+            self._bar = tqdm(total=total, unit="img", dynamic_ncols=True, desc="preparing data")
+        self._bar.n = done
+        self._bar.refresh()
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class SearchProgress:
     """An Optuna callback that keeps one bar for the whole study (all workers' trials)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import optuna
@@ -9,7 +10,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import study as study_mod
-from tuner.space import RECIPES
+from tuner.space import RECIPES, Recipe
 
 if TYPE_CHECKING:
     from tuner.search import SearchSession
@@ -170,27 +171,48 @@ def _workers_line(study: optuna.Study) -> list[str]:
     return ["workers: " + ", ".join(f"{name} {n}" for name, n in sorted(ran.items()))]
 
 
-def recipe_comparison(study: optuna.Study) -> str:
-    """How the best trial compares with each classic recipe's trial, in accuracy points."""
+@dataclass(frozen=True)
+class RecipeMargin:
+    """One classic recipe's trial and how many accuracy points the best trial is ahead of it."""
+
+    recipe: Recipe
+    trial: FrozenTrial
+    points: float | None  # best minus the recipe's value; None when its trial did not complete
+
+
+def recipe_margins(study: optuna.Study) -> list[RecipeMargin]:
+    """The classic recipes that ran in this study, in RECIPES order; empty before any completes."""
     ranked = study_mod.ranked_trials(study)
+    if not ranked:
+        return []
     by_recipe = {
         t.user_attrs["recipe"]: t
         for t in study.get_trials(deepcopy=False)
         if "recipe" in t.user_attrs
     }
-    if not ranked or not by_recipe:
-        return "classic recipes: not run in this study (search.baselines: false)."
-    best = ranked[0]
-    lines = ["classic recipes vs the best trial:"]
-    width = max(len(recipe.description) for recipe in RECIPES)
+    margins = []
     for recipe in RECIPES:
         trial = by_recipe.get(recipe.name)
         if trial is None:
             continue
-        if trial.state == TrialState.COMPLETE:
-            gap = 100 * (best.value - trial.value)
-            outcome = f"{trial.value:.4f}   best is {gap:+.1f} points"
-        else:
+        complete = trial.state == TrialState.COMPLETE
+        points = 100 * (ranked[0].value - trial.value) if complete else None
+        margins.append(RecipeMargin(recipe, trial, points))
+    return margins
+
+
+def recipe_comparison(study: optuna.Study) -> str:
+    """How the best trial compares with each classic recipe's trial, in accuracy points."""
+    margins = recipe_margins(study)
+    if not margins:
+        return "classic recipes: not run in this study (search.baselines: false)."
+    lines = ["classic recipes vs the best trial:"]
+    width = max(len(recipe.description) for recipe in RECIPES)
+    for margin in margins:
+        trial = margin.trial
+        if margin.points is None:
             outcome = trial.state.name.lower()
-        lines.append(f"  #{trial.number:<4} {recipe.description:<{width}}  {outcome}")
+        else:
+            outcome = f"{trial.value:.4f}   best is {margin.points:+.1f} points"
+        lines.append(f"  #{trial.number:<4} {margin.recipe.description:<{width}}  {outcome}")
     return "\n".join(lines)
