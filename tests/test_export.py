@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.conftest import tiny_context
 from tuner import study as study_mod
 from tuner.errors import TunerError
 from tuner.export import export_trial, load_model
@@ -17,10 +18,15 @@ from tuner.storage import artifact_store
 from tuner.workers import run_worker
 
 
-@pytest.fixture
-def searched(make_context):
-    pinned, context = make_context(
-        "search.keep_checkpoints=1", "search.pruner=none", "search.trials=3"
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory: pytest.TempPathFactory, tiny_data):
+    """One small search shared by the module's tests (none of them changes it)."""
+    pinned, context = tiny_context(
+        tmp_path_factory.mktemp("export"),
+        tiny_data,
+        "search.keep_checkpoints=1",
+        "search.pruner=none",
+        "search.trials=3",
     )
     run_worker(pinned.study, context)
     return pinned, context

@@ -69,7 +69,39 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated: safetensors (always written), torchscript, onnx "
         "(needs the onnx extra); default safetensors",
     )
+    export.add_argument(
+        "--confirmed",
+        action="store_true",
+        help="export the winner of `tuner confirm` (best mean over fresh seeds)",
+    )
     _add_store_options(export)
+
+    confirm = commands.add_parser(
+        "confirm", help="re-train the top trials with fresh seeds: a real winner or a lucky seed?"
+    )
+    confirm.add_argument("--study", help="study name (default: the only one in the storage)")
+    confirm.add_argument("--top", type=int, default=3, help="how many top trials to re-train (3)")
+    confirm.add_argument("--seeds", type=int, default=3, help="fresh seeds per trial (3)")
+    confirm.add_argument("--device", help="override the study's train.device (cpu, cuda, cuda:1)")
+    _add_store_options(confirm)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="browse the studies in optuna-dashboard, checkpoints and figures attached"
+    )
+    dashboard.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
+    )
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    _add_store_options(dashboard)
+
+    report = commands.add_parser(
+        "report", help="HTML report, PNG figures and CSV tables of a study's search"
+    )
+    report.add_argument("--study", help="study name (default: the only one in the storage)")
+    report.add_argument(
+        "--out", type=Path, default=Path("report"), help="output folder (report/; created)"
+    )
+    _add_store_options(report, artifacts=False)
 
     predict = commands.add_parser("predict", help="classify images with an exported model")
     predict.add_argument(
@@ -113,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "worker": _worker,
         "status": _status,
         "export-best": _export_best,
+        "dashboard": _dashboard,
+        "report": _report,
+        "confirm": _confirm,
         "predict": _predict,
     }
     try:
@@ -209,22 +244,105 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _export_best(args: argparse.Namespace) -> None:
-    from tuner import export, study
+    from tuner import confirm, export, study
     from tuner.storage import artifact_store, artifacts_uri, open_storage, storage_url
 
     storage = open_storage(storage_url(args.storage), must_exist=True)
     name = args.study or study.only_study(storage, required=True)
     pinned = study.load_pinned(storage, name)
     store = artifact_store(artifacts_uri(args.artifacts), must_exist=True)
+    trial, confirmation = args.trial, None
+    if args.confirmed:
+        if args.trial is not None:
+            raise TunerError("--confirmed picks the trial itself; drop --trial.")
+        chosen = confirm.confirmed_export(storage, pinned)
+        pinned, trial, confirmation = chosen.pinned, chosen.trial, chosen.summary
+        print(f"confirmed winner: {chosen.summary['verdict']}")
     result = export.export_trial(
         pinned,
         store,
         args.out,
-        trial_number=args.trial,
+        trial_number=trial,
         force=args.force,
         formats=args.format.split(","),
+        confirmation=confirmation,
     )
     print(export.describe(result))
+
+
+def _confirm(args: argparse.Namespace) -> None:
+    import optuna
+
+    from tuner import confirm, signals, study, workers
+    from tuner.objective import WorkerIdentity
+    from tuner.progress import SearchProgress
+    from tuner.storage import artifacts_uri, open_storage, storage_url
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    signals.stop_on_signals()
+    url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
+    storage = open_storage(url, must_exist=True)
+    name = args.study or study.only_study(storage, required=True)
+    parent = study.load_pinned(storage, name)
+    linked = confirm.open_linked(storage, parent)
+    confirm.plan(parent, linked, args.top, args.seeds)
+    candidates = len(confirm.results(parent, linked).results)
+    if candidates < args.top:
+        print(f"study {name!r} has only {candidates} complete trial(s): confirming those.")
+    pending = confirm.pending_runs(linked)
+    print(
+        f"confirming the top {candidates} trial(s) of {name!r} with {args.seeds} fresh seed(s) "
+        f"each: {pending} run(s) to go, kept in study {linked.study.study_name!r}."
+    )
+    if pending:
+        request = workers.JoinRequest(
+            linked.study.study_name, url, artifacts, WorkerIdentity(), args.device
+        )
+        linked, context = workers.join(request)
+        progress = SearchProgress(linked.study, linked.config.search.trials)
+        try:
+            confirm.run(linked, context, (progress,))
+        finally:
+            progress.close()
+    confirmation = confirm.results(parent, linked)
+    print()
+    print(confirm.format_table(confirmation))
+    missing = candidates * args.seeds - sum(len(r.values) for r in confirmation.results)
+    if missing:
+        print(f"{missing} run(s) did not complete; run the same command again to retry them.")
+    elif confirmation.winner is not None:
+        print(f"\nnext: tuner export-best --study {name} --confirmed --out best/")
+
+
+def _dashboard(args: argparse.Namespace) -> None:
+    from tuner import dashboard
+    from tuner.storage import artifact_store, artifacts_uri, open_storage, redact, storage_url
+
+    url = storage_url(args.storage)
+    storage = open_storage(url, must_exist=True)
+    store = artifact_store(artifacts_uri(args.artifacts))
+    server = dashboard.bind(args.host, args.port)
+    studies, written = dashboard.backfill_notes(storage)
+    warning = dashboard.exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"optuna-dashboard for {redact(url)} ({studies} tuner studies; {written} notes written) "
+        f"at http://{host}:{args.port}/dashboard - Ctrl-C stops it.",
+        flush=True,
+    )
+    dashboard.serve(server, storage, store)
+    print("dashboard stopped.")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from tuner import report, study
+    from tuner.storage import open_storage, storage_url
+
+    storage = open_storage(storage_url(args.storage), must_exist=True)
+    name = args.study or study.only_study(storage, required=True)
+    print(report.describe(report.write_report(study.load_pinned(storage, name), args.out)))
 
 
 def _predict(args: argparse.Namespace) -> int:

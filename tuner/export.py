@@ -33,10 +33,12 @@ from tuner import model_card
 from tuner import study as study_mod
 from tuner.augment import normalize
 from tuner.data import PreparedData, prepare_data
+from tuner.datacache import cache_path
 from tuner.errors import TunerError
 from tuner.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
 from tuner.model import ResolvedWeights, build_model, file_sha256
 from tuner.storage import ArtifactStore
+from tuner.train import confusion_matrix
 
 FORMAT_VERSION = 1
 WEIGHTS_FILE = formats_mod.FORMATS["safetensors"].file
@@ -63,12 +65,14 @@ def export_trial(
     trial_number: int | None = None,
     force: bool = False,
     formats: Iterable[str] = formats_mod.DEFAULT_FORMATS,
+    confirmation: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
 
     ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
     back and checked against the PyTorch model on the validation split before the folder
-    appears; see :mod:`tuner.formats`.
+    appears; see :mod:`tuner.formats`. ``confirmation`` (from `tuner confirm`) goes into
+    metrics.json and the model card.
     """
     out_dir = Path(out_dir)
     chosen = formats_mod.resolve(formats)
@@ -79,7 +83,7 @@ def export_trial(
     trial = _pick_trial(pinned.study, trial_number)
     config = pinned.config
     state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
-    data = prepare_data(config.data)
+    data = prepare_data(config.data, cache_path(config.data))
     if data.fingerprint != pinned.fingerprint:
         raise TunerError(
             f"study {pinned.study.study_name!r}: the data on this machine differs from the data "
@@ -107,6 +111,8 @@ def export_trial(
         }
         _write_json(folder / CONFIG_FILE, config_json)
         metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
+        if confirmation is not None:
+            metrics["confirmation"] = confirmation
         _write_json(folder / METRICS_FILE, metrics)
         (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
@@ -207,8 +213,7 @@ def _metrics_json(
     accuracy: float,
 ) -> dict[str, Any]:
     n = len(class_names)
-    confusion = torch.zeros(n, n, dtype=torch.long)
-    confusion.index_put_((labels, predictions), torch.ones_like(labels), accumulate=True)
+    confusion = confusion_matrix(labels, predictions, n)
     per_class = {
         name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
         for i, name in enumerate(class_names)

@@ -124,12 +124,29 @@ def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
             f"{_percent(config['val_accuracy'])} re-measured on export "
             f"({config['data']['val_images']} images); "
             f"{_percent(config['recorded_val_accuracy'])} recorded by the search.",
+            *_confirmation_lines(metrics.get("confirmation")),
             "",
             "| class | training images | validation images | correct | accuracy |",
             "| --- | ---: | ---: | ---: | ---: |",
             *rows,
         ]
     )
+
+
+def _confirmation_lines(confirmation: dict[str, Any] | None) -> list[str]:
+    """What `tuner confirm` found, when this export is its winner."""
+    if confirmation is None:
+        return []
+    seeds = ", ".join(_percent(v) for v in confirmation["seed_val_accuracies"])
+    run = confirmation["exported_run"]
+    return [
+        "",
+        f"Confirmed with {len(confirmation['seed_val_accuracies'])} fresh seeds "
+        f"(`tuner confirm`): mean {_percent(confirmation['mean'])}, "
+        f"std {100 * confirmation['std']:.2f} points ({seeds}); the search's own run scored "
+        f"{_percent(confirmation['original_val_accuracy'])}. {confirmation['verdict']} "
+        f"These weights are the best of those runs: study `{run['study']}`, trial #{run['trial']}.",
+    ]
 
 
 def _files_section(folder: Path, config: dict[str, Any]) -> str:
