@@ -54,6 +54,34 @@ def tiny_context(
     return pinned, context
 
 
+def _toy_split(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy 16x16 images whose class says which half is bright: 0 = top, 1 = bottom.
+
+    Top/bottom survives horizontal flips, so every augmentation keeps the labels true.
+    """
+    labels = torch.randint(0, 2, (n,), generator=generator)
+    images = torch.randint(0, 80, (n, 3, 16, 16), generator=generator, dtype=torch.uint8)
+    top = torch.arange(16) < 8
+    bright = torch.where(labels[:, None] == 0, top, ~top)  # [n, 16 rows]
+    return images + 150 * bright[:, None, :, None].to(torch.uint8), labels
+
+
+@pytest.fixture(scope="module")
+def toy() -> PreparedData:
+    generator = torch.Generator().manual_seed(0)
+    train_images, train_labels = _toy_split(64, generator)
+    val_images, val_labels = _toy_split(32, generator)
+    return PreparedData(
+        train_images=train_images,
+        train_labels=train_labels,
+        val_images=val_images,
+        val_labels=val_labels,
+        class_names=("top", "bottom"),
+        fingerprint="toy",
+        skipped_files=(),
+    )
+
+
 @pytest.fixture
 def make_context(tmp_path: Path, tiny_data: PreparedData):
     """Build (pinned study, context) for the tiny study with extra --set overrides."""

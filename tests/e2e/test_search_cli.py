@@ -13,6 +13,7 @@ import optuna
 import pytest
 
 from tests.e2e.tuner_cli import run_tuner
+from tuner.study import CHECKPOINT_ATTR
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,15 @@ def test_trials_record_curves_and_only_top_k_checkpoints_survive(searched: Path)
             assert len(curves["val_accuracy"]) == 2
             assert trial.value == max(curves["val_accuracy"])
             assert curves["best_epoch"] == curves["val_accuracy"].index(trial.value)
-    stored = [p for p in (searched / "tuner-artifacts").rglob("*") if p.is_file()]
-    assert 1 <= len(stored) <= 2  # search.keep_checkpoints: 2
+    store = searched / "tuner-artifacts"
+    checkpoints = [
+        t.user_attrs[CHECKPOINT_ATTR] for t in study.trials if CHECKPOINT_ATTR in t.user_attrs
+    ]
+    surviving = [a for a in checkpoints if (store / a).is_file()]
+    assert 1 <= len(surviving) <= 2  # search.keep_checkpoints: 2
+    # every trial that ever held a checkpoint keeps its two figures for the dashboard
+    stored = [p for p in store.iterdir() if p.is_file()]
+    assert len(stored) == len(surviving) + 2 * len(checkpoints)
 
 
 def test_status_lists_studies_counts_best_and_writes_csv(searched: Path) -> None:

@@ -26,6 +26,10 @@ pytestmark = pytest.mark.slow
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # quick heartbeats so that a dead worker's trial is noticed within seconds
 WATCH = ["--set", "search.heartbeat_seconds=1", "--set", "search.grace_seconds=3"]
+# the tiny study skips per-epoch resume checkpoints to save time; the crash tests need them
+RESUMABLE = ["--set", "search.resume=true"]
+# one epoch per trial where only the sharing of the study is tested
+ONE_EPOCH = ["--set", "train.epochs=1", "--set", "space.unfreeze_epoch=never"]
 
 
 def load(url: str, name: str = "tiny") -> optuna.Study:
@@ -52,13 +56,19 @@ def logs(folder: Path) -> str:
 
 def assert_parallel_search(study: optuna.Study, budget: int, workers: int) -> None:
     """The budget is met without overshooting, nothing is left running, every trial says
-    which worker ran it, and the workers did not draw the same configuration twice."""
+    which of the workers ran it, the trials were shared, and the workers did not draw the
+    same configuration twice.
+
+    Not every worker need run a trial: on 2 busy cores one can finish importing torch after
+    the others have used up a small budget, and then it rightly stops at once.
+    """
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state in FINISHED]
     assert budget <= len(finished) <= budget + workers - 1
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     names = {t.user_attrs["worker"]["worker"] for t in trials}
-    assert len(names) == workers, names
+    assert names <= {f"{trials[0].user_attrs['worker']['host']}/{i}" for i in range(workers)}
+    assert len(names) >= 2, f"one worker ran every trial: {names}"
     assert all({"host", "pid", "device"} <= t.user_attrs["worker"].keys() for t in trials)
     first = [json.dumps(t.params, sort_keys=True) for t in sorted(trials, key=lambda t: t.number)]
     assert len(set(first[:12])) == len(first[:12]), "two trials drew identical parameters"
@@ -66,7 +76,9 @@ def assert_parallel_search(study: optuna.Study, budget: int, workers: int) -> No
 
 def test_four_workers_share_one_sqlite_file(tiny_study_file: Path) -> None:
     folder = tiny_study_file.parent
-    result = run_tuner(folder, "search", "tiny.yaml", "--workers", "4", "--trials", "12")
+    result = run_tuner(
+        folder, "search", "tiny.yaml", "--workers", "4", "--trials", "12", *ONE_EPOCH
+    )
     output = result.stdout + result.stderr + logs(folder)
     assert result.returncode == 0, output[-3000:]
     assert "database is locked" not in output
@@ -94,6 +106,7 @@ def test_four_workers_on_postgresql_with_a_secret_in_the_url(
         "4",
         "--trials",
         "12",
+        *ONE_EPOCH,
     )
     output = result.stdout + result.stderr + logs(folder)
     assert result.returncode == 0, output[-3000:]
@@ -141,7 +154,7 @@ def test_a_killed_remote_worker_is_retried_by_heartbeat_and_resumed(
     heartbeat after the grace period, and retries its trial from the last epoch checkpoint."""
     folder = tiny_study_file.parent
     url = sqlite_url(folder)
-    settings = ["--set", "train.epochs=3", "--set", "search.pruner=none", *WATCH]
+    settings = ["--set", "train.epochs=3", "--set", "search.pruner=none", *RESUMABLE, *WATCH]
     search = start_tuner(
         folder, "search", "tiny.yaml", "--trials", "9", *settings, log="search.log"
     )
@@ -166,7 +179,7 @@ def load_or_none(url: str) -> optuna.Study | None:
 def test_a_killed_local_worker_is_replaced_and_its_trial_resumed(tiny_study_file: Path) -> None:
     folder = tiny_study_file.parent
     url = sqlite_url(folder)
-    settings = ["--set", "train.epochs=3", "--set", "search.pruner=none", *WATCH]
+    settings = ["--set", "train.epochs=3", "--set", "search.pruner=none", *RESUMABLE, *WATCH]
     search = start_tuner(
         folder, "search", "tiny.yaml", "--workers", "3", "--trials", "9", *settings, log="s.log"
     )
@@ -183,7 +196,7 @@ def test_a_killed_local_worker_is_replaced_and_its_trial_resumed(tiny_study_file
 def test_sigterm_stops_all_workers_and_a_rerun_finishes(tiny_study_file: Path) -> None:
     folder = tiny_study_file.parent
     url = sqlite_url(folder)
-    args = ["search", "tiny.yaml", "--workers", "2", "--trials", "8", *WATCH]
+    args = ["search", "tiny.yaml", "--workers", "2", "--trials", "8", *ONE_EPOCH, *WATCH]
     search = start_tuner(folder, *args, log="first.log")
     wait_for(
         "two running trials",

@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 
 TINY_STUDY = """
-data: {source: digits, per_class: 40, image_size: 16, augment: flip}
+data: {source: digits, per_class: 20, image_size: 16, augment: flip}
 model: {arch: resnet18, weights: none}
 train: {epochs: 2, eval_batch_size: 128}
 space:
   unfreeze_epoch: {choices: [never, 1]}
   batch_size: {choices: [32, 64]}
-search: {study: tiny, trials: 5, keep_checkpoints: 2}
+search: {study: tiny, trials: 5, keep_checkpoints: 2, resume: false}
 """
 
 
