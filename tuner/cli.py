@@ -7,8 +7,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.storage import ResilientStorage
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -185,20 +189,33 @@ def _search(args: argparse.Namespace) -> None:
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
 
 
-def _worker(args: argparse.Namespace) -> None:
-    import optuna
-    import torch
+def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
+    """Storage URL, artifacts URI, storage and study name for a command that runs trials.
 
-    from tuner import launcher, signals, study, workers
-    from tuner.objective import WorkerIdentity
-    from tuner.progress import SearchProgress
-    from tuner.storage import artifacts_uri, open_storage, redact, storage_url
+    Such a command stops on Ctrl-C/SIGTERM between steps and keeps Optuna's log lines out of
+    its progress bar.
+    """
+    import optuna
+
+    from tuner import signals, study
+    from tuner.storage import artifacts_uri, open_storage, storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signals.stop_on_signals()
     url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
     storage = open_storage(url, must_exist=True)
-    name = args.study or study.only_study(storage, required=True)
+    return url, artifacts, storage, args.study or study.only_study(storage, required=True)
+
+
+def _worker(args: argparse.Namespace) -> None:
+    import torch
+
+    from tuner import launcher, study, workers
+    from tuner.objective import WorkerIdentity
+    from tuner.progress import SearchProgress
+    from tuner.storage import redact
+
+    url, artifacts, storage, name = _join_study(args)
     if args.gpus:  # one process per GPU slot, each pinned before torch starts
         slots = launcher.plan_slots(None, args.gpus, args.per_gpu)
         pinned = study.load_pinned(storage, name)
@@ -271,18 +288,11 @@ def _export_best(args: argparse.Namespace) -> None:
 
 
 def _confirm(args: argparse.Namespace) -> None:
-    import optuna
-
-    from tuner import confirm, signals, study, workers
+    from tuner import confirm, study, workers
     from tuner.objective import WorkerIdentity
     from tuner.progress import SearchProgress
-    from tuner.storage import artifacts_uri, open_storage, storage_url
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    signals.stop_on_signals()
-    url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
-    storage = open_storage(url, must_exist=True)
-    name = args.study or study.only_study(storage, required=True)
+    url, artifacts, storage, name = _join_study(args)
     parent = study.load_pinned(storage, name)
     linked = confirm.open_linked(storage, parent)
     confirm.plan(parent, linked, args.top, args.seeds)
