@@ -52,11 +52,12 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from tuner.config import TrainConfig, load_config  # noqa: E402
-from tuner.data import PreparedData, prepare_data  # noqa: E402
-from tuner.features import FeatureCache  # noqa: E402
-from tuner.model import build_model, resolve_weights  # noqa: E402
-from tuner.space import TrialParams  # noqa: E402
-from tuner.train import resolve_device, train  # noqa: E402
+from tuner.data.prepare import PreparedData, prepare_data  # noqa: E402
+from tuner.engine.features import FeatureCache  # noqa: E402
+from tuner.engine.model import build_model  # noqa: E402
+from tuner.engine.train import resolve_device, train  # noqa: E402
+from tuner.engine.weights import resolve_weights  # noqa: E402
+from tuner.recipe import TrialParams  # noqa: E402
 
 SECTION = "## Engine vs the plain way (issue 4)"
 BATCH = 64

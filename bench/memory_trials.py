@@ -29,14 +29,13 @@ if str(REPO) not in sys.path:
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from tuner import study as study_mod  # noqa: E402
-from tuner.config import load_config  # noqa: E402
-from tuner.data import prepare_data  # noqa: E402
-from tuner.features import FeatureCache  # noqa: E402
-from tuner.model import ResolvedWeights  # noqa: E402
-from tuner.objective import SearchContext  # noqa: E402
-from tuner.storage import artifact_store, open_storage  # noqa: E402
-from tuner.workers import run_worker  # noqa: E402
+from tuner.config import ResolvedWeights, load_config  # noqa: E402
+from tuner.data.prepare import prepare_data  # noqa: E402
+from tuner.engine.features import FeatureCache  # noqa: E402
+from tuner.search import study as study_mod  # noqa: E402
+from tuner.search.objective import SearchContext  # noqa: E402
+from tuner.search.storage import artifact_store, open_storage  # noqa: E402
+from tuner.search.workers import run_worker  # noqa: E402
 
 SECTION = "## Memory over many trials (issue 4)"
 

@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
 from tuner.config import SpaceConfig  # noqa: E402
-from tuner.space import sample  # noqa: E402
+from tuner.search.space import sample  # noqa: E402
 
 IMAGE_SIZE = 32
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

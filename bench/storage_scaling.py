@@ -186,9 +186,9 @@ def instrument(storage: Any, sampler: Any, pruner: Any, clock: Clock) -> None:
 def open_tuner_storage(url: str) -> Any:
     """The product's storage: WAL + busy timeout on SQLite, outage retries, pre-ping."""
     try:
-        from tuner.storage import open_storage
+        from tuner.search.storage import open_storage
     except ImportError:  # an older layout kept it in tuner.study
-        from tuner.study import open_storage  # type: ignore[attr-defined,no-redef]
+        from tuner.search.study import open_storage  # type: ignore[attr-defined,no-redef]
     return open_storage(url)
 
 
@@ -225,9 +225,9 @@ def worker_main(job: WorkerJob, barrier: Any, results: Any) -> None:
 
 def run_worker(job: WorkerJob, barrier: Any) -> dict[str, Any]:
     """Join the study like ``tuner worker`` and run cheap trials until the budget is met."""
-    from tuner import study as study_mod
     from tuner.config import load_config
-    from tuner.space import sample
+    from tuner.search import study as study_mod
+    from tuner.search.space import sample
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     config = load_config(None, list(job.overrides))
@@ -456,7 +456,7 @@ def probe_postgres(url: str) -> tuple[dict[str, str] | None, str | None]:
 def fresh_study(url: str, name: str, overrides: Sequence[str]) -> Iterator[None]:
     """Create the study with its config pinned (the budget lives there), delete it after."""
     from tuner import config as config_mod
-    from tuner import study as study_mod
+    from tuner.search import study as study_mod
 
     storage = open_tuner_storage(url)
     config = config_mod.load_config(None, list(overrides))

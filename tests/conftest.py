@@ -15,14 +15,13 @@ import torch
 import torchvision.datasets.cifar
 
 from tests.helpers import format_installed, write_cifar10
-from tuner import study as study_mod
-from tuner.config import DataConfig, load_config
-from tuner.data import PreparedData, prepare_data
-from tuner.export import export_trial
-from tuner.model import ResolvedWeights
-from tuner.objective import SearchContext
-from tuner.storage import artifact_store, open_storage
-from tuner.workers import run_worker
+from tuner.config import DataConfig, ResolvedWeights, load_config
+from tuner.data.prepare import PreparedData, prepare_data
+from tuner.results.export import export_trial
+from tuner.search import study as study_mod
+from tuner.search.objective import SearchContext
+from tuner.search.storage import artifact_store, open_storage
+from tuner.search.workers import run_worker
 
 TINY = [
     "data.per_class=24",

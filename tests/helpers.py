@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from tuner.errors import TunerError
-from tuner.formats import FORMATS, require_installed
+from tuner.results.formats import FORMATS, require_installed
 
 CIFAR_NAMES = (
     "airplane",

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from tuner.config import (
-    NEVER,
     Choice,
     Fixed,
     FloatRange,
@@ -18,6 +17,7 @@ from tuner.config import (
     to_dict,
 )
 from tuner.errors import TunerError
+from tuner.recipe import NEVER
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 

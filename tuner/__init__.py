@@ -14,7 +14,7 @@ __all__ = ["LoadedModel", "TunerError", "load_model"]
 def __getattr__(name: str) -> Any:
     # Lazy, so that `tuner --help` and config errors don't wait for torch to import.
     if name in ("LoadedModel", "load_model"):
-        from tuner import export
+        from tuner import results
 
-        return getattr(export, name)
+        return getattr(results, name)
     raise AttributeError(f"module 'tuner' has no attribute {name!r}")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
-    from tuner.storage import ResilientStorage
+    from tuner.search.storage import ResilientStorage
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -172,7 +172,9 @@ def main(argv: list[str] | None = None) -> int:
 def _search(args: argparse.Namespace) -> None:
     import optuna
 
-    from tuner import launcher, reporting, search, signals
+    from tuner.results import tables as reporting
+    from tuner.search import driver as search
+    from tuner.search import launcher, signals
 
     # tuner reports through its progress bar and summary (failed trials' reasons included);
     # Optuna's log lines and per-trial tracebacks would break the bar.
@@ -197,8 +199,8 @@ def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, s
     """
     import optuna
 
-    from tuner import signals, study
-    from tuner.storage import artifacts_uri, open_storage, storage_url
+    from tuner.search import signals, study
+    from tuner.search.storage import artifacts_uri, open_storage, storage_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signals.stop_on_signals()
@@ -210,10 +212,10 @@ def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, s
 def _worker(args: argparse.Namespace) -> None:
     import torch
 
-    from tuner import launcher, study, workers
-    from tuner.objective import WorkerIdentity
-    from tuner.progress import SearchProgress
-    from tuner.storage import redact
+    from tuner.search import launcher, study, workers
+    from tuner.search.objective import WorkerIdentity
+    from tuner.search.progress import SearchProgress
+    from tuner.search.storage import redact
 
     url, artifacts, storage, name = _join_study(args)
     if args.gpus:  # one process per GPU slot, each pinned before torch starts
@@ -244,8 +246,9 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def _status(args: argparse.Namespace) -> None:
-    from tuner import reporting, study
-    from tuner.storage import open_storage, storage_url
+    from tuner.results import tables as reporting
+    from tuner.search import study
+    from tuner.search.storage import open_storage, storage_url
 
     storage = open_storage(storage_url(args.storage), must_exist=True)
     print(reporting.studies_table(storage))
@@ -261,8 +264,9 @@ def _status(args: argparse.Namespace) -> None:
 
 
 def _export_best(args: argparse.Namespace) -> None:
-    from tuner import confirm, export, study
-    from tuner.storage import artifact_store, artifacts_uri, open_storage, storage_url
+    from tuner.results import export
+    from tuner.search import confirm, study
+    from tuner.search.storage import artifact_store, artifacts_uri, open_storage, storage_url
 
     storage = open_storage(storage_url(args.storage), must_exist=True)
     name = args.study or study.only_study(storage, required=True)
@@ -288,9 +292,9 @@ def _export_best(args: argparse.Namespace) -> None:
 
 
 def _confirm(args: argparse.Namespace) -> None:
-    from tuner import confirm, study, workers
-    from tuner.objective import WorkerIdentity
-    from tuner.progress import SearchProgress
+    from tuner.search import confirm, study, workers
+    from tuner.search.objective import WorkerIdentity
+    from tuner.search.progress import SearchProgress
 
     url, artifacts, storage, name = _join_study(args)
     parent = study.load_pinned(storage, name)
@@ -325,8 +329,14 @@ def _confirm(args: argparse.Namespace) -> None:
 
 
 def _dashboard(args: argparse.Namespace) -> None:
-    from tuner import dashboard
-    from tuner.storage import artifact_store, artifacts_uri, open_storage, redact, storage_url
+    from tuner.results import dashboard
+    from tuner.search.storage import (
+        artifact_store,
+        artifacts_uri,
+        open_storage,
+        redact,
+        storage_url,
+    )
 
     url = storage_url(args.storage)
     storage = open_storage(url, must_exist=True)
@@ -347,8 +357,9 @@ def _dashboard(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from tuner import report, study
-    from tuner.storage import open_storage, storage_url
+    from tuner.results import report
+    from tuner.search import study
+    from tuner.search.storage import open_storage, storage_url
 
     storage = open_storage(storage_url(args.storage), must_exist=True)
     name = args.study or study.only_study(storage, required=True)
@@ -356,7 +367,7 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from tuner import predict
+    from tuner.results import predict
 
     outcome = predict.predict(args.model_dir, args.images, top_k=args.top_k)
     if args.json:

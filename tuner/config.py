@@ -17,19 +17,15 @@ from typing import Any
 import yaml
 
 from tuner.errors import TunerError
-from tuner.model import ARCHS, STAGES
-
-NEVER = "never"
-"""The ``unfreeze_epoch`` value meaning: the frozen stages stay frozen for the whole run."""
+from tuner.recipe import NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
 
 DATA_SOURCES = ("digits", "cifar10", "cifar100", "mnist", "fashionmnist", "folder")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_jitter")
-OPTIMIZERS = ("sgd", "adam", "adamw")
 LR_SCHEDULES = ("none", "cosine", "step")
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
 SAMPLERS = ("tpe", "random")
-UNFREEZE_MODES = ("all", "progressive")
 AMP_MODES = ("auto", "bf16", "off")
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 # --- search-space dimensions -------------------------------------------------------------
@@ -128,7 +124,7 @@ class SpaceConfig:
     unfreeze_mode: Dimension = Choice(UNFREEZE_MODES)
     head_lr: Dimension = FloatRange(1e-4, 3e-2, log=True)
     backbone_lr: Dimension = FloatRange(1e-5, 3e-3, log=True)
-    optimizer: Dimension = Choice(OPTIMIZERS)
+    optimizer: Dimension = Choice(tuple(OPTIMIZERS))
     batch_size: Dimension = Choice((32, 64, 128))
     weight_decay: Dimension = FloatRange(1e-6, 1e-2, log=True)
 
@@ -212,7 +208,7 @@ _SPACE_RULES: dict[str, tuple[type, float | None, float | None, tuple[str, ...] 
     "unfreeze_mode": (str, None, None, UNFREEZE_MODES),
     "head_lr": (float, 1e-9, 10.0, None),
     "backbone_lr": (float, 1e-9, 10.0, None),
-    "optimizer": (str, None, None, OPTIMIZERS),
+    "optimizer": (str, None, None, tuple(OPTIMIZERS)),
     "batch_size": (int, 1, 65536, None),
     "weight_decay": (float, 0.0, 1.0, None),
 }
@@ -580,3 +576,52 @@ def identity_differences(stored: StudyConfig, current: StudyConfig) -> list[str]
 
 def _flatten(tree: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{name}.{key}": value for name, body in tree.items() for key, value in body.items()}
+
+
+# --- pinned beside the config ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    """What a study's starting weights resolved to; kept in the study so all workers load the same.
+
+    Attributes:
+        kind: "imagenet", "none" (random init) or "file".
+        name: the torchvision weights enum, e.g. "ResNet18_Weights.IMAGENET1K_V1"; "random init";
+            or the absolute path of the file.
+        sha256: of the file loaded (torch hub cache file or the user's file); None for random init.
+        fallback_warning: set when ``auto`` fell back to random init; show it loudly at start and
+            in summaries, because random init usually scores far below ImageNet weights.
+    """
+
+    kind: str
+    name: str
+    sha256: str | None
+    fallback_warning: str | None = None
+
+    def describe(self) -> str:
+        """One line for humans."""
+        if self.kind == "imagenet":
+            return f"ImageNet weights {self.name} (sha256 {self.sha256[:12]})"
+        if self.kind == "file":
+            return f"weights file {self.name} (sha256 {self.sha256[:12]})"
+        if self.fallback_warning:
+            return "random init (ImageNet weights could not be loaded)"
+        return "random init"
+
+    @classmethod
+    def random_init(cls) -> ResolvedWeights:
+        """No pretrained weights: also how an exported checkpoint is rebuilt before loading."""
+        return cls(kind="none", name="random init", sha256=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResolvedWeights:
+        return cls(
+            kind=d["kind"],
+            name=d["name"],
+            sha256=d["sha256"],
+            fallback_warning=d.get("fallback_warning"),
+        )

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from tests.e2e.tuner_cli import run_tuner
-from tuner.study import CHECKPOINT_ATTR
+from tuner.search.study import CHECKPOINT_ATTR
 
 pytestmark = pytest.mark.slow
 
@@ -99,7 +99,7 @@ def test_export_best_round_trip_in_a_new_process(searched: Path) -> None:
         import json, sys, torch
         import tuner
         from tuner.config import from_dict
-        from tuner.data import prepare_data
+        from tuner.data.prepare import prepare_data
         model, preprocess = tuner.load_model("best")[:2]
         cfg = json.load(open("best/config.json"))
         data = prepare_data(from_dict(cfg["study_config"]).data)

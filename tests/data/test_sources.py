@@ -1,0 +1,224 @@
+"""Reading each source: digits, CIFAR/MNIST files in their on-disk formats, folders.
+
+The torchvision datasets are written by the tests in the exact formats torchvision reads
+(CIFAR pickles, MNIST idx files) and then read by the real torchvision classes; nothing
+is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.helpers import CIFAR_NAMES, red_label, save_image, write_cifar10
+from tuner.config import DataConfig
+from tuner.data.prepare import PreparedData, prepare_data
+from tuner.errors import TunerError
+
+# --- fixtures: datasets in their real on-disk formats ---------------------------------------
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """The idx format of the MNIST files: 0, 0, 0x08 (ubyte), ndim, then big-endian dims."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _write_mnist(root: Path, folder: str) -> None:
+    """3 train and 2 test images per digit; every pixel of an image is 25 * its label."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for split, per_class in (("train", 3), ("t10k", 2)):
+        labels = np.tile(np.arange(10, dtype=np.uint8), per_class)
+        images = np.broadcast_to((labels * 25)[:, None, None], (len(labels), 28, 28))
+        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+
+
+def _write_folder(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 10)) -> None:
+    """One folder per class; the red channel encodes the class index (40 * index)."""
+    for index, (name, count) in enumerate(counts.items()):
+        for i in range(count):
+            colour = (40 * index, 10 * i, 200)
+            sub = "nested/" if i % 2 else ""  # images may sit deeper inside the class folder
+            save_image(root / name / f"{sub}{i}.png", Image.new("RGB", size, colour))
+
+
+# --- digits --------------------------------------------------------------------------------
+
+
+def test_digits_shapes_dtypes_and_classes(digits: PreparedData) -> None:
+    assert digits.class_names == tuple(str(i) for i in range(10))
+    assert digits.num_classes == 10
+    assert len(digits.train_labels) + len(digits.val_labels) == 1797
+    assert digits.train_images.shape == (len(digits.train_labels), 3, 16, 16)
+    assert digits.val_images.shape == (len(digits.val_labels), 3, 16, 16)
+    assert digits.train_images.dtype == torch.uint8 and digits.train_labels.dtype == torch.int64
+    assert digits.train_images.is_contiguous() and digits.train_images.device.type == "cpu"
+    assert digits.train_images.max().item() == 255 and digits.train_images.min().item() == 0
+    # greyscale fed as three identical channels
+    assert torch.equal(digits.train_images[:, 0], digits.train_images[:, 2])
+    assert abs(len(digits.val_labels) / 1797 - 0.2) < 0.01
+    assert digits.skipped_files == ()
+
+
+def test_digits_has_no_test_split() -> None:
+    with pytest.raises(TunerError, match=r"data\.val_source"):
+        prepare_data(DataConfig(source="digits", val_source="test"))
+
+
+# --- torchvision sources --------------------------------------------------------------------
+
+
+def test_cifar10_holdout_reads_the_real_format(cifar_root: Path) -> None:
+    data = prepare_data(DataConfig(source="cifar10", root=str(cifar_root), val_fraction=0.2))
+    assert data.class_names == CIFAR_NAMES
+    assert len(data.train_labels) == 80 and len(data.val_labels) == 20  # 2 of 10 per class
+    assert torch.equal(red_label(data.train_images, 20), data.train_labels)
+    assert torch.equal(red_label(data.val_images, 20), data.val_labels)
+    assert data.val_images[:, 2, 0, 0].eq(255).all() and data.val_images[:, 2, -1, 0].eq(0).all()
+    ids = torch.cat([data.train_images[:, 1, 0, 0], data.val_images[:, 1, 0, 0]])
+    assert sorted(ids.tolist()) == list(range(100))  # every train image exactly once
+
+
+def test_missing_cifar_files_name_the_root(tmp_path: Path) -> None:
+    with pytest.raises(TunerError) as error:
+        prepare_data(DataConfig(source="cifar10", root=str(tmp_path / "nowhere")))
+    text = str(error.value)
+    assert text.startswith("data.root: CIFAR-10 files not found under")
+    assert str(tmp_path / "nowhere" / "cifar-10-batches-py") in text
+    assert "data.download: true" in text
+
+
+def test_cifar_files_failing_the_checksum_are_reported_as_corrupted(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)  # the fixture files, without the checksum patch: md5s differ
+    with pytest.raises(TunerError, match="corrupted") as error:
+        prepare_data(DataConfig(source="cifar10", root=str(tmp_path)))
+    assert str(tmp_path / "cifar-10-batches-py") in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("source", "folder", "first"),
+    [("mnist", "MNIST", "0 - zero"), ("fashionmnist", "FashionMNIST", "T-shirt/top")],
+)
+def test_mnist_idx_files_with_the_test_split(
+    tmp_path: Path, source: str, folder: str, first: str
+) -> None:
+    _write_mnist(tmp_path, folder)
+    data = prepare_data(DataConfig(source=source, root=str(tmp_path), val_source="test"))
+    assert data.class_names[0] == first and data.num_classes == 10
+    assert data.train_images.shape == (30, 3, 32, 32) and data.val_images.shape == (20, 3, 32, 32)
+    assert torch.equal(red_label(data.train_images, 25), data.train_labels)
+    assert torch.equal(data.val_images[:, 0], data.val_images[:, 1])  # greyscale -> 3 channels
+
+
+def test_missing_mnist_files_name_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(TunerError, match="MNIST files not found") as error:
+        prepare_data(DataConfig(source="mnist", root=str(tmp_path)))
+    assert str(tmp_path / "MNIST" / "raw") in str(error.value)
+
+
+# --- folder source --------------------------------------------------------------------------
+
+
+def test_folder_single_tree_is_split_stratified(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"ant": 6, "bee": 5, "cow": 2})
+    data = prepare_data(
+        DataConfig(source="folder", path=str(tmp_path), image_size=8, val_fraction=0.2)
+    )
+    assert data.class_names == ("ant", "bee", "cow")
+    assert torch.bincount(data.val_labels).tolist() == [1, 1, 1]  # cow: 2 images -> 1 in val
+    assert torch.bincount(data.train_labels).tolist() == [5, 4, 1]
+    assert data.train_images.shape == (10, 3, 8, 8)
+    assert torch.equal(red_label(data.train_images, 40), data.train_labels)
+
+
+def test_folder_train_and_val_subfolders_are_the_split(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "train", {"ant": 3, "bee": 4})
+    _write_folder(tmp_path / "val", {"ant": 2, "bee": 1}, size=(30, 20))
+    data = prepare_data(DataConfig(source="folder", path=str(tmp_path), image_size=8))
+    assert torch.bincount(data.train_labels).tolist() == [3, 4]
+    assert torch.bincount(data.val_labels).tolist() == [2, 1]
+    assert torch.equal(red_label(data.val_images, 40), data.val_labels)
+
+
+def test_folder_val_class_missing_from_train_is_an_error(tmp_path: Path) -> None:
+    _write_folder(tmp_path / "train", {"ant": 3, "bee": 3})
+    _write_folder(tmp_path / "val", {"ant": 1, "bee": 1, "cow": 1})
+    with pytest.raises(TunerError, match="cow only in one of them"):
+        prepare_data(DataConfig(source="folder", path=str(tmp_path)))
+
+
+def test_corrupt_files_are_listed_together(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"ant": 3, "bee": 3})
+    broken = [tmp_path / "ant" / "broken.png", tmp_path / "bee" / "notes.jpg"]
+    broken[0].write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))
+    broken[1].write_text("not an image")
+    with pytest.raises(TunerError) as error:
+        prepare_data(DataConfig(source="folder", path=str(tmp_path)))
+    text = str(error.value)
+    assert "2 image file(s) could not be read" in text and "data.skip_bad_images: true" in text
+    assert all(str(path) in text for path in broken)
+
+
+def test_many_corrupt_files_are_summarised(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"ant": 2, "bee": 2})
+    for i in range(25):
+        (tmp_path / "ant" / f"bad{i:02}.png").write_bytes(b"junk")
+    with pytest.raises(TunerError, match="and 5 more") as error:
+        prepare_data(DataConfig(source="folder", path=str(tmp_path)))
+    assert str(error.value).count("/ant/bad") == 20
+
+
+def test_skip_bad_images_records_them(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"ant": 3, "bee": 3})
+    broken = tmp_path / "bee" / "truncated.png"
+    good = (tmp_path / "bee" / "0.png").read_bytes()
+    broken.write_bytes(good[: len(good) // 2])
+    data = prepare_data(DataConfig(source="folder", path=str(tmp_path), skip_bad_images=True))
+    assert data.skipped_files == (str(broken),)
+    assert len(data.train_labels) + len(data.val_labels) == 6
+
+
+def test_folder_classes_subset_skips_decoding_dropped_classes(tmp_path: Path) -> None:
+    _write_folder(tmp_path, {"ant": 3, "bee": 3, "cow": 3})
+    (tmp_path / "cow" / "broken.png").write_bytes(b"junk")  # in a dropped class: never read
+    data = prepare_data(DataConfig(source="folder", path=str(tmp_path), classes=("bee", "ant")))
+    assert data.class_names == ("bee", "ant")
+    assert torch.equal(red_label(data.train_images, 40), 1 - data.train_labels)
+
+
+@pytest.mark.parametrize(
+    ("layout", "message"),
+    [
+        ("missing", "does not exist"),
+        ("file", "is not a directory"),
+        ("no_classes", "no class folders in"),
+        ("empty_class", "has no images"),
+        ("one_class", "at least 2"),
+        ("train_only", "only one of train/ and val/"),
+    ],
+)
+def test_unusable_folders_are_tuner_errors(tmp_path: Path, layout: str, message: str) -> None:
+    path = tmp_path / "data"
+    if layout == "file":
+        path.write_text("x")
+    elif layout == "no_classes":
+        save_image(path / "loose.png", Image.new("RGB", (4, 4)))
+    elif layout == "empty_class":
+        _write_folder(path, {"ant": 2})
+        (path / "bee").mkdir()
+        (path / "bee" / "readme.txt").write_text("no images")
+    elif layout == "one_class":
+        _write_folder(path, {"ant": 4})
+    elif layout == "train_only":
+        _write_folder(path / "train", {"ant": 2, "bee": 2})
+    with pytest.raises(TunerError, match=message) as error:
+        prepare_data(DataConfig(source="folder", path=str(path)))
+    if layout != "one_class":
+        assert str(path) in str(error.value)

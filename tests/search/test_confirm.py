@@ -1,0 +1,132 @@
+"""`tuner confirm` on a tiny real study: fresh seeds, resumable plans, statistics, the export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import single_thread, tiny_context
+from tuner.errors import TunerError
+from tuner.results.export import export_trial
+from tuner.search import confirm
+from tuner.search import study as study_mod
+from tuner.search.objective import SEED_ATTR, WorkerIdentity
+from tuner.search.storage import open_storage
+from tuner.search.workers import JoinRequest, join, run_worker
+
+
+def test_confirm_seeds_are_fresh_distinct_and_stable() -> None:
+    seeds = {confirm.confirm_seed(0, c, i) for c in range(5) for i in range(5)}
+    assert len(seeds) == 25
+    assert confirm.confirm_seed(0, 3, 1) == confirm.confirm_seed(0, 3, 1)
+    assert confirm.confirm_seed(1, 3, 1) != confirm.confirm_seed(0, 3, 1)
+    assert all(confirm.confirm_seed(0, c, 0) != 0 + c for c in range(5))  # not the search's own
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> tuple:
+    """A 3-trial tiny study whose top 2 trials were re-trained with 2 fresh seeds each."""
+    folder = tmp_path_factory.mktemp("confirm")
+    parent, context = tiny_context(
+        folder, tiny_data, "search.trials=3", "search.pruner=none", "search.keep_checkpoints=3"
+    )
+    url = f"sqlite:///{folder / 'unit.db'}"
+    storage = open_storage(url)
+    with single_thread():
+        run_worker(parent.study, context)
+        linked = confirm.open_linked(storage, parent)
+        added = confirm.plan(parent, linked, top=2, seeds=2)
+        request = JoinRequest(
+            linked.study.study_name, url, str(folder / "artifacts"), WorkerIdentity()
+        )
+        linked, linked_context = join(request)
+        confirm.run(linked, linked_context)
+    return folder, storage, parent, linked, added
+
+
+def test_the_top_trials_are_retrained_with_their_params_and_fresh_seeds(confirmed: tuple) -> None:
+    _, _, parent, linked, added = confirmed
+    assert added == 4
+    top = [t.number for t in study_mod.ranked_trials(parent.study)[:2]]
+    runs = linked.study.get_trials()
+    assert len(runs) == 4 and all(t.state.name == "COMPLETE" for t in runs)
+    for run in runs:
+        candidate = run.user_attrs[confirm.CANDIDATE_ATTR]
+        assert candidate in top
+        assert run.params == parent.study.trials[candidate].params
+        index = run.user_attrs[confirm.SEED_INDEX_ATTR]
+        assert run.user_attrs[SEED_ATTR] == confirm.confirm_seed(0, candidate, index)
+    assert linked.config.search.pruner == "none"
+
+
+def test_results_have_mean_and_spread_and_a_verdict(confirmed: tuple) -> None:
+    _, _, parent, linked, _ = confirmed
+    confirmation = confirm.results(parent, linked)
+    assert len(confirmation.results) == 2
+    assert all(len(r.values) == 2 for r in confirmation.results)
+    assert confirmation.results[0].mean >= confirmation.results[1].mean
+    winner = confirmation.winner
+    assert winner is confirmation.results[0]
+    assert winner.std >= 0 and min(winner.values) <= winner.mean <= max(winner.values)
+    assert f"#{winner.trial}" in confirmation.verdict()
+    table = confirm.format_table(confirmation)
+    assert f"★ #{winner.trial}" in table and confirmation.verdict() in table
+
+
+def test_a_second_plan_adds_only_what_is_missing(confirmed: tuple) -> None:
+    _, _, parent, linked, _ = confirmed
+    assert confirm.plan(parent, linked, top=2, seeds=2) == 0
+    assert confirm.pending_runs(linked) == 0
+    assert confirm.plan(parent, linked, top=2, seeds=3) == 2
+    assert confirm.pending_runs(linked) == 2
+    with pytest.raises(TunerError, match="at least 1"):
+        confirm.plan(parent, linked, top=0, seeds=2)
+
+
+def test_the_confirm_study_does_not_make_the_storage_ambiguous(confirmed: tuple) -> None:
+    storage = confirmed[1]
+    assert set(study_mod.study_names(storage)) == {"unit", "unit-confirm"}
+    assert study_mod.only_study(storage, required=True) == "unit"
+
+
+def test_confirmed_export_ships_the_winners_best_run(confirmed: tuple) -> None:
+    folder, storage, parent, linked, _ = confirmed
+    confirm.plan(parent, linked, top=2, seeds=2)  # back to the 2-seed request
+    chosen = confirm.confirmed_export(storage, parent)
+    winner = confirm.results(parent, linked).winner
+    assert chosen.summary["candidate_trial"] == winner.trial
+    assert chosen.summary["seed_val_accuracies"] == list(winner.values)
+    kept = [
+        (p.study.study_name, t.number)
+        for p, t in confirm.winner_runs(parent, linked, winner.trial)
+        if study_mod.CHECKPOINT_ATTR in t.user_attrs
+        and not study_mod.checkpoint_removed(p.study, t)
+    ]
+    assert (chosen.pinned.study.study_name, chosen.trial) == kept[0]  # the best run with weights
+    out = folder / "best"
+    with single_thread():
+        export_trial(
+            chosen.pinned,
+            parent_store(folder),
+            out,
+            trial_number=chosen.trial,
+            confirmation=chosen.summary,
+        )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["confirmation"]["mean"] == pytest.approx(winner.mean)
+    assert "Confirmed with 2 fresh seeds" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_exporting_unconfirmed_says_what_to_run(make_context, tmp_path: Path) -> None:
+    pinned, _ = make_context()
+    storage = open_storage(f"sqlite:///{tmp_path / 'unit.db'}")
+    with pytest.raises(TunerError, match="tuner confirm --study unit"):
+        confirm.confirmed_export(storage, pinned)
+
+
+def parent_store(folder: Path):
+    from tuner.search.storage import artifact_store
+
+    return artifact_store(str(folder / "artifacts"))

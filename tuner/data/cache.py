@@ -1,0 +1,107 @@
+"""The prepared dataset on disk: decoded once per host, memory-mapped by every worker.
+
+An entry is a folder ``<cache_dir>/<key>/`` of ``.npy`` arrays and a ``meta.json``. The key
+hashes what the prepared tensors depend on: the data config keys that shape them and every
+source file's path, size and modification time, so a changed, added or removed file (or
+another image size, split or class list) makes a new key and a rebuild. Arrays are opened with
+``np.load(mmap_mode="c")``: the page cache holds one copy, shared by all processes on the host.
+
+An entry is built in a private temporary folder and renamed into place, which is atomic: two
+workers building at once each write their own and one rename wins; nobody ever reads a half
+written entry. The cache folder belongs on a local disk of each host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tuner.config import DataConfig
+from tuner.errors import TunerError
+from tuner.data.sources import torchvision_folder
+
+FORMAT = 1  # bump when the layout or the preparation changes, so old entries are not read
+_ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
+_NOT_SHAPING = ("download", "augment", "class_weights", "cache_dir")  # don't change the tensors
+
+
+def cache_path(cfg: DataConfig) -> Path | None:
+    """``data.cache_dir`` as a folder (relative to the working directory), None for ``none``."""
+    return None if cfg.cache_dir == "none" else Path(cfg.cache_dir).expanduser()
+
+
+def source_key(cfg: DataConfig) -> str:
+    """SHA-256 of the shaping config and of the source files' paths, sizes and mtimes."""
+    shaping = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SHAPING}
+    if cfg.source == "digits":  # bundled with scikit-learn: its version stands for the file
+        shaping["scikit-learn"] = importlib.metadata.version("scikit-learn")
+    digest = hashlib.sha256(json.dumps([FORMAT, shaping], sort_keys=True).encode())
+    for path in _source_files(cfg):
+        stat = path.stat()
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def load(cache_dir: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(arrays memory-mapped as tensors, meta) of an entry, or None when absent or unreadable."""
+    folder = cache_dir / key
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        arrays = {
+            name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
+            for name in _ARRAYS
+        }
+    except (OSError, ValueError):
+        return None
+    return arrays, meta
+
+
+def store(cache_dir: Path, key: str, arrays: dict[str, torch.Tensor], meta: dict) -> None:
+    """Write an entry atomically; if another process got there first, keep theirs.
+
+    An unreadable entry under the same key (a disk that filled up mid-write before this
+    scheme, a hand edit) is replaced.
+    """
+    building = cache_dir / f".building-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        building.mkdir(parents=True)
+    except OSError as exc:
+        raise TunerError(
+            f"data.cache_dir: cannot write the data cache in {cache_dir} ({exc.strerror}); "
+            "set data.cache_dir to a writable local folder, or none to go without it"
+        ) from exc
+    try:
+        for name in _ARRAYS:
+            np.save(building / f"{name}.npy", arrays[name].contiguous().numpy())
+        (building / "meta.json").write_text(json.dumps(meta))  # written last: marks it complete
+        final = cache_dir / key
+        if final.exists() and load(cache_dir, key) is None:
+            shutil.rmtree(final, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another process renamed its copy into place first
+            building.rename(final)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+
+
+def _source_files(cfg: DataConfig) -> list[Path]:
+    """The files a source reads (absent ones are simply not listed: loading will say why)."""
+    if cfg.source == "folder":
+        top = Path(cfg.path or "").expanduser().absolute()
+        return sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
+    if cfg.source == "digits":
+        spec = importlib.util.find_spec("sklearn")
+        found = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
+        return [found] if found.is_file() else []
+    folder = Path(cfg.root).expanduser().absolute() / torchvision_folder(cfg.source)
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []

@@ -1,0 +1,266 @@
+"""The data sources: scikit-learn's digits, torchvision datasets, an image-folder tree.
+
+Each yields uint8 images [N, 1 or 3, H, W] with labels and class names, plus the
+validation side when the source defines one (a test split, a val/ folder).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+from tuner.config import DATA_SOURCES, DataConfig
+from tuner.errors import TunerError
+from tuner.data.images import fit_square, load_image_file
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+"""File name endings (case-insensitive) that the folder source treats as images."""
+
+_MAX_LISTED = 20  # bad files named in one error message
+
+Progress = Callable[[int, int], None]
+"""Called as (images done, images in all) while a dataset is decoded or resized."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One side of the data before resizing: uint8 [N, 1 or 3, H, W] and labels."""
+
+    images: torch.Tensor
+    labels: np.ndarray
+
+    def take(self, index: np.ndarray) -> Split:
+        return Split(self.images[torch.from_numpy(index)], self.labels[index])
+
+    def remap(self, mapping: np.ndarray) -> Split:
+        """Relabel with ``mapping[old] = new``, dropping the samples whose new label is -1."""
+        new = mapping[self.labels]
+        kept = np.flatnonzero(new >= 0)
+        return Split(self.images[torch.from_numpy(kept)], new[kept])
+
+
+@dataclass(frozen=True)
+class LoadedSource:
+    """A source as read: ``val`` is None when the validation side is a holdout of train."""
+
+    train: Split
+    val: Split | None
+    class_names: tuple[str, ...]
+    skipped: tuple[str, ...] = ()
+
+    def remap(self, mapping: np.ndarray, class_names: tuple[str, ...]) -> LoadedSource:
+        val = self.val.remap(mapping) if self.val is not None else None
+        return replace(self, train=self.train.remap(mapping), val=val, class_names=class_names)
+
+
+def load_source(cfg: DataConfig, progress: Progress | None = None) -> LoadedSource:
+    """Read ``cfg.source`` as it is on disk (no subset, cap, split or resize yet).
+
+    ``progress`` follows the decoding of image files (the folder source; the others are
+    read in bulk).
+    """
+    if cfg.source == "digits":
+        return _load_digits(cfg)
+    if cfg.source == "folder":
+        return _load_folder(cfg, progress)
+    if cfg.source in _TORCHVISION:
+        return _load_torchvision(cfg, _TORCHVISION[cfg.source])
+    raise TunerError(f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}.")
+
+
+def _require_holdout(cfg: DataConfig, why: str) -> None:
+    if cfg.val_source == "test":
+        raise TunerError(f"data.val_source: 'test' needs a test split, but {why}; use holdout.")
+
+
+def _load_digits(cfg: DataConfig) -> LoadedSource:
+    _require_holdout(cfg, "the digits source has none")
+    from sklearn.datasets import load_digits  # slow to import; only this source needs it
+
+    digits = load_digits()
+    images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
+    split = Split(torch.from_numpy(images).unsqueeze(1), digits.target.astype(np.int64))
+    return LoadedSource(split, None, tuple(str(name) for name in digits.target_names))
+
+
+@dataclass(frozen=True)
+class _TorchvisionSource:
+    """A torchvision dataset class and the files it reads under ``data.root``."""
+
+    title: str
+    dataset: type[datasets.VisionDataset]
+    folder: str
+    files: tuple[str, ...]
+
+
+_MNIST_FILES = tuple(
+    f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")
+)
+_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+_TORCHVISION = {
+    "cifar10": _TorchvisionSource(
+        "CIFAR-10", datasets.CIFAR10, "cifar-10-batches-py", _CIFAR10_FILES
+    ),
+    "cifar100": _TorchvisionSource(
+        "CIFAR-100", datasets.CIFAR100, "cifar-100-python", ("train", "test", "meta")
+    ),
+    "mnist": _TorchvisionSource("MNIST", datasets.MNIST, "MNIST/raw", _MNIST_FILES),
+    "fashionmnist": _TorchvisionSource(
+        "Fashion-MNIST", datasets.FashionMNIST, "FashionMNIST/raw", _MNIST_FILES
+    ),
+}
+
+
+def torchvision_folder(source: str) -> str:
+    """The folder under ``data.root`` that a torchvision source reads its files from."""
+    return _TORCHVISION[source].folder
+
+
+def _load_torchvision(cfg: DataConfig, spec: _TorchvisionSource) -> LoadedSource:
+    root = Path(cfg.root).expanduser()
+    train = _open_torchvision(spec, root, train=True, download=cfg.download)
+    if cfg.val_source != "test":
+        return LoadedSource(_torchvision_split(train), None, tuple(train.classes))
+    test = _open_torchvision(spec, root, train=False, download=False)
+    return LoadedSource(_torchvision_split(train), _torchvision_split(test), tuple(train.classes))
+
+
+def _open_torchvision(spec: _TorchvisionSource, root: Path, *, train: bool, download: bool):
+    """The torchvision dataset, or a TunerError that says where its files must be."""
+    where = root / spec.folder
+    try:
+        return spec.dataset(str(root), train=train, download=download)
+    except Exception as exc:  # torchvision fails in many ways: RuntimeError, URLError, unpickling
+        if download:
+            raise TunerError(
+                f"data.download: downloading {spec.title} into {root} failed ({exc}). Without "
+                f"network access, put {', '.join(spec.files)} in {where} by hand and set "
+                "data.download: false."
+            ) from exc
+        missing = [name for name in spec.files if not (where / name).is_file()]
+        if missing:
+            detail = f"; missing {', '.join(missing)}" if where.is_dir() else ""
+            raise TunerError(
+                f"data.root: {spec.title} files not found under {root} (expected {where}{detail}). "
+                "Put the dataset there, or set data.download: true on a machine with network "
+                "access."
+            ) from exc
+        raise TunerError(
+            f"data.root: the {spec.title} files in {where} are incomplete or corrupted ({exc}). "
+            "Replace them with a fresh copy, or delete them and set data.download: true."
+        ) from exc
+
+
+def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
+    data = torch.as_tensor(dataset.data)  # CIFAR: numpy [N, H, W, 3]; MNIST: tensor [N, H, W]
+    images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
+    return Split(images, np.asarray(dataset.targets, dtype=np.int64))
+
+
+def _load_folder(cfg: DataConfig, progress: Progress | None) -> LoadedSource:
+    """An ImageFolder tree; ``train/`` and ``val/`` subfolders, when both exist, are the split.
+
+    Files are decoded and resized one at a time, so memory holds only the small versions
+    (the same result as resizing later: :func:`fit_square` works per image).
+    """
+    hint = "point it at a folder with one subfolder per class"
+    if cfg.path is None:
+        raise TunerError(f"data.path: not set, but the folder source needs it; {hint}.")
+    root = Path(cfg.path).expanduser()
+    if not root.is_dir():
+        problem = "is not a directory" if root.exists() else "does not exist"
+        raise TunerError(f"data.path: {root} {problem}; {hint}.")
+    train_dir, val_dir = root / "train", root / "val"
+    if train_dir.is_dir() != val_dir.is_dir():
+        raise TunerError(
+            f"data.path: {root} has only one of train/ and val/; give both (a fixed split) or "
+            "neither (one folder per class, split by data.val_fraction)."
+        )
+    if train_dir.is_dir():
+        trees = [_scan_classes(train_dir), _scan_classes(val_dir)]
+        differ = sorted(trees[0].keys() ^ trees[1].keys())
+        if differ:
+            raise TunerError(
+                f"data.path: the class folders of {train_dir} and {val_dir} must match; "
+                f"{', '.join(differ)} only in one of them."
+            )
+    else:
+        _require_holdout(cfg, f"{root} has no train/ and val/ subfolders")
+        trees = [_scan_classes(root)]
+    names = tuple(trees[0])
+    bad: list[Path] = []
+    wanted = set(cfg.classes or names)
+    total = sum(len(files) for tree in trees for name, files in tree.items() if name in wanted)
+    done = [0]
+
+    def decoded() -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    splits = [_decode_tree(tree, wanted, cfg.image_size, bad, decoded) for tree in trees]
+    if bad and not cfg.skip_bad_images:
+        listed = "".join(f"\n  {path}" for path in bad[:_MAX_LISTED])
+        more = f"\n  and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise TunerError(
+            f"data.path: {len(bad)} image file(s) could not be read:{listed}{more}\n"
+            "Fix or remove them, or set data.skip_bad_images: true to leave them out."
+        )
+    val = splits[1] if len(splits) > 1 else None
+    return LoadedSource(splits[0], val, names, tuple(map(str, bad)))
+
+
+def _scan_classes(folder: Path) -> dict[str, list[Path]]:
+    """Class name -> its image files (recursive, sorted); hidden files and folders ignored."""
+    class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not class_dirs:
+        raise TunerError(
+            f"data.path: no class folders in {folder}; put images in {folder}/<class>/."
+        )
+    tree = {}
+    for class_dir in class_dirs:
+        files = find_images(class_dir)
+        if not files:
+            raise TunerError(
+                f"data.path: class folder {class_dir} has no images "
+                f"({' '.join(IMAGE_EXTENSIONS)}); add images or remove the folder."
+            )
+        tree[class_dir.name] = files
+    return tree
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Image files under ``folder``, recursively and sorted; hidden files are left out."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _decode_tree(
+    tree: dict[str, list[Path]],
+    wanted: set[str],
+    size: int,
+    bad: list[Path],
+    decoded: Callable[[], None],
+) -> Split:
+    """Decode and resize the wanted classes' files; unreadable ones are appended to ``bad``."""
+    images, labels = [], []
+    for label, (name, files) in enumerate(tree.items()):
+        if name not in wanted:
+            continue  # dropped by data.classes: no need to decode it
+        for path in files:
+            try:
+                images.append(fit_square(load_image_file(path), size))
+                labels.append(label)
+            except TunerError:
+                bad.append(path)
+            decoded()
+    stacked = torch.stack(images) if images else torch.empty((0, 3, size, size), dtype=torch.uint8)
+    return Split(stacked, np.asarray(labels, dtype=np.int64))

@@ -1,0 +1,34 @@
+"""The engine: the ResNet and its weights, the frozen-feature cache, the training run.
+
+torch, never optuna: a run reports each epoch through a hook that may ask it to stop.
+Other layers use the names below; the modules hold the rest.
+"""
+
+from tuner.engine.features import FeatureCache
+from tuner.engine.model import build_model
+from tuner.engine.train import (
+    EpochMetrics,
+    NonFiniteLossError,
+    TrainCheckpoint,
+    TrainResult,
+    confusion_matrix,
+    evaluate,
+    resolve_device,
+    train,
+)
+from tuner.engine.weights import file_sha256, resolve_weights
+
+__all__ = [
+    "EpochMetrics",
+    "FeatureCache",
+    "NonFiniteLossError",
+    "TrainCheckpoint",
+    "TrainResult",
+    "build_model",
+    "confusion_matrix",
+    "evaluate",
+    "file_sha256",
+    "resolve_device",
+    "resolve_weights",
+    "train",
+]

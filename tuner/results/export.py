@@ -1,0 +1,344 @@
+"""A trial's checkpoint -> a self-describing export folder; ``load_model`` to use it.
+
+The export is verified before it is written: the rebuilt model is run on the study's
+validation split and its accuracy is recorded beside the one the trial reported, and every
+exported file is loaded back and must predict what the rebuilt model predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import optuna
+import torch
+from optuna.artifacts.exceptions import ArtifactNotFound
+from optuna.trial import FrozenTrial, TrialState
+from PIL import Image
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import load_file
+from torch import nn
+
+from tuner import config as config_mod
+from tuner.config import ResolvedWeights
+from tuner.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PreparedData,
+    cache_path,
+    fit_square,
+    load_image_file,
+    normalize,
+    pil_to_tensor,
+    prepare_data,
+)
+from tuner.engine import build_model, confusion_matrix, file_sha256
+from tuner.errors import TunerError
+from tuner.results import formats as formats_mod
+from tuner.results import model_card
+from tuner.search import study as study_mod
+from tuner.search.storage import ArtifactStore
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = formats_mod.FORMATS["safetensors"].file
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What was exported and how the reloaded model scored."""
+
+    out_dir: Path
+    study_name: str
+    trial_number: int
+    recorded_accuracy: float
+    verified_accuracy: float
+    checks: tuple[formats_mod.FormatCheck, ...]  # one per exported model file
+
+
+def export_trial(
+    pinned: study_mod.PinnedStudy,
+    store: ArtifactStore,
+    out_dir: Path,
+    trial_number: int | None = None,
+    force: bool = False,
+    formats: Iterable[str] = formats_mod.DEFAULT_FORMATS,
+    confirmation: dict[str, Any] | None = None,
+) -> ExportResult:
+    """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
+
+    ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
+    back and checked against the PyTorch model on the validation split before the folder
+    appears; see :mod:`tuner.formats`. ``confirmation`` (from `tuner confirm`) goes into
+    metrics.json and the model card.
+    """
+    out_dir = Path(out_dir)
+    chosen = formats_mod.resolve(formats)
+    if out_dir.exists() and not force:
+        raise TunerError(
+            f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
+        )
+    trial = _pick_trial(pinned.study, trial_number)
+    config = pinned.config
+    state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
+    data = prepare_data(config.data, cache_path(config.data))
+    if data.fingerprint != pinned.fingerprint:
+        raise TunerError(
+            f"study {pinned.study.study_name!r}: the data on this machine differs from the data "
+            "the study was trained on, so the export cannot be verified. Restore the original data."
+        )
+    model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
+    model.load_state_dict(state)
+    model.eval()
+    batch = config.train.eval_batch_size
+    logits = formats_mod.batched_logits(model, data.val_images, batch)
+    predictions = logits.argmax(1)
+    accuracy = (predictions == data.val_labels).float().mean().item()
+    checks: list[formats_mod.FormatCheck] = []
+
+    def fill(folder: Path) -> None:
+        for fmt in chosen:
+            checks.append(
+                formats_mod.write_checked(fmt, model, folder, data.val_images, logits, batch)
+            )
+        hashes = {check.format: file_sha256(folder / check.file) for check in checks}
+        config_json = {
+            **_config_json(pinned, trial, data, accuracy, chosen),
+            "weights_sha256": hashes["safetensors"],  # what load_model checks
+            "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
+        }
+        _write_json(folder / CONFIG_FILE, config_json)
+        metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
+        if confirmation is not None:
+            metrics["confirmation"] = confirmation
+        _write_json(folder / METRICS_FILE, metrics)
+        (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
+
+    _write_atomically(out_dir, fill)
+    return ExportResult(
+        out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks)
+    )
+
+
+def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+    if number is None:
+        ranked = study_mod.ranked_trials(study)
+        if not ranked:
+            raise TunerError(
+                f"study {study.study_name!r} has no completed trial yet. Run `tuner search` first."
+            )
+        return ranked[0]
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise TunerError(
+            f"study {study.study_name!r} has no trial #{number} (0..{len(trials) - 1})."
+        )
+    trial = trials[number]
+    if trial.state != TrialState.COMPLETE:
+        raise TunerError(
+            f"trial #{number} is {trial.state.name.lower()}: "
+            "only complete trials have a checkpoint."
+        )
+    return trial
+
+
+def _read_checkpoint(
+    study: optuna.Study,
+    store: ArtifactStore,
+    trial: FrozenTrial,
+    keep: int,
+) -> dict[str, torch.Tensor]:
+    artifact_id = trial.user_attrs.get(study_mod.CHECKPOINT_ATTR)
+    if artifact_id is None or study_mod.checkpoint_removed(study, trial):
+        raise TunerError(
+            f"trial #{trial.number} has no checkpoint any more: only the top {keep} complete "
+            "trials keep theirs (search.keep_checkpoints). Export one of those instead."
+        )
+    try:
+        with store.open_reader(artifact_id) as reader:
+            return load_safetensors(reader.read())
+    except ArtifactNotFound:
+        raise TunerError(
+            f"trial #{trial.number}'s checkpoint {artifact_id} is not in the artifact store. "
+            "Point --artifacts / TUNER_ARTIFACTS at the folder the search wrote to."
+        ) from None
+    except OSError as exc:
+        raise TunerError(f"cannot read the artifact store: {exc}.") from None
+
+
+def _config_json(
+    pinned: study_mod.PinnedStudy,
+    trial: FrozenTrial,
+    data: PreparedData,
+    acc: float,
+    chosen: tuple[formats_mod.Format, ...],
+) -> dict[str, Any]:
+    config, class_names = pinned.config, data.class_names
+    return {
+        "format_version": FORMAT_VERSION,
+        "arch": config.model.arch,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "image_size": config.data.image_size,
+        "preprocessing": "RGB uint8, shorter side resized to image_size (bilinear, antialias), "
+        "center crop, scaled to 0..1, normalised with mean/std",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "params": trial.user_attrs.get("params", trial.params),
+        "study_name": pinned.study.study_name,
+        "trial_number": trial.number,
+        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "val_accuracy": acc,
+        "recorded_val_accuracy": trial.value,
+        "resolved_weights": pinned.weights.to_dict(),
+        "study_config": config_mod.to_dict(config),
+        "data": {
+            "train_images": len(data.train_labels),
+            "val_images": len(data.val_labels),
+            "train_per_class": torch.bincount(
+                data.train_labels, minlength=data.num_classes
+            ).tolist(),
+        },
+        "versions": _versions([module for fmt in chosen for module in fmt.requires]),
+    }
+
+
+def _metrics_json(
+    trial: FrozenTrial,
+    class_names: tuple[str, ...],
+    labels: torch.Tensor,
+    predictions: torch.Tensor,
+    accuracy: float,
+) -> dict[str, Any]:
+    n = len(class_names)
+    confusion = confusion_matrix(labels, predictions, n)
+    per_class = {
+        name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
+        for i, name in enumerate(class_names)
+    }
+    attrs = trial.user_attrs
+    return {
+        "val_accuracy": accuracy,
+        "recorded_val_accuracy": trial.value,
+        "best_epoch": attrs.get("best_epoch"),
+        "epochs": {
+            key: attrs.get(key, [])
+            for key in ("val_accuracy", "train_loss", "epoch_seconds", "frozen_depth")
+        },
+        "per_class_accuracy": per_class,
+        "confusion_matrix": {
+            "rows_true_cols_predicted": confusion.tolist(),
+            "classes": list(class_names),
+        },
+    }
+
+
+def _versions(extra: list[str]) -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("tuner", "torch", "torchvision", "optuna", *extra):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def _write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a temp folder beside ``out_dir``, then swap it in with renames."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        fill(tmp)
+        old = None
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+        tmp.rename(out_dir)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def describe(result: ExportResult) -> str:
+    files = [check.file for check in result.checks]
+    return "\n".join(
+        [
+            f"exported study {result.study_name!r} trial #{result.trial_number} "
+            f"to {result.out_dir}/",
+            f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
+            f"reloaded and re-evaluated {result.verified_accuracy:.4f}",
+            *(f"  verified {check.describe()}" for check in result.checks),
+            f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
+            f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
+            f"         tuner predict {result.out_dir} IMAGE_OR_FOLDER...",
+        ]
+    )
+
+
+# --- loading an export ---------------------------------------------------------------------
+
+Preprocess = Callable[[Any], torch.Tensor]
+
+
+class LoadedModel(NamedTuple):
+    """An exported model ready for inference: ``model, preprocess = load_model(dir)``."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    class_names: tuple[str, ...]
+    config: dict[str, Any]
+
+
+def load_model(path: str | os.PathLike[str]) -> LoadedModel:
+    """Load an export folder: an eval-mode model plus the preprocessing it was trained with.
+
+    ``preprocess`` takes an image file path, a PIL image, a uint8 tensor [3,H,W] or a
+    list of those, and returns the normalised float batch the model expects.
+    """
+    folder = Path(path)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        problem = "not a tuner export" if folder.is_dir() else "no such folder"
+        raise TunerError(
+            f"{folder}: {problem} (an export has {CONFIG_FILE} and {WEIGHTS_FILE}). Give the "
+            "folder that `tuner export-best --out DIR` wrote."
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TunerError(f"{config_path}: unreadable ({exc}). Export the model again.") from None
+    if config.get("weights_sha256") != file_sha256(weights_path):
+        raise TunerError(f"{weights_path}: the weights do not match the SHA-256 in {CONFIG_FILE}.")
+    model = build_model(config["arch"], config["num_classes"], ResolvedWeights.random_init())
+    model.load_state_dict(load_file(str(weights_path)))
+    model.eval()
+    size = config["image_size"]
+
+    def preprocess(images: Any) -> torch.Tensor:
+        items = images if isinstance(images, (list, tuple)) else [images]
+        return normalize(torch.stack([fit_square(_as_uint8(item), size) for item in items]))
+
+    return LoadedModel(model, preprocess, tuple(config["class_names"]), config)
+
+
+def _as_uint8(item: Any) -> torch.Tensor:
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, Image.Image):
+        return pil_to_tensor(item)
+    return load_image_file(Path(item))

@@ -1,0 +1,234 @@
+"""MODEL_CARD.md: an export folder described for the people who will use the model.
+
+The card is rendered from the folder's own config.json and metrics.json, so it cannot say
+anything the export's machine-readable files do not.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tuner import config as config_mod
+from tuner.config import DataConfig, ResolvedWeights
+from tuner.engine import file_sha256
+from tuner.recipe import TrialParams, describe_schedule
+
+CARD_FILE = "MODEL_CARD.md"
+
+_TORCHVISION_SOURCES = {
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "mnist": "MNIST",
+    "fashionmnist": "Fashion-MNIST",
+}
+
+
+def render(folder: Path, shown: Path) -> str:
+    """The card for the export in ``folder``; code snippets load it from ``shown``.
+
+    ``shown`` is the path users gave (``--out``), as the folder is written elsewhere first.
+    """
+    config = json.loads((folder / "config.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    study = config_mod.from_dict(config["study_config"])
+    params = TrialParams(**config["params"])
+    sections = [
+        f"# {config['arch']} fine-tuned by tuner: study {config['study_name']!r}, "
+        f"trial #{config['trial_number']}",
+        _data_section(study.data, config),
+        _recipe_section(study, params, config),
+        _accuracy_section(config, metrics),
+        _files_section(folder, config),
+        _usage_section(config, shown),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _data_section(data: DataConfig, config: dict[str, Any]) -> str:
+    counts = config["data"]
+    if data.source == "folder":
+        source = f"image folder `{data.path}`"
+    elif data.source == "digits":
+        source = "scikit-learn's bundled handwritten digits (8x8 px)"
+    else:
+        source = f"torchvision {_TORCHVISION_SOURCES[data.source]} under `{data.root}`"
+    if data.val_source == "test":
+        validation = "the dataset's test split"
+    else:
+        validation = (
+            f"a stratified holdout of {data.val_fraction:.0%} of each class "
+            f"(split seed {data.split_seed})"
+        )
+    lines = [
+        "## Data",
+        "",
+        f"* Source: {source}.",
+        f"* Classes ({config['num_classes']}): {', '.join(config['class_names'])}.",
+        f"* Images: {counts['train_images']} training, {counts['val_images']} validation; "
+        f"validation is {validation}.",
+    ]
+    if data.classes is not None:
+        lines.append(f"* Kept classes: {', '.join(data.classes)} (`data.classes`).")
+    if data.relabel is not None:
+        merged = "; ".join(f"{new} = {' + '.join(olds)}" for new, olds in data.relabel)
+        lines.append(f"* Merged classes: {merged} (`data.relabel`).")
+    if data.per_class is not None:
+        lines.append(f"* At most {data.per_class} images per class (`data.per_class`).")
+    lines.append(
+        f"* Image size: {config['image_size']} px (shorter side resized, centre crop); "
+        f"training augmentation: {data.augment}."
+    )
+    return "\n".join(lines)
+
+
+def _recipe_section(
+    study: config_mod.StudyConfig, params: TrialParams, config: dict[str, Any]
+) -> str:
+    train = study.train
+    extras = [f"{train.lr_schedule} learning-rate schedule"]
+    if train.label_smoothing:
+        extras.append(f"label smoothing {train.label_smoothing}")
+    if train.grad_clip is not None:
+        extras.append(f"gradient norm clipped at {train.grad_clip}")
+    if study.data.class_weights == "auto":
+        extras.append("inverse-frequency class weights")
+    weights = ResolvedWeights.from_dict(config["resolved_weights"])
+    return "\n".join(
+        [
+            "## Recipe",
+            "",
+            f"* {describe_schedule(params, train.epochs)}.",
+            f"* {train.epochs} epochs (numbered from 0), {', '.join(extras)}; the exported "
+            f"weights are from epoch {config['best_epoch']}, the best on validation.",
+            f"* Starting weights: {weights.describe()}.",
+            f"* Found by an Optuna search: study {config['study_name']!r}, "
+            f"trial #{config['trial_number']}.",
+        ]
+    )
+
+
+def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
+    matrix = metrics["confusion_matrix"]["rows_true_cols_predicted"]
+    train_counts = config["data"]["train_per_class"]
+    rows = [
+        f"| {name} | {train_counts[i]} | {sum(matrix[i])} | {matrix[i][i]} | "
+        f"{_percent(metrics['per_class_accuracy'][name])} |"
+        for i, name in enumerate(config["class_names"])
+    ]
+    return "\n".join(
+        [
+            "## Validation accuracy",
+            "",
+            f"{_percent(config['val_accuracy'])} re-measured on export "
+            f"({config['data']['val_images']} images); "
+            f"{_percent(config['recorded_val_accuracy'])} recorded by the search.",
+            *_confirmation_lines(metrics.get("confirmation")),
+            "",
+            "| class | training images | validation images | correct | accuracy |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            *rows,
+        ]
+    )
+
+
+def _confirmation_lines(confirmation: dict[str, Any] | None) -> list[str]:
+    """What `tuner confirm` found, when this export is its winner."""
+    if confirmation is None:
+        return []
+    seeds = ", ".join(_percent(v) for v in confirmation["seed_val_accuracies"])
+    run = confirmation["exported_run"]
+    return [
+        "",
+        f"Confirmed with {len(confirmation['seed_val_accuracies'])} fresh seeds "
+        f"(`tuner confirm`): mean {_percent(confirmation['mean'])}, "
+        f"std {100 * confirmation['std']:.2f} points ({seeds}); the search's own run scored "
+        f"{_percent(confirmation['original_val_accuracy'])}. {confirmation['verdict']} "
+        f"These weights are the best of those runs: study `{run['study']}`, trial #{run['trial']}.",
+    ]
+
+
+def _files_section(folder: Path, config: dict[str, Any]) -> str:
+    rows = [
+        f"| `{entry['file']}` | {name} | {entry['argmax_agreeing']}/{entry['images']} same "
+        f"predictions, max logit difference {entry['max_abs_logit_diff']:.1e} | "
+        f"`{entry['sha256']}` |"
+        for name, entry in config["formats"].items()
+    ]
+    for name, what in (
+        ("config.json", "classes, preprocessing, recipe, study config, versions"),
+        ("metrics.json", "per-epoch curves, per-class accuracy, confusion matrix"),
+    ):
+        rows.append(f"| `{name}` | JSON | {what} | `{file_sha256(folder / name)}` |")
+    return "\n".join(
+        [
+            "## Files",
+            "",
+            "Each model file was loaded back and run on the validation images before export, "
+            "next to the PyTorch model it was written from.",
+            "",
+            "| file | format | content, or check against PyTorch | SHA-256 |",
+            "| --- | --- | --- | --- |",
+            *rows,
+        ]
+    )
+
+
+def _usage_section(config: dict[str, Any], shown: Path) -> str:
+    size, mean, std = config["image_size"], config["mean"], config["std"]
+    blocks = [
+        "## How to use it",
+        "",
+        "With tuner installed (`preprocess` takes paths, PIL images or uint8 tensors):",
+        "",
+        "```python",
+        "import tuner",
+        f'model, preprocess = tuner.load_model("{shown}")[:2]',
+        'probs = model(preprocess(["photo.jpg"])).softmax(1)',
+        "```",
+        "",
+        f"Every model file takes float32 `[N, 3, {size}, {size}]` RGB images, scaled to 0..1 and "
+        f"normalised with mean {mean} and std {std}, and returns logits `[N, "
+        f"{config['num_classes']}]` in the class order above. Without tuner, prepare images "
+        "with torchvision (tuner also applies the EXIF orientation and puts transparent "
+        "pixels on white):",
+        "",
+        "```python",
+        "import torch",
+        "from PIL import Image",
+        "from torchvision.transforms import v2",
+        "prepare = v2.Compose([",
+        f"    v2.PILToTensor(), v2.Resize({size}, antialias=True), v2.CenterCrop({size}),",
+        f"    v2.ToDtype(torch.float32, scale=True), v2.Normalize({mean}, {std}),",
+        "])",
+        'x = prepare(Image.open("photo.jpg").convert("RGB"))[None]',
+        "```",
+    ]
+    formats = config["formats"]
+    if "torchscript" in formats:
+        blocks += [
+            "",
+            "TorchScript (torch marks `torch.jit` deprecated, but it still loads):",
+            "",
+            "```python",
+            f'scripted = torch.jit.load("{shown}/{formats["torchscript"]["file"]}")',
+            "probs = scripted(x).softmax(1)",
+            "```",
+        ]
+    if "onnx" in formats:
+        blocks += [
+            "",
+            "ONNX Runtime (input `images`, output `logits`):",
+            "",
+            "```python",
+            "import onnxruntime",
+            f'session = onnxruntime.InferenceSession("{shown}/{formats["onnx"]["file"]}")',
+            'probs = torch.from_numpy(session.run(None, {"images": x.numpy()})[0]).softmax(1)',
+            "```",
+        ]
+    return "\n".join(blocks)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"

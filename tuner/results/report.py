@@ -1,0 +1,227 @@
+"""`tuner report`: one self-contained HTML page, PNGs and CSVs that show what a search found.
+
+The results table has the shape of the reference notebooks' summaries (setup, freeze/unfreeze,
+learning rates, final and best val accuracy, time per epoch), with the classic recipes' rows
+marked, so a reader sees at a glance by how much the search beat the textbook recipes.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import TunerError
+from tuner.recipe import RECIPES, TrialParams, describe_freezing, describe_schedule
+from tuner.results import tables as reporting
+from tuner.results.figures import Figure, study_figures
+from tuner.search import study as study_mod
+
+TOP_SEARCH_ROWS = 5  # search trials shown in the results table, besides the classic recipes
+_RECIPES = {recipe.name: recipe for recipe in RECIPES}
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `tuner report` wrote, and the results table it printed."""
+
+    folder: Path
+    html: Path
+    pngs: tuple[Path, ...]
+    trials_csv: Path
+    results_csv: Path
+    results: pd.DataFrame
+    verdict: str  # how the best trial compares with the classic recipes, in one sentence
+    skipped: tuple[str, ...]  # "figure: why", for figures the study cannot support yet
+
+
+def write_report(pinned: study_mod.PinnedStudy, out: Path) -> ReportFiles:
+    """Write report.html, one PNG per figure, trials.csv and results.csv into ``out``."""
+    if out.exists() and not out.is_dir():
+        raise TunerError(f"--out {out}: is a file; give a folder (it is created if missing).")
+    out.mkdir(parents=True, exist_ok=True)
+    study, epochs = pinned.study, pinned.config.train.epochs
+    figures = study_figures(study, epochs)
+    results = results_table(study, epochs)
+    trials_csv, results_csv = out / "trials.csv", out / "results.csv"
+    reporting.trials_table(study).to_csv(trials_csv, index=False)
+    results.to_csv(results_csv, index=False)
+    page = out / "report.html"
+    verdict = recipe_verdict(study)
+    page.write_text(_page(pinned, results, verdict, figures), encoding="utf-8")
+    pngs = tuple(path for f in figures if (path := f.save_png(out)) is not None)
+    skipped = tuple(f"{f.name}: {f.skipped}" for f in figures if f.skipped)
+    return ReportFiles(out, page, pngs, trials_csv, results_csv, results, verdict, skipped)
+
+
+def results_table(study: optuna.Study, epochs: int) -> pd.DataFrame:
+    """The classic recipes' trials, then the best search trials, one row each."""
+    trials = study.get_trials(deepcopy=False)
+    ranked = study_mod.ranked_trials(study)
+    best = ranked[0] if ranked else None
+    by_recipe = {t.user_attrs["recipe"]: t for t in trials if "recipe" in t.user_attrs}
+    chosen = [by_recipe[r.name] for r in RECIPES if r.name in by_recipe]
+    chosen += [t for t in ranked if "recipe" not in t.user_attrs][:TOP_SEARCH_ROWS]
+    return pd.DataFrame([_row(t, best, epochs) for t in chosen])
+
+
+def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str, object]:
+    params = TrialParams(**trial.user_attrs["params"]) if "params" in trial.user_attrs else None
+    curve = trial.user_attrs.get("val_accuracy") or []
+    seconds = trial.user_attrs.get("epoch_seconds") or []
+    recipe = trial.user_attrs.get("recipe")
+    complete = trial.state == TrialState.COMPLETE
+    gap = 100 * (trial.value - best.value) if complete and best is not None else None
+    return {
+        "setup": f"classic: {_RECIPES[recipe].title}" if recipe in _RECIPES else "search",
+        "trial": trial.number,
+        "best": "★" if best is not None and trial.number == best.number else "",
+        "freeze / unfreeze": describe_freezing(params, epochs) if params else "",
+        "head lr": params.head_lr if params else None,
+        "backbone lr": params.backbone_lr if params else None,
+        "optimizer": params.optimizer if params else "",
+        "batch": params.batch_size if params else None,
+        "final val acc": curve[-1] if curve else None,
+        "best val acc": trial.value if complete else (max(curve) if curve else None),
+        "vs best (points)": None if gap is None else round(gap, 1),
+        "epochs": len(curve),
+        "sec/epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
+        "state": trial.state.name.lower(),
+    }
+
+
+def recipe_verdict(study: optuna.Study) -> str:
+    """By how many accuracy points the best trial beats each classic recipe, in one sentence."""
+    margins = [m for m in reporting.recipe_margins(study) if m.points is not None]
+    if not margins:
+        return "No classic recipe completed in this study (search.baselines: false, or pending)."
+    best = study_mod.ranked_trials(study)[0]
+    if best.user_attrs.get("recipe") in _RECIPES:
+        title = _RECIPES[best.user_attrs["recipe"]].title
+        return f"The best trial is a classic recipe, {title} (#{best.number}): not beaten yet."
+    gaps = [f"{m.recipe.title} (#{m.trial.number}) by {m.points:.1f}" for m in margins]
+    listed = gaps[0] if len(gaps) == 1 else f"{', '.join(gaps[:-1])} and {gaps[-1]}"
+    return f"The best search trial, #{best.number}, beats {listed} accuracy points."
+
+
+def format_results(results: pd.DataFrame) -> str:
+    """The results table as text for the terminal."""
+    if results.empty:
+        return "no finished trial yet: nothing to compare."
+    shown = results.copy()
+    for column in ("head lr", "backbone lr"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+    for column in ("final val acc", "best val acc"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    return shown.fillna("").to_string(index=False)
+
+
+def describe(files: ReportFiles) -> str:
+    """What the CLI prints: the table, where each file went, what could not be drawn."""
+    lines = [format_results(files.results), "", files.verdict, ""]
+    lines.append(f"report written to {files.folder}/:")
+    lines.append(f"  {files.html.name}  (open in a browser; self-contained, works offline)")
+    lines.append(f"  {', '.join(p.name for p in files.pngs)}")
+    lines.append(f"  {files.trials_csv.name} (every trial), {files.results_csv.name} (the table)")
+    lines += [f"  not drawn: {why}" for why in files.skipped]
+    return "\n".join(lines)
+
+
+# --- the HTML page ---------------------------------------------------------------------------
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+h1 { margin-bottom: .2rem; } .meta { color: #555; margin-top: 0; }
+table { border-collapse: collapse; font-size: .9rem; margin: 1rem 0; }
+th, td { border-bottom: 1px solid #ddd; padding: .35rem .6rem; text-align: left; }
+th { background: #f4f4f4; } tr.recipe { background: #eef7ee; } tr.best { background: #fff3c4; }
+tr.best td { font-weight: 600; } code { background: #f4f4f4; padding: .1rem .3rem; }
+.verdict { font-size: 1.1rem; font-weight: 600; background: #eef7ee; padding: .6rem .8rem;
+  border-left: 4px solid #2ca02c; }
+.skipped { color: #777; font-style: italic; } section { margin-top: 2rem; }
+"""
+
+
+def _page(
+    pinned: study_mod.PinnedStudy, results: pd.DataFrame, verdict: str, figures: list[Figure]
+) -> str:
+    study, config = pinned.study, pinned.config
+    counts = reporting.state_counts(study)
+    ranked = study_mod.ranked_trials(study)
+    parts = [
+        f"<h1>Study {_e(study.study_name)}</h1>",
+        f"<p class='meta'>data: {_e(config.data.source)} at {config.data.image_size} px, "
+        f"{_e(config.model.arch)} from {_e(pinned.weights.describe())}, "
+        f"{config.train.epochs} epochs per trial; trials: "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+        + "</p>",
+        _best_paragraph(study.study_name, ranked, config.train.epochs),
+        "<h2>Results</h2>",
+        f"<p class='verdict'>{_e(verdict)}</p>",
+        "<p>Classic recipes (green) are the reference notebooks' textbook setups, run as the "
+        "first trials; the best trial is highlighted. <em>vs best</em> is in accuracy points.</p>",
+        _results_html(results),
+    ]
+    first = True
+    for figure in figures:
+        parts.append(f"<section><h2>{_e(figure.title)}</h2>")
+        if figure.plotly is None:
+            parts.append(f"<p class='skipped'>Not drawn: {_e(figure.skipped or '')}.</p>")
+        else:  # plotly.js is inlined once, with the first figure: the page needs no network
+            parts.append(figure.plotly.to_html(full_html=False, include_plotlyjs=first))
+            first = False
+        parts.append("</section>")
+    body = "\n".join(parts)
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'>"
+        f"<title>tuner report: {_e(study.study_name)}</title><style>{_STYLE}</style></head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _best_paragraph(name: str, ranked: list[FrozenTrial], epochs: int) -> str:
+    if not ranked:
+        return "<p>No trial has completed yet.</p>"
+    best = ranked[0]
+    schedule = describe_schedule(TrialParams(**best.user_attrs["params"]), epochs)
+    return (
+        f"<p><strong>Best: trial #{best.number}, val accuracy {best.value:.4f}</strong> "
+        f"(epoch {best.user_attrs.get('best_epoch')}): {_e(schedule)}.<br>"
+        f"Export it: <code>tuner export-best --study {_e(name)} --out best/</code></p>"
+    )
+
+
+def _results_html(results: pd.DataFrame) -> str:
+    if results.empty:
+        return "<p class='skipped'>No finished trial yet.</p>"
+    header = "".join(f"<th>{_e(c)}</th>" for c in results.columns)
+    rows = []
+    for record in results.to_dict("records"):
+        classes = []
+        if str(record["setup"]).startswith("classic"):
+            classes.append("recipe")
+        if record["best"]:
+            classes.append("best")
+        cells = "".join(f"<td>{_e(_cell(k, v))}</td>" for k, v in record.items())
+        rows.append(f"<tr class='{' '.join(classes)}'>{cells}</tr>")
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _cell(column: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if column in ("head lr", "backbone lr"):
+        return f"{value:.2g}"
+    if column in ("final val acc", "best val acc"):
+        return f"{value:.4f}"
+    if column == "vs best (points)":
+        return f"{value:+.1f}"
+    return str(value)
+
+
+def _e(text: str) -> str:
+    return html.escape(str(text))

@@ -1,0 +1,218 @@
+"""Tables and summaries of studies and trials, as text (the CLI prints them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.recipe import RECIPES, Recipe
+from tuner.search import study as study_mod
+
+if TYPE_CHECKING:
+    from tuner.search.driver import SearchSession
+    from tuner.search.workers import WorkerOutcome
+
+_PARAM_COLUMNS = (
+    "freeze_depth",
+    "unfreeze_epoch",
+    "unfreeze_mode",
+    "head_lr",
+    "backbone_lr",
+    "optimizer",
+    "batch_size",
+    "weight_decay",
+)
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    return {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+
+
+def studies_table(storage: optuna.storages.BaseStorage) -> str:
+    """One row per study: trial counts by state and the best value."""
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=True):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        counts = state_counts(study)
+        ranked = study_mod.ranked_trials(study)
+        rows.append(
+            {
+                "study": summary.study_name,
+                "complete": counts["complete"],
+                "pruned": counts["pruned"],
+                "failed": counts["fail"],
+                "running": counts["running"],
+                "waiting": counts["waiting"],
+                "best val acc": round(ranked[0].value, 4) if ranked else None,
+                "best trial": ranked[0].number if ranked else None,
+            }
+        )
+    if not rows:
+        return "no studies in this storage yet."
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """Every trial with its full recipe, outcome and cost (the --csv table)."""
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        params = trial.user_attrs.get("params") or trial.params
+        seconds = trial.user_attrs.get("epoch_seconds") or []
+        row = {"trial": trial.number, "state": trial.state.name.lower(), "val_acc": trial.value}
+        row["best_epoch"] = trial.user_attrs.get("best_epoch")
+        row["epochs"] = len(seconds)
+        row.update({name: params.get(name) for name in _PARAM_COLUMNS})
+        row["recipe"] = trial.user_attrs.get("recipe", "")
+        row["sec_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
+        row["checkpoint"] = _checkpoint_state(study, trial)
+        row["note"] = trial.user_attrs.get("stopped") or trial.user_attrs.get("fail_reason", "")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _checkpoint_state(study: optuna.Study, trial: FrozenTrial) -> str:
+    if study_mod.CHECKPOINT_ATTR not in trial.user_attrs:
+        return ""
+    return "removed" if study_mod.checkpoint_removed(study, trial) else "kept"
+
+
+def study_details(study: optuna.Study, table: pd.DataFrame) -> str:
+    """Counts by state, the best trial and its params, then the trials table."""
+    counts = state_counts(study)
+    lines = [
+        f"study {study.study_name}: "
+        + ", ".join(f"{n} {state}" for state, n in counts.items() if n),
+    ]
+    ranked = study_mod.ranked_trials(study)
+    if ranked:
+        best = ranked[0]
+        lines.append(f"best: trial #{best.number}, val accuracy {best.value:.4f}")
+        lines.append("  " + _describe_params(best))
+    else:
+        lines.append("best: no completed trial yet")
+    if not table.empty:
+        lines += ["", _format(table).to_string(index=False)]
+    return "\n".join(lines)
+
+
+def _describe_params(trial: FrozenTrial) -> str:
+    params = trial.user_attrs.get("params") or trial.params
+    return ", ".join(f"{k}={_short(params.get(k))}" for k in _PARAM_COLUMNS if k in params)
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "never" if value is None else str(value)
+
+
+def _format(table: pd.DataFrame) -> pd.DataFrame:
+    shown = table.copy()
+    for column in ("head_lr", "backbone_lr", "weight_decay"):
+        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+    shown["val_acc"] = shown["val_acc"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    shown["unfreeze_epoch"] = shown["unfreeze_epoch"].map(
+        lambda v: "never" if v is None or pd.isna(v) else str(int(v))
+    )
+    return shown.fillna("")
+
+
+def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: float) -> str:
+    """What the search found, how it compares with the classic recipes, and what to do next."""
+    study = session.pinned.study
+    counts = state_counts(study)
+    minutes, secs = divmod(int(seconds), 60)
+    lines = [
+        "",
+        f"study {study.study_name}: {outcome.finished} of {outcome.budget} trials finished "
+        f"({counts['complete']} complete, {counts['pruned']} pruned, {counts['fail']} failed) "
+        f"in {minutes}m{secs:02d}s this run.",
+    ]
+    if outcome.stopped_reason:
+        lines.append(f"STOPPED EARLY: {outcome.stopped_reason}")
+    lines += _workers_line(study)
+    ranked = study_mod.ranked_trials(study)
+    if not ranked:
+        lines.append("no trial completed yet.")
+        return "\n".join(lines)
+    best = ranked[0]
+    lines += [
+        f"best: trial #{best.number}, val accuracy {best.value:.4f} "
+        f"(epoch {best.user_attrs.get('best_epoch')})",
+        "  " + _describe_params(best),
+        "",
+        "top trials:",
+        _format(trials_table(study).set_index("trial").loc[[t.number for t in ranked[:5]]])
+        .reset_index()
+        .to_string(index=False),
+        "",
+        recipe_comparison(study),
+    ]
+    if session.context.weights.fallback_warning:
+        lines += ["", session.context.weights.fallback_warning]
+    lines.append(f"\nnext: tuner export-best --study {study.study_name} --out best/")
+    return "\n".join(lines)
+
+
+def _workers_line(study: optuna.Study) -> list[str]:
+    """Which workers ran the finished trials, when more than one did."""
+    ran: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False, states=study_mod.FINISHED):
+        owner = trial.user_attrs.get("worker", {})
+        name = f"{owner.get('worker', '?')} ({owner.get('device', '?')})"
+        ran[name] = ran.get(name, 0) + 1
+    if len(ran) < 2:
+        return []
+    return ["workers: " + ", ".join(f"{name} {n}" for name, n in sorted(ran.items()))]
+
+
+@dataclass(frozen=True)
+class RecipeMargin:
+    """One classic recipe's trial and how many accuracy points the best trial is ahead of it."""
+
+    recipe: Recipe
+    trial: FrozenTrial
+    points: float | None  # best minus the recipe's value; None when its trial did not complete
+
+
+def recipe_margins(study: optuna.Study) -> list[RecipeMargin]:
+    """The classic recipes that ran in this study, in RECIPES order; empty before any completes."""
+    ranked = study_mod.ranked_trials(study)
+    if not ranked:
+        return []
+    by_recipe = {
+        t.user_attrs["recipe"]: t
+        for t in study.get_trials(deepcopy=False)
+        if "recipe" in t.user_attrs
+    }
+    margins = []
+    for recipe in RECIPES:
+        trial = by_recipe.get(recipe.name)
+        if trial is None:
+            continue
+        complete = trial.state == TrialState.COMPLETE
+        points = 100 * (ranked[0].value - trial.value) if complete else None
+        margins.append(RecipeMargin(recipe, trial, points))
+    return margins
+
+
+def recipe_comparison(study: optuna.Study) -> str:
+    """How the best trial compares with each classic recipe's trial, in accuracy points."""
+    margins = recipe_margins(study)
+    if not margins:
+        return "classic recipes: not run in this study (search.baselines: false)."
+    lines = ["classic recipes vs the best trial:"]
+    width = max(len(recipe.description) for recipe in RECIPES)
+    for margin in margins:
+        trial = margin.trial
+        if margin.points is None:
+            outcome = trial.state.name.lower()
+        else:
+            outcome = f"{trial.value:.4f}   best is {margin.points:+.1f} points"
+        lines.append(f"  #{trial.number:<4} {margin.recipe.description:<{width}}  {outcome}")
+    return "\n".join(lines)

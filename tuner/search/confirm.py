@@ -1,0 +1,276 @@
+"""`tuner confirm`: re-train the top trials with fresh seeds, to tell a winner from a lucky seed.
+
+The re-runs are trials of a linked study, ``<study>-confirm``, in the same storage: it pins
+the parent's config (pruner off), so its runs keep checkpoints, curves and heartbeats like
+any trial, and the dashboard shows them. Each run is enqueued with its candidate's params,
+the candidate's trial number and a seed derived from (study seed, candidate, seed index);
+re-running the command only runs what is missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.errors import TunerError
+from tuner.recipe import TrialParams, describe_schedule
+from tuner.search import notes
+from tuner.search import study as study_mod
+from tuner.search.objective import SEED_ATTR, SearchContext, make_objective
+
+CANDIDATE_ATTR = "confirms"  # on a confirm run: the parent trial it re-trains
+SEED_INDEX_ATTR = "seed_index"
+PARENT_ATTR = "tuner:parent_study"  # on the confirm study
+REQUEST_ATTR = "tuner:confirm_request"  # the last request: candidates and seeds per candidate
+_PENDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def confirm_seed(study_seed: int, candidate: int, seed_index: int) -> int:
+    """A fresh training seed: stable for (study, candidate, index), unlike the search's own.
+
+    The search trains trial n with ``train.seed + n``; these come from a different stream
+    (tagged "confirm"), so a re-run is never the original run again.
+    """
+    tag = zlib.crc32(b"confirm")
+    sequence = np.random.SeedSequence([study_seed, tag, candidate, seed_index])
+    return int(sequence.generate_state(1)[0] % (2**31 - 1))
+
+
+@dataclass(frozen=True)
+class CandidateResult:
+    """One candidate: the original trial's value and its confirm runs' values."""
+
+    trial: int
+    schedule: str
+    original: float
+    values: tuple[float, ...]  # complete confirm runs, by seed index
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """All candidates of the last request, best mean first (candidates with no run last)."""
+
+    parent: str
+    seeds: int
+    results: tuple[CandidateResult, ...]
+
+    @property
+    def winner(self) -> CandidateResult | None:
+        return self.results[0] if self.results and self.results[0].values else None
+
+    def verdict(self) -> str:
+        """One line: does the winner's lead survive the seed-to-seed spread?"""
+        ranked = [r for r in self.results if r.values]
+        if not ranked:
+            return "no confirm run has completed yet."
+        winner = ranked[0]
+        if len(ranked) == 1:
+            return f"trial #{winner.trial}: mean {winner.mean:.4f} over {len(winner.values)} seeds."
+        runner = ranked[1]
+        lead = 100 * (winner.mean - runner.mean)
+        spread = 100 * (winner.std + runner.std)
+        if lead > spread:
+            return (
+                f"trial #{winner.trial} wins by {lead:.1f} points (mean), beyond the seed "
+                f"spread ({spread:.1f} points): a real winner."
+            )
+        return (
+            f"trial #{winner.trial} leads trial #{runner.trial} by {lead:.1f} points (mean), "
+            f"within the seed spread ({spread:.1f} points): they are not distinguishable; "
+            "more seeds (--seeds) would tell."
+        )
+
+
+def open_linked(storage: BaseStorage, parent: study_mod.PinnedStudy) -> study_mod.PinnedStudy:
+    """The parent's confirm study, created on first use with the parent's config, pruner off."""
+    name = study_mod.confirm_study_name(parent.study.study_name)
+    if study_mod.study_exists(storage, name):
+        return study_mod.load_pinned(storage, name)
+    search = replace(parent.config.search, study=name, pruner="none", baselines=False, trials=0)
+    linked = study_mod.create_pinned(
+        storage, replace(parent.config, search=search), parent.weights, parent.fingerprint
+    )
+    linked.study.set_user_attr(PARENT_ATTR, parent.study.study_name)
+    return linked
+
+
+def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int, seeds: int) -> int:
+    """Enqueue the runs the request needs and the confirm study lacks; returns how many."""
+    if top < 1 or seeds < 1:
+        raise TunerError("--top and --seeds must be at least 1.")
+    candidates = study_mod.ranked_trials(parent.study)[:top]
+    if not candidates:
+        raise TunerError(
+            f"study {parent.study.study_name!r} has no complete trial to confirm yet. "
+            "Run `tuner search` first."
+        )
+    have = {
+        (t.user_attrs.get(CANDIDATE_ATTR), t.user_attrs.get(SEED_INDEX_ATTR))
+        for t in linked.study.get_trials(deepcopy=False, states=_PENDING)
+    }
+    added = 0
+    for candidate in candidates:
+        for index in range(seeds):
+            if (candidate.number, index) in have:
+                continue
+            linked.study.enqueue_trial(
+                candidate.params,
+                user_attrs={
+                    CANDIDATE_ATTR: candidate.number,
+                    SEED_INDEX_ATTR: index,
+                    SEED_ATTR: confirm_seed(parent.config.train.seed, candidate.number, index),
+                },
+            )
+            added += 1
+    request = {"candidates": [c.number for c in candidates], "seeds": seeds}
+    linked.study.set_user_attr(REQUEST_ATTR, request)
+    study_mod.set_budget(linked, len(candidates) * seeds)
+    return added
+
+
+def run(
+    linked: study_mod.PinnedStudy,
+    context: SearchContext,
+    callbacks: tuple[Callable[[optuna.Study, FrozenTrial], None], ...] = (),
+) -> None:
+    """Run every waiting confirm run, one at a time; a failed run is left for a re-run."""
+    objective = make_objective(context)
+    noted = [*callbacks, notes.note_when_ended(context.config.train.epochs)]
+    while linked.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        linked.study.optimize(objective, n_trials=1, callbacks=noted, catch=(Exception,))
+
+
+def pending_runs(linked: study_mod.PinnedStudy) -> int:
+    return len(linked.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def results(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy) -> Confirmation:
+    """The last request's candidates with their runs' values, best mean first."""
+    request = linked.study.user_attrs.get(REQUEST_ATTR)
+    if not request:
+        return Confirmation(parent.study.study_name, 0, ())
+    runs: dict[int, dict[int, float]] = {}
+    for trial in linked.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        index = trial.user_attrs[SEED_INDEX_ATTR]
+        if index < request["seeds"]:
+            runs.setdefault(trial.user_attrs[CANDIDATE_ATTR], {})[index] = trial.value
+    epochs = parent.config.train.epochs
+    found = []
+    for number in request["candidates"]:
+        original = parent.study.trials[number]
+        params = TrialParams(**original.user_attrs["params"])
+        values = tuple(v for _, v in sorted(runs.get(number, {}).items()))
+        found.append(
+            CandidateResult(number, describe_schedule(params, epochs), original.value, values)
+        )
+    found.sort(key=lambda r: (not r.values, -(r.mean if r.values else 0.0), r.trial))
+    return Confirmation(parent.study.study_name, request["seeds"], tuple(found))
+
+
+def load(
+    storage: BaseStorage, parent: study_mod.PinnedStudy
+) -> tuple[study_mod.PinnedStudy, Confirmation]:
+    """The confirm study and its results, or a TunerError saying to run `tuner confirm`."""
+    name = study_mod.confirm_study_name(parent.study.study_name)
+    if not study_mod.study_exists(storage, name):
+        raise TunerError(
+            f"study {parent.study.study_name!r} has not been confirmed yet. "
+            f"Run `tuner confirm --study {parent.study.study_name}` first."
+        )
+    linked = study_mod.load_pinned(storage, name)
+    confirmation = results(parent, linked)
+    if confirmation.winner is None:
+        raise TunerError(
+            f"study {name!r} has no complete confirm run yet. Run `tuner confirm` to finish it."
+        )
+    return linked, confirmation
+
+
+def winner_runs(
+    parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, candidate: int
+) -> list[tuple[study_mod.PinnedStudy, FrozenTrial]]:
+    """The winner's runs (the original and its confirm runs), best value first."""
+    runs = [(parent, parent.study.trials[candidate])]
+    runs += [
+        (linked, t)
+        for t in linked.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get(CANDIDATE_ATTR) == candidate
+    ]
+    return sorted(runs, key=lambda run: -(run[1].value or 0.0))
+
+
+def format_table(confirmation: Confirmation) -> str:
+    """One row per candidate, the winner marked, then the verdict."""
+    if not confirmation.results:
+        return "nothing confirmed yet."
+    lines = [
+        f"confirmation of study {confirmation.parent!r}: {confirmation.seeds} fresh seeds per "
+        "candidate (val accuracy)",
+        "",
+        f"  {'trial':>6}  {'original':>8}  {'mean':>6}  {'std':>6}  {'min..max':>13}  seeds",
+    ]
+    winner = confirmation.winner
+    for result in confirmation.results:
+        mark = "★" if winner is not None and result.trial == winner.trial else " "
+        if result.values:
+            stats = (
+                f"{result.mean:.4f}  {result.std:.4f}  "
+                f"{min(result.values):.4f}..{max(result.values):.4f}"
+            )
+        else:
+            stats = f"{'-':>6}  {'-':>6}  {'-':>13}"
+        seeds = ", ".join(f"{v:.4f}" for v in result.values) or "none yet"
+        lines.append(f"{mark} #{result.trial:<5} {result.original:.4f}    {stats}  {seeds}")
+        lines.append(f"          {result.schedule}")
+    lines += ["", confirmation.verdict()]
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ConfirmedExport:
+    """What `export-best --confirmed` ships: the winner's best run that still has a checkpoint."""
+
+    pinned: study_mod.PinnedStudy  # the parent study or its confirm study
+    trial: int
+    summary: dict[str, object]  # written to metrics.json and the model card
+
+
+def confirmed_export(storage: BaseStorage, parent: study_mod.PinnedStudy) -> ConfirmedExport:
+    """The winner by mean over fresh seeds, and which of its runs' weights to export."""
+    linked, confirmation = load(storage, parent)
+    winner = confirmation.winner
+    assert winner is not None  # load() refuses a confirmation without one
+    for pinned, trial in winner_runs(parent, linked, winner.trial):
+        if study_mod.CHECKPOINT_ATTR in trial.user_attrs and not study_mod.checkpoint_removed(
+            pinned.study, trial
+        ):
+            summary = {
+                "candidate_trial": winner.trial,
+                "study": parent.study.study_name,
+                "original_val_accuracy": winner.original,
+                "seed_val_accuracies": list(winner.values),
+                "mean": winner.mean,
+                "std": winner.std,
+                "verdict": confirmation.verdict(),
+                "exported_run": {"study": pinned.study.study_name, "trial": trial.number},
+            }
+            return ConfirmedExport(pinned, trial.number, summary)
+    raise TunerError(
+        f"no run of the winner (trial #{winner.trial}) kept its checkpoint "
+        "(search.keep_checkpoints). Raise it and run `tuner confirm` with more --seeds."
+    )

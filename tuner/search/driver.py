@@ -1,0 +1,155 @@
+"""``tuner search`` end to end: config -> study (created or checked) -> data -> trials."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from tuner import config as config_mod
+from tuner.data import PreparedData, cache_path, prepare_data
+from tuner.engine import FeatureCache, build_model, resolve_device, resolve_weights
+from tuner.errors import TunerError
+from tuner.search import storage as storage_mod
+from tuner.search import study as study_mod
+from tuner.search.launcher import Launcher, Slot
+from tuner.search.objective import SearchContext
+from tuner.search.progress import DataProgress, SearchProgress
+from tuner.search.space import recipe_trials
+from tuner.search.workers import WorkerOutcome, run_worker
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SearchSession:
+    """A study ready to search, with everything its trials share."""
+
+    pinned: study_mod.PinnedStudy
+    context: SearchContext
+    storage_url: str
+    artifacts: str
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What the user asked for on the command line."""
+
+    config_path: Path | None
+    sets: tuple[str, ...] = ()
+    study: str | None = None
+    trials: int | None = None
+    storage: str | None = None
+    artifacts: str | None = None
+
+    def overrides(self) -> list[str]:
+        extra = [f"search.study={self.study}"] if self.study else []
+        if self.trials is not None:
+            extra.append(f"search.trials={self.trials}")
+        return [*self.sets, *extra]
+
+    def names_only_a_study(self) -> bool:
+        """`tuner search --study NAME [--trials N]`: continue that study as it is stored."""
+        return self.config_path is None and not self.sets and self.study is not None
+
+
+def prepare(request: SearchRequest, say: Say) -> SearchSession:
+    """Load and check everything a search needs before the first trial starts.
+
+    Bad input fails here, before the study is created or touched: an existing study is
+    only reused when its stored config, weights and data fingerprint all match. Naming
+    only an existing study (no config file, no --set) continues it with its stored config.
+    """
+    config = config_mod.load_config(request.config_path, request.overrides())
+    url = storage_mod.storage_url(request.storage)
+    artifacts = storage_mod.artifacts_uri(request.artifacts)
+    storage = storage_mod.open_storage(url)
+    existing = None
+    if study_mod.study_exists(storage, config.search.study):
+        existing = study_mod.load_pinned(storage, config.search.study)
+        if request.names_only_a_study():
+            trials = request.trials or existing.config.search.trials
+            config = replace(existing.config, search=replace(existing.config.search, trials=trials))
+        study_mod.check_same_config(existing, config)
+        weights = existing.weights
+    else:
+        weights = resolve_weights(config.model.arch, config.model.weights)
+    source = "stored in the study" if existing else request.config_path or "built-in default"
+    say(f"config ({source}):")
+    say(_indent(config_mod.to_yaml(config)))
+    say(f"storage:   {storage_mod.redact(url)}")
+    say(f"artifacts: {Path(artifacts).resolve()}")
+    if existing is not None:
+        done = study_mod.finished_count(existing.study)
+        say(f"study {config.search.study!r} exists with {done} finished trials: continuing it.")
+    say(f"weights:   {weights.describe()}")
+    if weights.fallback_warning:
+        say(_banner(weights.fallback_warning))
+
+    data = prepare_data(config.data, cache_path(config.data), DataProgress())
+    say(_describe_data(data))
+    if existing is not None and existing.fingerprint != data.fingerprint:
+        raise TunerError(
+            f"study {config.search.study!r}: the data differs from the data it was created with "
+            "(its fingerprint changed: files, classes or split). Restore the original data, or "
+            "start a new study with --study NAME."
+        )
+    device = resolve_device(config.train.device)
+    build_model(config.model.arch, data.num_classes, weights)  # fails now, not in every trial
+    say(f"device:    {device}, {torch.get_num_threads()} CPU threads")
+
+    if existing is not None:
+        pinned = study_mod.set_budget(existing, config.search.trials)
+    else:
+        pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
+    if existing is None and config.search.baselines:
+        runnable, skipped = recipe_trials(config.space)
+        for recipe, params in runnable:
+            pinned.study.enqueue_trial(params, user_attrs={"recipe": recipe.name})
+        for line in skipped:
+            say(f"baseline {line}")
+        say(f"enqueued {len(runnable)} classic recipes as the first trials.")
+    store = storage_mod.artifact_store(artifacts)
+    cache = FeatureCache(config.train.feature_cache_mb << 20)
+    context = SearchContext(config, data, weights, device, store, feature_cache=cache)
+    return SearchSession(pinned, context, url, artifacts)
+
+
+def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
+    """Run the search: in this process for one plain worker, else in one process per slot."""
+    study = session.pinned.study
+    if len(slots) == 1 and slots[0].gpu is None:
+        progress = SearchProgress(study, session.pinned.config.search.trials)
+        try:
+            return run_worker(study, session.context, (progress,))
+        finally:
+            progress.close()
+    logs = Path("tuner-logs") / study.study_name
+    launcher = Launcher(study, slots, session.storage_url, session.artifacts, logs, say)
+    return launcher.run(session.pinned.config.search.max_consecutive_failures)
+
+
+def _describe_data(data: PreparedData) -> str:
+    size = tuple(data.train_images.shape[-2:])
+    text = (
+        f"data:      {len(data.train_labels)} train / {len(data.val_labels)} val images, "
+        f"{data.num_classes} classes ({', '.join(data.class_names[:12])}"
+        f"{', ...' if data.num_classes > 12 else ''}), {size[0]}x{size[1]} px"
+    )
+    if data.skipped_files:
+        text += (
+            f"\n           skipped {len(data.skipped_files)} unreadable image files "
+            "(data.skip_bad_images: true)"
+        )
+    return text
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.rstrip().splitlines())
+
+
+def _banner(text: str) -> str:
+    rule = "!" * 78
+    return f"{rule}\n{text}\n{rule}"

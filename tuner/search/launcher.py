@@ -1,0 +1,264 @@
+"""Local worker processes: one per slot, each pinned to its device, all sharing one study.
+
+The parent starts ``tuner worker`` processes, shows one progress bar for the whole study,
+replaces a worker that dies (its trial is failed and retried from its last epoch
+checkpoint at once, without waiting for the heartbeat grace period), and on Ctrl-C or
+SIGTERM stops them all within seconds, leaving no trial RUNNING.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tuner.errors import TunerError
+from tuner.search import study as study_mod
+from tuner.search.objective import RESUME_ATTR
+from tuner.search.progress import SearchProgress
+from tuner.search.storage import artifact_store
+from tuner.search.workers import WorkerOutcome
+
+Say = Callable[[str], None]
+
+STOP_SECONDS = 10.0
+"""How long stopped workers get to mark their trials failed before they are killed."""
+_POLL_SECONDS = 0.5
+# exit statuses of `tuner worker` that are a decision, not a crash: done, bad input, stopped
+_DELIBERATE_EXITS = (0, 2, 130)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One worker process to start: its number, its GPU (None: the default device), threads."""
+
+    index: int
+    gpu: str | None
+    threads: int
+
+
+def plan_slots(workers: int | None, gpus: str | None, per_gpu: int) -> list[Slot]:
+    """--workers N, or --gpus 0,1 [--per-gpu K], as the worker processes to start.
+
+    CPU threads are shared out so that N workers on this host don't oversubscribe its cores.
+    """
+    if gpus is not None and workers is not None:
+        raise TunerError("give --gpus or --workers, not both (--per-gpu sets workers per GPU).")
+    if per_gpu < 1:
+        raise TunerError(f"--per-gpu {per_gpu}: must be at least 1.")
+    if gpus is not None:
+        devices = _parse_gpus(gpus)
+        placed = [gpu for gpu in devices for _ in range(per_gpu)]
+    else:
+        if workers is not None and workers < 1:
+            raise TunerError(f"--workers {workers}: must be at least 1.")
+        placed = [None] * (workers or 1)
+    threads = max(1, (os.cpu_count() or 1) // len(placed))
+    return [Slot(index, gpu, threads) for index, gpu in enumerate(placed)]
+
+
+def _parse_gpus(text: str) -> list[str]:
+    devices = [part.strip() for part in text.split(",") if part.strip()]
+    if not devices or not all(d.isdigit() for d in devices) or len(set(devices)) != len(devices):
+        raise TunerError(f"--gpus {text!r}: give distinct GPU numbers, e.g. --gpus 0,1,2,3.")
+    import torch
+
+    visible = torch.cuda.device_count()
+    missing = [d for d in devices if int(d) >= visible]
+    if missing:
+        raise TunerError(
+            f"--gpus {text}: torch sees {visible} CUDA device(s) on this host, so there is no "
+            f"GPU {', '.join(missing)}. Check nvidia-smi, or run on CPU with --workers N."
+        )
+    return devices
+
+
+def worker_command(study_name: str, slot: Slot) -> list[str]:
+    """The `tuner worker` command line of one slot (the storage URL travels in the environment,
+    so its password never shows in the process list)."""
+    command = [sys.executable, "-m", "tuner.cli", "worker", "--study", study_name, "--quiet"]
+    command += ["--worker-index", str(slot.index), "--threads", str(slot.threads)]
+    if slot.gpu is not None:
+        command += ["--device", "cuda"]
+    return command
+
+
+def worker_environment(slot: Slot, storage_url: str, artifacts: str) -> dict[str, str]:
+    """The environment of one slot: its GPU pinned before torch starts, threads capped."""
+    env = {
+        **os.environ,
+        "TUNER_STORAGE": storage_url,
+        "TUNER_ARTIFACTS": artifacts,
+        "OMP_NUM_THREADS": str(slot.threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if slot.gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        env["TUNER_GPU"] = slot.gpu
+    return env
+
+
+@dataclass
+class _Running:
+    slot: Slot
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class Launcher:
+    """Start the slots' workers, watch them and the study, stop them all on request."""
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        slots: list[Slot],
+        storage_url: str,
+        artifacts: str,
+        log_dir: Path,
+        say: Say,
+    ) -> None:
+        self._study = study
+        self._slots = slots
+        self._storage_url = storage_url
+        self._artifacts = artifacts
+        self._log_dir = log_dir
+        self._say = say
+        self._running: list[_Running] = []
+        self._errors: list[str] = []
+        self._replacements = 0
+
+    def run(self, max_consecutive_failures: int) -> WorkerOutcome:
+        """Run until every worker has exited; returns the study's state at the end."""
+        first = len(self._study.get_trials(deepcopy=False))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        self._say(
+            f"starting {len(self._slots)} workers "
+            f"({_describe_slots(self._slots)}); their logs: {self._log_dir}/"
+        )
+        budget = study_mod.stored_budget(self._study)
+        progress = SearchProgress(self._study, budget)
+        try:
+            for slot in self._slots:
+                self._start(slot)
+            while self._running:
+                time.sleep(_POLL_SECONDS)
+                self._reap(progress)
+                progress.refresh(self._study)
+        except KeyboardInterrupt:
+            progress.close()
+            self._stop_all()
+            raise
+        progress.close()
+        reason = study_mod.failure_streak(self._study, max_consecutive_failures, since=first)
+        if self._errors and study_mod.finished_count(self._study) < budget:
+            raise TunerError("\n".join(self._errors))
+        return WorkerOutcome(
+            study_mod.finished_count(self._study), study_mod.stored_budget(self._study), reason
+        )
+
+    def _start(self, slot: Slot) -> None:
+        log = self._log_dir / f"worker-{slot.index}.log"
+        with open(log, "ab") as out:
+            process = subprocess.Popen(
+                worker_command(self._study.study_name, slot),
+                env=worker_environment(slot, self._storage_url, self._artifacts),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self._running.append(_Running(slot, process, log))
+
+    def _reap(self, progress: SearchProgress) -> None:
+        """Handle workers that exited: done, refused (bad input), or died (replaced)."""
+        for worker in [w for w in self._running if w.process.poll() is not None]:
+            self._running.remove(worker)
+            code = worker.process.returncode
+            if code == 2:
+                self._errors.append(f"worker {worker.slot.index}: {_last_line(worker.log)}")
+            if code in _DELIBERATE_EXITS:
+                continue
+            retried = self._fail_trials_of(worker.process.pid, retry=True)
+            unmet = study_mod.finished_count(self._study) < study_mod.stored_budget(self._study)
+            replace = unmet and self._replacements < len(self._slots)
+            progress.write(
+                f"worker {worker.slot.index} died ({_describe_exit(code)}); "
+                f"{len(retried)} running trial(s) failed and queued for retry"
+                + (f"; starting a replacement (log: {worker.log})" if replace else "")
+            )
+            if replace:
+                self._replacements += 1
+                self._start(worker.slot)
+
+    def _stop_all(self) -> None:
+        """SIGTERM every worker (each fails its own trial), then SIGKILL what still runs."""
+        for worker in self._running:
+            with contextlib.suppress(ProcessLookupError):
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for worker in self._running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for worker in self._running:
+            if worker.process.poll() is None:
+                worker.process.kill()
+                worker.process.wait()
+            self._fail_trials_of(worker.process.pid, retry=False)
+        self._running.clear()
+
+    def _fail_trials_of(self, pid: int, retry: bool) -> list[int]:
+        """Fail the RUNNING trials of a dead worker of this host; optionally queue their retry.
+
+        A retry carries the trial's resume checkpoint; a trial that is not retried has its
+        checkpoint removed.
+        """
+        host = socket.gethostname()
+        storage = self._study._storage
+        callback = storage.get_heartbeat_stale_trial_callback() if retry else None
+        failed = []
+        for trial in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = trial.user_attrs.get("worker", {})
+            if owner.get("pid") != pid or owner.get("host") != host:
+                continue
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                    failed.append(trial.number)
+                    frozen = storage.get_trial(trial._trial_id)
+                    if callback is not None:
+                        callback(self._study, frozen)
+                    else:
+                        _remove_resume_checkpoint(frozen.user_attrs, self._artifacts)
+        return failed
+
+
+def _remove_resume_checkpoint(user_attrs: dict, artifacts: str) -> None:
+    recorded = user_attrs.get(RESUME_ATTR)
+    if recorded:
+        with contextlib.suppress(Exception):
+            artifact_store(artifacts).remove(recorded["artifact"])
+
+
+def _describe_slots(slots: list[Slot]) -> str:
+    gpus = sorted({s.gpu for s in slots if s.gpu is not None}, key=int)
+    where = f"on GPU {', '.join(gpus)}" if gpus else "on this host's default device"
+    return f"{where}, {slots[0].threads} CPU threads each"
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit status {code}"
+
+
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else f"exited with a user error; see {log}"

@@ -1,0 +1,244 @@
+"""Optuna glue only: sample, train, report and prune, keep the checkpoint, record attributes."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import torch
+from optuna.artifacts import upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
+from safetensors.torch import save_file
+
+from tuner.config import ResolvedWeights, StudyConfig
+from tuner.data import PreparedData
+from tuner.engine import (
+    EpochMetrics,
+    FeatureCache,
+    NonFiniteLossError,
+    TrainCheckpoint,
+    TrainResult,
+    build_model,
+    confusion_matrix,
+    evaluate,
+    train,
+)
+from tuner.search import notes
+from tuner.search import study as study_mod
+from tuner.search.signals import raise_if_stop_requested
+from tuner.search.space import sample
+from tuner.search.storage import ArtifactStore
+from tuner.search.trial_figures import confusion_png, learning_curve_png
+
+ORIGIN_ATTR = "origin_trial"
+RESUME_ATTR = "resume"
+SEED_ATTR = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
+
+
+@dataclass(frozen=True)
+class WorkerIdentity:
+    """Which process ran a trial: recorded on every trial, used to seed the worker's sampler."""
+
+    host: str = field(default_factory=socket.gethostname)
+    index: int | None = None  # the launcher's worker number; None for a lone worker
+    pid: int = field(default_factory=os.getpid)
+    gpu: str | None = None  # the physical GPU (CUDA_VISIBLE_DEVICES) the worker is pinned to
+
+    @property
+    def name(self) -> str:
+        return f"{self.host}/{self.pid if self.index is None else self.index}"
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What every trial of one worker shares: loaded once, reused for each trial."""
+
+    config: StudyConfig
+    data: PreparedData
+    weights: ResolvedWeights
+    device: torch.device
+    store: ArtifactStore
+    worker: WorkerIdentity = field(default_factory=WorkerIdentity)
+    feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
+
+
+def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
+    """The objective: a trial's value is its best validation accuracy over the epochs."""
+
+    def objective(trial: optuna.Trial) -> float:
+        try:
+            return _run_trial(trial, context)
+        except optuna.TrialPruned:
+            raise
+        except Exception as exc:
+            # Optuna 5 keeps no failure reason; record one for status and the worker's stop.
+            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            raise
+
+    return objective
+
+
+def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
+    """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value.
+
+    A retry of a trial whose worker died carries the dead trial's user attributes: its
+    origin (which fixes the seed) and its last epoch checkpoint, which it resumes from. A
+    trial enqueued with a ``seed`` attribute trains with that seed instead.
+    """
+    config = context.config
+    params = sample(trial, config.space)
+    origin = trial.user_attrs.get(ORIGIN_ATTR, trial.number)
+    trial.set_user_attr(ORIGIN_ATTR, origin)
+    trial.set_user_attr("params", dataclasses.asdict(params))
+    trial.set_user_attr("worker", _describe_worker(context))
+    seed = trial.user_attrs.get(SEED_ATTR, config.train.seed + origin)
+    trial.set_user_attr(SEED_ATTR, seed)
+    torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
+    model = build_model(config.model.arch, context.data.num_classes, context.weights)
+    resume = _load_resume(trial, context)
+    history: list[EpochMetrics] = list(resume.history) if resume else []
+    if resume is not None:
+        trial.set_user_attr("resumed_after_epoch", resume.epoch)
+        for metrics in history:  # the pruner compares this trial's whole curve
+            trial.report(metrics.val_accuracy, metrics.epoch)
+
+    def on_epoch(metrics: EpochMetrics) -> bool:
+        raise_if_stop_requested()
+        history.append(metrics)
+        _record_curves(trial, history)
+        trial.report(metrics.val_accuracy, metrics.epoch)
+        return trial.should_prune()
+
+    recorded = trial.user_attrs.get(RESUME_ATTR)
+    saved: list[str] = [recorded["artifact"]] if recorded else []  # removed when the trial ends
+
+    def on_checkpoint(checkpoint: TrainCheckpoint) -> None:
+        name = f"resume-{trial.study.study_name}-trial{origin}-epoch{checkpoint.epoch}.pt"
+        context.store.write(name, io.BytesIO(checkpoint.to_bytes()))
+        # recorded only once fully written: a worker killed mid-write leaves the old one valid
+        trial.set_user_attr(RESUME_ATTR, {"artifact": name, "epoch": checkpoint.epoch})
+        _remove_artifacts(context.store, saved)
+        saved[:] = [name]
+
+    weights = context.data.class_weights() if config.data.class_weights == "auto" else None
+    try:
+        result = train(
+            model,
+            context.data,
+            params,
+            config.train,
+            augment=config.data.augment,
+            class_weights=weights,
+            device=context.device,
+            seed=seed,
+            on_epoch=on_epoch,
+            resume=resume,
+            on_checkpoint=on_checkpoint if config.search.resume else None,
+            feature_cache=context.feature_cache,
+        )
+        trial.set_user_attr("best_epoch", result.best_epoch)
+        if result.stopped_early:
+            trial.set_user_attr("stopped", f"pruned after epoch {history[-1].epoch}")
+            raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
+        _keep_checkpoint(trial, result, context, model)
+        return result.best_accuracy
+    except NonFiniteLossError as exc:
+        trial.set_user_attr("stopped", f"non-finite loss: {exc}")
+        raise optuna.TrialPruned(f"non-finite loss: {exc}") from None
+    finally:
+        # Last, after the trial's checkpoint and figures: a worker killed before Optuna
+        # stores the outcome leaves the resume checkpoint its trial's retry resumes from.
+        _remove_artifacts(context.store, saved)
+
+
+def _describe_worker(context: SearchContext) -> dict[str, object]:
+    worker = context.worker
+    device = str(context.device)
+    if worker.gpu is not None:
+        device += f" (GPU {worker.gpu})"
+    return {"host": worker.host, "worker": worker.name, "pid": worker.pid, "device": device}
+
+
+def _load_resume(trial: optuna.Trial, context: SearchContext) -> TrainCheckpoint | None:
+    """The dead trial's last epoch checkpoint, if this trial retries one and it can be read."""
+    recorded = trial.user_attrs.get(RESUME_ATTR)
+    if not recorded or not context.config.search.resume:
+        return None
+    try:
+        with context.store.open_reader(recorded["artifact"]) as reader:
+            return TrainCheckpoint.from_bytes(reader.read())
+    except (ArtifactNotFound, OSError, RuntimeError) as exc:
+        trial.set_user_attr("resume_failed", f"{type(exc).__name__}: {exc}"[:300])
+        return None
+
+
+def _remove_artifacts(store: ArtifactStore, names: list[str]) -> None:
+    for name in names:
+        with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+            store.remove(name)
+
+
+def _record_curves(trial: optuna.Trial, history: list[EpochMetrics]) -> None:
+    trial.set_user_attr("val_accuracy", [m.val_accuracy for m in history])
+    trial.set_user_attr("train_loss", [m.train_loss for m in history])
+    trial.set_user_attr("epoch_seconds", [round(m.seconds, 3) for m in history])
+    trial.set_user_attr("frozen_depth", [m.frozen_depth for m in history])
+
+
+def _keep_checkpoint(
+    trial: optuna.Trial, result: TrainResult, context: SearchContext, model: torch.nn.Module
+) -> None:
+    """Upload the best-epoch weights and figures if this trial ranks in the top k, then evict.
+
+    Only complete trials keep checkpoints; a trial that would not enter the top k
+    uploads nothing, so the store never holds more than k checkpoints for long. The
+    learning curve and confusion matrix go with the checkpoint, for the dashboard.
+    """
+    study = trial.study
+    keep = context.config.search.keep_checkpoints
+    better = [t for t in study_mod.ranked_trials(study) if (t.value or 0.0) >= result.best_accuracy]
+    if len(better) >= keep:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"trial-{trial.number}-epoch-{result.best_epoch}.safetensors"
+        save_file({k: v.contiguous() for k, v in result.best_state.items()}, str(path))
+        artifact_id = upload_artifact(
+            artifact_store=context.store, file_path=str(path), study_or_trial=trial
+        )
+        for figure in _figures(trial.number, result, context, model, Path(tmp)):
+            upload_artifact(
+                artifact_store=context.store, file_path=str(figure), study_or_trial=trial
+            )
+    trial.set_user_attr(study_mod.CHECKPOINT_ATTR, artifact_id)
+    # This trial is not COMPLETE yet, so it holds one of the k places without being ranked.
+    epochs = context.config.train.epochs
+    for evicted in study_mod.evict_checkpoints(study, context.store, keep - 1):
+        notes.write_trial_note(study, evicted, epochs)  # "checkpoint removed"
+
+
+def _figures(
+    number: int, result: TrainResult, context: SearchContext, model: torch.nn.Module, folder: Path
+) -> list[Path]:
+    """The learning curve, and the confusion matrix of the best epoch's weights on val."""
+    data = context.data
+    model.load_state_dict(result.best_state)
+    with torch.no_grad():
+        accuracy, predictions = evaluate(
+            model, data.val_images, data.val_labels, context.device,
+            context.config.train.eval_batch_size,
+        )  # fmt: skip
+    matrix = confusion_matrix(data.val_labels, predictions, data.num_classes)
+    curve = folder / f"learning-curve-trial-{number}.png"
+    curve.write_bytes(learning_curve_png(result.history, f"Trial {number}: learning curve"))
+    confusion = folder / f"confusion-matrix-trial-{number}.png"
+    title = f"Trial {number}: val confusion at epoch {result.best_epoch} (acc {accuracy:.3f})"
+    confusion.write_bytes(confusion_png(matrix, data.class_names, title))
+    return [curve, confusion]

@@ -1,0 +1,320 @@
+"""The study as single source of truth: the pinned config, sampler, pruner, budget, retries.
+
+Whoever creates a study stores its full resolved config, the resolved weights and the
+data fingerprint in the study's user attributes; everyone after that reads them back
+and refuses to run anything else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+import zlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner import config as config_mod
+from tuner.config import ResolvedWeights, SearchConfig, StudyConfig
+from tuner.errors import TunerError
+from tuner.recipe import NEVER, Schedule, frozen_depth_at
+from tuner.search.storage import ArtifactStore
+
+CONFIG_ATTR = "tuner:config"
+WEIGHTS_ATTR = "tuner:weights"
+FINGERPRINT_ATTR = "tuner:data_fingerprint"
+CHECKPOINT_ATTR = "checkpoint_artifact"
+CONFIRM_SUFFIX = "-confirm"
+REMOVED_PREFIX = "tuner:checkpoint_removed:"
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def worker_seed(study_seed: int, worker: str | None) -> int:
+    """The sampler seed of one worker: the study's own, or one derived from it and the worker id.
+
+    Workers seeded alike would draw the same random start-up points; derived seeds keep a
+    parallel search reproducible per worker without any two of them colliding.
+    """
+    if worker is None:
+        return study_seed
+    mixed = np.random.SeedSequence([study_seed, zlib.crc32(worker.encode())])
+    return int(mixed.generate_state(1, dtype=np.uint32)[0])
+
+
+def make_sampler(search: SearchConfig, worker: str | None = None) -> optuna.samplers.BaseSampler:
+    """Seeded multivariate TPE with constant liar (parallel workers don't pile on one point)."""
+    seed = worker_seed(search.seed, worker)
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    with warnings.catch_warnings():
+        # `group` is experimental in Optuna 5, and the conditional space needs it.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
+        )
+
+
+def make_pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
+    """Pruners read per-epoch validation accuracy; steps are 0-based epochs.
+
+    With ``search.prune_after_unfreeze`` (the default) the pruner is wrapped in a
+    :class:`ScheduleAwarePruner`, so late unfreezers are judged after they unfreeze.
+    """
+    if search.pruner == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=epochs, reduction_factor=3
+        )
+    elif search.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    elif search.pruner == "successive_halving":
+        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    else:
+        return optuna.pruners.NopPruner()
+    return ScheduleAwarePruner(pruner) if search.prune_after_unfreeze else pruner
+
+
+class ScheduleAwarePruner(optuna.pruners.BasePruner):
+    """A pruner that judges a trial before its unfreeze epoch + 1 only against like trials.
+
+    A trial that unfreezes at epoch u plateaus at frozen-backbone accuracy until then and
+    usually jumps after it; a plain pruner compares that plateau with trials already
+    fine-tuning and cuts it for a curve it was never going to have. So until epoch u + 1 the
+    trial at epoch s is compared only with complete trials that trained the same way in
+    epochs 0..s (the same frozen depth in each: while it still waits, every trial frozen at
+    its depth, feature extractors included; in the epoch it unfreezes, trials with the same
+    unfreeze epoch and mode), by their median at epoch s, once ``like_startup`` of them
+    exist: a bad head learning rate is still cut on the plateau, a good late unfreezer is not.
+    From epoch u + 1 on (and for trials that never unfreeze, from the start) the wrapped
+    pruner decides as usual, catching up on the rungs it skipped with the trial's current
+    value. The schedule is read from the trial's ``params`` user attribute (the full recipe,
+    fixed dimensions included), else its Optuna params.
+
+    The wrapped pruner still buckets trials into its own brackets when it prunes; only the
+    sampler no longer filters trials by Hyperband bracket, since it sees this wrapper instead.
+    """
+
+    def __init__(self, pruner: optuna.pruners.BasePruner, like_startup: int = 3) -> None:
+        self.pruner = pruner
+        self._like = optuna.pruners.MedianPruner(n_startup_trials=like_startup, n_warmup_steps=0)
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step is None:
+            return False
+        schedule = schedule_of(trial)
+        if schedule.unfreeze_epoch is not None and step < schedule.unfreeze_epoch + 1:
+            return self._like.prune(_TrainedAlike(study, schedule, step), trial)
+        return self.pruner.prune(study, trial)
+
+
+class _TrainedAlike:
+    """The part of a study that a percentile pruner reads, narrowed to trials that trained
+    with the same frozen depth as ``schedule`` in every epoch up to ``step``."""
+
+    def __init__(self, study: optuna.Study, schedule: Schedule, step: int) -> None:
+        self._study = study
+        self._step = step
+        self._path = _depth_path(schedule, step)
+        self.direction = study.direction
+
+    def get_trials(self, deepcopy: bool = True, states: tuple | None = None) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [t for t in trials if _depth_path(schedule_of(t), self._step) == self._path]
+
+
+def _depth_path(schedule: Schedule, step: int) -> tuple[int, ...]:
+    return tuple(frozen_depth_at(schedule, epoch) for epoch in range(step + 1))
+
+
+def schedule_of(trial: FrozenTrial) -> Schedule:
+    """The trial's schedule; ``unfreeze_epoch`` is None when it never unfreezes."""
+    recipe = trial.user_attrs.get("params") or trial.params
+    depth = int(recipe.get("freeze_depth") or 0)
+    value = recipe.get("unfreeze_epoch") if depth else None
+    unfreeze = None if value in (None, NEVER) else int(value)
+    return Schedule(depth, unfreeze, str(recipe.get("unfreeze_mode", "all")))
+
+
+@dataclass(frozen=True)
+class PinnedStudy:
+    """A study together with what it pins: config, weights and data fingerprint."""
+
+    study: optuna.Study
+    config: StudyConfig
+    weights: ResolvedWeights
+    fingerprint: str
+
+
+def study_exists(storage: optuna.storages.BaseStorage, name: str) -> bool:
+    return name in optuna.get_all_study_names(storage)
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return optuna.get_all_study_names(storage)
+
+
+def confirm_study_name(parent: str) -> str:
+    """The study `tuner confirm` keeps its re-runs of ``parent``'s top trials in."""
+    return parent + CONFIRM_SUFFIX
+
+
+def only_study(storage: optuna.storages.BaseStorage, required: bool) -> str | None:
+    """The storage's one study when --study is not given; an error (or None) when ambiguous.
+
+    A study's confirm study does not make the choice ambiguous: it belongs to its parent.
+    """
+    every = study_names(storage)
+    names = [
+        n for n in every if not (n.endswith(CONFIRM_SUFFIX) and n[: -len(CONFIRM_SUFFIX)] in every)
+    ]
+    if len(names) == 1:
+        return names[0]
+    if not required:
+        return None
+    if not names:
+        raise TunerError("this storage has no study yet. Run `tuner search` first.")
+    raise TunerError(
+        f"this storage has several studies ({', '.join(names)}); pick one with --study NAME."
+    )
+
+
+def watch_trials(storage: optuna.storages.BaseStorage, search: SearchConfig) -> None:
+    """Heartbeats on: a trial whose worker died is failed after the grace period and retried.
+
+    The retry is a new trial with the same parameters and user attributes (among them the
+    resume checkpoint), run by the next worker that asks for a trial. The settings live in
+    the study config, so every worker of a study watches its trials alike.
+    """
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries)
+    storage.heartbeat_interval = search.heartbeat_seconds
+    storage.grace_period = search.grace_seconds
+    storage.heartbeat_stale_trial_callback = retry
+
+
+def load_pinned(
+    storage: optuna.storages.BaseStorage, name: str, worker: str | None = None
+) -> PinnedStudy:
+    """Load a study made by tuner, with its sampler and pruner rebuilt from the stored config.
+
+    ``worker`` names the worker that will run trials (its sampler seed derives from it).
+    """
+    if not study_exists(storage, name):
+        known = ", ".join(study_names(storage)) or "none"
+        raise TunerError(f"study {name!r} is not in this storage (studies there: {known}).")
+    plain = optuna.load_study(study_name=name, storage=storage)
+    attrs = plain.user_attrs
+    if CONFIG_ATTR not in attrs:
+        raise TunerError(f"study {name!r} was not made by tuner (it has no stored config).")
+    config = config_mod.from_dict(attrs[CONFIG_ATTR])
+    watch_trials(storage, config.search)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(config.search, worker),
+        pruner=make_pruner(config.search, config.train.epochs),
+    )
+    return PinnedStudy(
+        study, config, ResolvedWeights.from_dict(attrs[WEIGHTS_ATTR]), attrs[FINGERPRINT_ATTR]
+    )
+
+
+def check_same_config(pinned: PinnedStudy, config: StudyConfig) -> None:
+    """Refuse to mix runs: a study reused with a different config is an error listing the keys."""
+    differences = config_mod.identity_differences(pinned.config, config)
+    if differences:
+        listed = "\n  ".join(differences)
+        raise TunerError(
+            f"study {pinned.study.study_name!r} exists with a different config:\n  {listed}\n"
+            "Use the same config, or another study name (--study NAME or --set search.study=NAME)."
+        )
+
+
+def create_pinned(
+    storage: optuna.storages.BaseStorage,
+    config: StudyConfig,
+    weights: ResolvedWeights,
+    fingerprint: str,
+) -> PinnedStudy:
+    """Create the study and pin config, weights and data fingerprint into it."""
+    watch_trials(storage, config.search)
+    study = optuna.create_study(
+        study_name=config.search.study,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(config.search),
+        pruner=make_pruner(config.search, config.train.epochs),
+    )
+    study.set_user_attr(CONFIG_ATTR, config_mod.to_dict(config))
+    study.set_user_attr(WEIGHTS_ATTR, weights.to_dict())
+    study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    return PinnedStudy(study, config, weights, fingerprint)
+
+
+def set_budget(pinned: PinnedStudy, trials: int) -> PinnedStudy:
+    """Store a new budget, so that every worker, here or on another host, stops at it."""
+    if trials == pinned.config.search.trials:
+        return pinned
+    config = replace(pinned.config, search=replace(pinned.config.search, trials=trials))
+    pinned.study.set_user_attr(CONFIG_ATTR, config_mod.to_dict(config))
+    return replace(pinned, config=config)
+
+
+def stored_budget(study: optuna.Study) -> int:
+    """The budget as stored now: `tuner search --trials N` may raise it while workers run."""
+    return int(study.user_attrs[CONFIG_ATTR]["search"]["trials"])
+
+
+def failure_streak(study: optuna.Study, limit: int, since: int = 0) -> str | None:
+    """Why to stop, when the study's last ``limit`` ended trials all failed; else None.
+
+    Counted over the whole study, not per worker, so that a problem every trial hits (out
+    of memory, a bad path) stops all workers on all hosts after a bounded number of trials.
+    Only trials numbered ``since`` or later count (a re-run after a fix starts afresh).
+    """
+    trials = study.get_trials(deepcopy=False, states=ENDED)
+    ended = sorted((t for t in trials if t.number >= since), key=lambda t: t.number)
+    last = ended[-limit:]
+    if len(last) < limit or any(t.state != TrialState.FAIL for t in last):
+        return None
+    why = last[-1].user_attrs.get("fail_reason", "its worker died or lost the storage")
+    return f"{limit} trials failed in a row; the last one (#{last[-1].number}): {why}"
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that count towards the budget: complete and pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials, best first; ties go to the earlier trial, which got there first."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))
+
+
+def checkpoint_removed(study: optuna.Study, trial: FrozenTrial) -> bool:
+    return bool(study.user_attrs.get(f"{REMOVED_PREFIX}{trial.number}"))
+
+
+def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> list[FrozenTrial]:
+    """Remove the checkpoints of every complete trial outside the top ``keep``; returns them.
+
+    A finished trial's attributes are read-only, so the removal is recorded on the study,
+    one key per trial so that concurrent workers never overwrite each other.
+    """
+    removed = []
+    for trial in ranked_trials(study)[keep:]:
+        artifact_id = trial.user_attrs.get(CHECKPOINT_ATTR)
+        if artifact_id and not checkpoint_removed(study, trial):
+            with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
+                store.remove(artifact_id)
+            study.set_user_attr(f"{REMOVED_PREFIX}{trial.number}", True)
+            removed.append(trial)
+    return removed

@@ -1,0 +1,123 @@
+"""One worker: join a study from its stored config, then run trials until the budget is met."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from tuner.data import cache_path, prepare_data
+from tuner.engine import FeatureCache, build_model, resolve_device
+from tuner.errors import TunerError
+from tuner.search import notes
+from tuner.search import study as study_mod
+from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
+from tuner.search.signals import raise_if_stop_requested
+from tuner.search.storage import artifact_store, open_storage, redact
+
+TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """Why a worker stopped, for the summary."""
+
+    finished: int
+    budget: int
+    stopped_reason: str | None
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """What `tuner worker` is told: where the study is, and what this host decides for itself."""
+
+    study: str
+    storage_url: str
+    artifacts: str
+    worker: WorkerIdentity
+    device: str | None = None  # overrides the study's train.device on this host
+
+
+def join(request: JoinRequest) -> tuple[study_mod.PinnedStudy, SearchContext]:
+    """Rebuild everything a worker needs from the study alone, or refuse with the reason.
+
+    The worker must train what the study's creator would: the same data (checked by
+    fingerprint) and the same starting weights (checked by SHA-256 when the model is built).
+    """
+    where = f"study {request.study!r} in {redact(request.storage_url)}"
+    storage = open_storage(request.storage_url, must_exist=True)
+    if not study_mod.study_exists(storage, request.study):
+        known = ", ".join(study_mod.study_names(storage)) or "none"
+        raise TunerError(
+            f"{where}: no such study (studies there: {known}). Start it with `tuner search` first."
+        )
+    pinned = study_mod.load_pinned(storage, request.study, worker=request.worker.name)
+    config = pinned.config
+    if request.device is not None:
+        config = replace(config, train=replace(config.train, device=request.device))
+    try:
+        data = prepare_data(config.data, cache_path(config.data))
+    except TunerError as exc:
+        raise TunerError(f"{where}: this host cannot load the study's data: {exc}") from None
+    if data.fingerprint != pinned.fingerprint:
+        raise TunerError(
+            f"{where}: the data on this host differs from the study's (its fingerprint changed: "
+            f"files, classes or split under {config.data.path or config.data.root}). Give this "
+            "host the same data as the host that created the study."
+        )
+    try:
+        build_model(config.model.arch, data.num_classes, pinned.weights)
+    except TunerError as exc:
+        raise TunerError(
+            f"{where}: this host cannot load the study's weights ({pinned.weights.describe()}): "
+            f"{exc}"
+        ) from None
+    device = resolve_device(config.train.device)
+    store = artifact_store(request.artifacts)
+    cache = FeatureCache(config.train.feature_cache_mb << 20)
+    context = SearchContext(config, data, pinned.weights, device, store, request.worker, cache)
+    return replace(pinned, config=config), context
+
+
+def run_worker(
+    study: optuna.Study,
+    context: SearchContext,
+    callbacks: tuple[TrialCallback, ...] = (),
+) -> WorkerOutcome:
+    """Run trials until the study holds its budget of finished trials (complete + pruned).
+
+    The budget counts the whole study, all workers on all hosts, and is read from the study
+    after every trial, so a re-run only runs what is missing and a raised budget reaches
+    running workers. A worker starts a trial only while the budget is unmet, so the study
+    ends with at most (workers - 1) trials more than the budget. Failed trials don't count;
+    after ``search.max_consecutive_failures`` of them in a row in the study, every worker
+    stops with the last failure's reason instead of looping.
+    """
+    limit = context.config.search.max_consecutive_failures
+    first = len(study.get_trials(deepcopy=False))  # failures of an earlier run don't count
+    state: dict[str, str | None] = {"reason": None}
+
+    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        raise_if_stop_requested()
+        if trial.state == TrialState.FAIL:
+            state["reason"] = study_mod.failure_streak(study, limit, since=first)
+            if state["reason"]:
+                study.stop()
+        if study_mod.finished_count(study) >= study_mod.stored_budget(study):
+            study.stop()
+
+    if study_mod.finished_count(study) < study_mod.stored_budget(study):
+        study.optimize(
+            make_objective(context),
+            callbacks=[
+                *callbacks,
+                notes.note_when_ended(context.config.train.epochs),
+                stop_when_done,
+            ],
+            catch=(Exception,),
+        )
+    return WorkerOutcome(
+        study_mod.finished_count(study), study_mod.stored_budget(study), state["reason"]
+    )
