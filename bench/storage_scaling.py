@@ -456,12 +456,12 @@ def probe_postgres(url: str) -> tuple[dict[str, str] | None, str | None]:
 def fresh_study(url: str, name: str, overrides: Sequence[str]) -> Iterator[None]:
     """Create the study with its config pinned (the budget lives there), delete it after."""
     from tuner import config as config_mod
-    from tuner.search import study as study_mod
+    from tuner.search import attrs
 
     storage = open_tuner_storage(url)
     config = config_mod.load_config(None, list(overrides))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_user_attr(study_mod.CONFIG_ATTR, config_mod.to_dict(config))
+    study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
     try:
         yield
     finally:

@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from tests.e2e.tuner_cli import run_tuner
-from tuner.search.study import CHECKPOINT_ATTR
+from tuner.search.attrs import CHECKPOINT as CHECKPOINT_ATTR
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ import pytest
 from tests.conftest import single_thread, tiny_context
 from tuner.errors import TunerError
 from tuner.results.export import export_trial
-from tuner.search import confirm
+from tuner.search import attrs, confirm
 from tuner.search import study as study_mod
-from tuner.search.objective import SEED_ATTR, WorkerIdentity
+from tuner.search.objective import WorkerIdentity
 from tuner.search.storage import open_storage
 from tuner.search.workers import JoinRequest, join, run_worker
 
@@ -53,11 +53,11 @@ def test_the_top_trials_are_retrained_with_their_params_and_fresh_seeds(confirme
     runs = linked.study.get_trials()
     assert len(runs) == 4 and all(t.state.name == "COMPLETE" for t in runs)
     for run in runs:
-        candidate = run.user_attrs[confirm.CANDIDATE_ATTR]
+        candidate = run.user_attrs[attrs.CONFIRMS]
         assert candidate in top
         assert run.params == parent.study.trials[candidate].params
-        index = run.user_attrs[confirm.SEED_INDEX_ATTR]
-        assert run.user_attrs[SEED_ATTR] == confirm.confirm_seed(0, candidate, index)
+        index = run.user_attrs[attrs.SEED_INDEX]
+        assert run.user_attrs[attrs.SEED] == confirm.confirm_seed(0, candidate, index)
     assert linked.config.search.pruner == "none"
 
 
@@ -101,8 +101,7 @@ def test_confirmed_export_ships_the_winners_best_run(confirmed: tuple) -> None:
     kept = [
         (p.study.study_name, t.number)
         for p, t in confirm.winner_runs(parent, linked, winner.trial)
-        if study_mod.CHECKPOINT_ATTR in t.user_attrs
-        and not study_mod.checkpoint_removed(p.study, t)
+        if attrs.CHECKPOINT in t.user_attrs and not study_mod.checkpoint_removed(p.study, t)
     ]
     assert (chosen.pinned.study.study_name, chosen.trial) == kept[0]  # the best run with weights
     out = folder / "best"

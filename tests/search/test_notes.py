@@ -12,10 +12,11 @@ from optuna_dashboard import get_note
 from PIL import Image
 
 from tests.conftest import single_thread, tiny_context
-from tuner.engine.train import EpochMetrics, confusion_matrix
+from tuner.engine import EpochMetrics, confusion_matrix
 from tuner.results import dashboard
-from tuner.search import notes
+from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.optuna_internals import NoteHandle
 from tuner.search.trial_figures import confusion_png, learning_curve_png
 from tuner.search.workers import run_worker
 
@@ -33,7 +34,7 @@ def searched(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> study_mod.P
 
 
 def _note_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> str:
-    return get_note(notes._TrialHandle(study, trial._trial_id))
+    return get_note(NoteHandle.of(study, trial))
 
 
 def test_every_trial_is_noted_when_it_ends(searched: study_mod.PinnedStudy) -> None:
@@ -49,7 +50,7 @@ def test_every_trial_is_noted_when_it_ends(searched: study_mod.PinnedStudy) -> N
 def test_evicted_checkpoints_are_annotated(searched: study_mod.PinnedStudy) -> None:
     study = searched.study
     removed = [t for t in study.trials if study_mod.checkpoint_removed(study, t)]
-    unkept = [t for t in study.trials if study_mod.CHECKPOINT_ATTR not in t.user_attrs]
+    unkept = [t for t in study.trials if attrs.CHECKPOINT not in t.user_attrs]
     for trial in removed:
         assert "**Checkpoint: removed**" in _note_of(study, trial)
     for trial in unkept:

@@ -33,18 +33,18 @@ from tuner.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     PreparedData,
-    cache_path,
     fit_square,
     load_image_file,
     normalize,
     pil_to_tensor,
-    prepare_data,
 )
 from tuner.engine import build_model, confusion_matrix, file_sha256
 from tuner.errors import TunerError
 from tuner.results import formats as formats_mod
 from tuner.results import model_card
+from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.host import load_study_data
 from tuner.search.storage import ArtifactStore
 
 FORMAT_VERSION = 1
@@ -88,18 +88,8 @@ def export_trial(
             f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
         )
     trial = _pick_trial(pinned.study, trial_number)
-    config = pinned.config
-    state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
-    data = prepare_data(config.data, cache_path(config.data))
-    if data.fingerprint != pinned.fingerprint:
-        raise TunerError(
-            f"study {pinned.study.study_name!r}: the data on this machine differs from the data "
-            "the study was trained on, so the export cannot be verified. Restore the original data."
-        )
-    model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
-    model.load_state_dict(state)
-    model.eval()
-    batch = config.train.eval_batch_size
+    model, data = _rebuild(pinned, store, trial)
+    batch = pinned.config.train.eval_batch_size
     logits = formats_mod.batched_logits(model, data.val_images, batch)
     predictions = logits.argmax(1)
     accuracy = (predictions == data.val_labels).float().mean().item()
@@ -127,6 +117,19 @@ def export_trial(
     return ExportResult(
         out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks)
     )
+
+
+def _rebuild(
+    pinned: study_mod.PinnedStudy, store: ArtifactStore, trial: FrozenTrial
+) -> tuple[nn.Module, PreparedData]:
+    """The trial's best-epoch model in eval mode, and the study's data to verify it on."""
+    config = pinned.config
+    state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
+    data = load_study_data(config, pinned.study.study_name, pinned.fingerprint)
+    model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
+    model.load_state_dict(state)
+    model.eval()
+    return model, data
 
 
 def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
@@ -157,7 +160,7 @@ def _read_checkpoint(
     trial: FrozenTrial,
     keep: int,
 ) -> dict[str, torch.Tensor]:
-    artifact_id = trial.user_attrs.get(study_mod.CHECKPOINT_ATTR)
+    artifact_id = trial.user_attrs.get(attrs.CHECKPOINT)
     if artifact_id is None or study_mod.checkpoint_removed(study, trial):
         raise TunerError(
             f"trial #{trial.number} has no checkpoint any more: only the top {keep} complete "
@@ -193,10 +196,10 @@ def _config_json(
         "center crop, scaled to 0..1, normalised with mean/std",
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "params": trial.user_attrs.get("params", trial.params),
+        "params": attrs.recipe_params(trial),
         "study_name": pinned.study.study_name,
         "trial_number": trial.number,
-        "best_epoch": trial.user_attrs.get("best_epoch"),
+        "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
         "val_accuracy": acc,
         "recorded_val_accuracy": trial.value,
         "resolved_weights": pinned.weights.to_dict(),
@@ -225,15 +228,11 @@ def _metrics_json(
         name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
         for i, name in enumerate(class_names)
     }
-    attrs = trial.user_attrs
     return {
         "val_accuracy": accuracy,
         "recorded_val_accuracy": trial.value,
-        "best_epoch": attrs.get("best_epoch"),
-        "epochs": {
-            key: attrs.get(key, [])
-            for key in ("val_accuracy", "train_loss", "epoch_seconds", "frozen_depth")
-        },
+        "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
+        "epochs": {key: trial.user_attrs.get(key, []) for key in attrs.CURVES},
         "per_class_accuracy": per_class,
         "confusion_matrix": {
             "rows_true_cols_predicted": confusion.tolist(),

@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.recipe import RECIPES, STAGES
+from tuner.search import attrs
 
 _COMPLETE, _PRUNED, _RECIPE = "#1f77b4", "#d62728", "#2ca02c"
 _CURVE_STYLES = {  # (colour, plotly dash, opacity) of a trial's curve by its state
@@ -104,8 +105,10 @@ def _history(study: optuna.Study, complete: list[FrozenTrial]) -> Figure:
     numbers = [t.number for t in complete]
     values = [t.value for t in complete]
     best = np.maximum.accumulate(values)
-    recipes = [t for t in complete if "recipe" in t.user_attrs]
-    titles = [_RECIPE_TITLES.get(t.user_attrs["recipe"], t.user_attrs["recipe"]) for t in recipes]
+    recipes = [t for t in complete if attrs.RECIPE in t.user_attrs]
+    titles = [
+        _RECIPE_TITLES.get(t.user_attrs[attrs.RECIPE], t.user_attrs[attrs.RECIPE]) for t in recipes
+    ]
     pfig = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
     pfig.add_scatter(
         x=[t.number for t in recipes],
@@ -142,7 +145,8 @@ def _curves(study: optuna.Study, trials: list[FrozenTrial]) -> Figure:
     shown = [
         t
         for t in trials
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.user_attrs.get("val_accuracy")
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        and t.user_attrs.get(attrs.VAL_ACCURACY)
     ]
     if not shown:
         return _skip("no finished trial with per-epoch accuracy yet")
@@ -161,7 +165,7 @@ def _curves(study: optuna.Study, trials: list[FrozenTrial]) -> Figure:
     pfig.update_xaxes(dtick=1)
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for trial in shown:
-        curve = trial.user_attrs["val_accuracy"]
+        curve = trial.user_attrs[attrs.VAL_ACCURACY]
         pruned = trial.state == TrialState.PRUNED
         ax.plot(
             range(len(curve)),
@@ -292,7 +296,7 @@ def _heatmap(complete: list[FrozenTrial], epochs: int) -> Figure:
     best = np.full((_STAGE_COUNT + 1, len(starts)), np.nan)
     count = np.zeros(best.shape, dtype=int)
     for trial in complete:
-        params = trial.user_attrs.get("params") or trial.params
+        params = attrs.recipe_params(trial)
         row = params.get("freeze_depth", 0)
         start = None if row == 0 else params.get("unfreeze_epoch")
         if start not in starts or not 0 <= row <= _STAGE_COUNT:
@@ -341,8 +345,8 @@ def _heatmap(complete: list[FrozenTrial], epochs: int) -> Figure:
 def _epoch_time(trials: list[FrozenTrial]) -> Figure:
     by_depth: dict[int, list[float]] = {}
     for trial in trials:
-        seconds = trial.user_attrs.get("epoch_seconds") or []
-        depths = trial.user_attrs.get("frozen_depth") or []
+        seconds = trial.user_attrs.get(attrs.EPOCH_SECONDS) or []
+        depths = trial.user_attrs.get(attrs.FROZEN_DEPTH) or []
         for depth, secs in zip(depths, seconds, strict=False):
             by_depth.setdefault(int(depth), []).append(float(secs))
     if not by_depth:

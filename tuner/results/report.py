@@ -19,6 +19,7 @@ from tuner.errors import TunerError
 from tuner.recipe import RECIPES, TrialParams, describe_freezing, describe_schedule
 from tuner.results import tables as reporting
 from tuner.results.figures import Figure, study_figures
+from tuner.search import attrs
 from tuner.search import study as study_mod
 
 TOP_SEARCH_ROWS = 5  # search trials shown in the results table, besides the classic recipes
@@ -63,17 +64,19 @@ def results_table(study: optuna.Study, epochs: int) -> pd.DataFrame:
     trials = study.get_trials(deepcopy=False)
     ranked = study_mod.ranked_trials(study)
     best = ranked[0] if ranked else None
-    by_recipe = {t.user_attrs["recipe"]: t for t in trials if "recipe" in t.user_attrs}
+    by_recipe = {t.user_attrs[attrs.RECIPE]: t for t in trials if attrs.RECIPE in t.user_attrs}
     chosen = [by_recipe[r.name] for r in RECIPES if r.name in by_recipe]
-    chosen += [t for t in ranked if "recipe" not in t.user_attrs][:TOP_SEARCH_ROWS]
+    chosen += [t for t in ranked if attrs.RECIPE not in t.user_attrs][:TOP_SEARCH_ROWS]
     return pd.DataFrame([_row(t, best, epochs) for t in chosen])
 
 
 def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str, object]:
-    params = TrialParams(**trial.user_attrs["params"]) if "params" in trial.user_attrs else None
-    curve = trial.user_attrs.get("val_accuracy") or []
-    seconds = trial.user_attrs.get("epoch_seconds") or []
-    recipe = trial.user_attrs.get("recipe")
+    params = (
+        TrialParams(**trial.user_attrs[attrs.PARAMS]) if attrs.PARAMS in trial.user_attrs else None
+    )
+    curve = trial.user_attrs.get(attrs.VAL_ACCURACY) or []
+    seconds = trial.user_attrs.get(attrs.EPOCH_SECONDS) or []
+    recipe = trial.user_attrs.get(attrs.RECIPE)
     complete = trial.state == TrialState.COMPLETE
     gap = 100 * (trial.value - best.value) if complete and best is not None else None
     return {
@@ -100,8 +103,8 @@ def recipe_verdict(study: optuna.Study) -> str:
     if not margins:
         return "No classic recipe completed in this study (search.baselines: false, or pending)."
     best = study_mod.ranked_trials(study)[0]
-    if best.user_attrs.get("recipe") in _RECIPES:
-        title = _RECIPES[best.user_attrs["recipe"]].title
+    if best.user_attrs.get(attrs.RECIPE) in _RECIPES:
+        title = _RECIPES[best.user_attrs[attrs.RECIPE]].title
         return f"The best trial is a classic recipe, {title} (#{best.number}): not beaten yet."
     gaps = [f"{m.recipe.title} (#{m.trial.number}) by {m.points:.1f}" for m in margins]
     listed = gaps[0] if len(gaps) == 1 else f"{', '.join(gaps[:-1])} and {gaps[-1]}"
@@ -187,7 +190,7 @@ def _best_paragraph(name: str, ranked: list[FrozenTrial], epochs: int) -> str:
     if not ranked:
         return "<p>No trial has completed yet.</p>"
     best = ranked[0]
-    schedule = describe_schedule(TrialParams(**best.user_attrs["params"]), epochs)
+    schedule = describe_schedule(attrs.trial_params(best), epochs)
     return (
         f"<p><strong>Best: trial #{best.number}, val accuracy {best.value:.4f}</strong> "
         f"(epoch {best.user_attrs.get('best_epoch')}): {_e(schedule)}.<br>"

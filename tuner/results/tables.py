@@ -10,6 +10,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.recipe import RECIPES, Recipe
+from tuner.search import attrs
 from tuner.search import study as study_mod
 
 if TYPE_CHECKING:
@@ -61,22 +62,24 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     """Every trial with its full recipe, outcome and cost (the --csv table)."""
     rows = []
     for trial in study.get_trials(deepcopy=False):
-        params = trial.user_attrs.get("params") or trial.params
-        seconds = trial.user_attrs.get("epoch_seconds") or []
+        params = attrs.recipe_params(trial)
+        seconds = trial.user_attrs.get(attrs.EPOCH_SECONDS) or []
         row = {"trial": trial.number, "state": trial.state.name.lower(), "val_acc": trial.value}
-        row["best_epoch"] = trial.user_attrs.get("best_epoch")
+        row["best_epoch"] = trial.user_attrs.get(attrs.BEST_EPOCH)
         row["epochs"] = len(seconds)
         row.update({name: params.get(name) for name in _PARAM_COLUMNS})
-        row["recipe"] = trial.user_attrs.get("recipe", "")
+        row["recipe"] = trial.user_attrs.get(attrs.RECIPE, "")
         row["sec_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
         row["checkpoint"] = _checkpoint_state(study, trial)
-        row["note"] = trial.user_attrs.get("stopped") or trial.user_attrs.get("fail_reason", "")
+        row["note"] = trial.user_attrs.get(attrs.STOPPED) or trial.user_attrs.get(
+            attrs.FAIL_REASON, ""
+        )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _checkpoint_state(study: optuna.Study, trial: FrozenTrial) -> str:
-    if study_mod.CHECKPOINT_ATTR not in trial.user_attrs:
+    if attrs.CHECKPOINT not in trial.user_attrs:
         return ""
     return "removed" if study_mod.checkpoint_removed(study, trial) else "kept"
 
@@ -101,7 +104,7 @@ def study_details(study: optuna.Study, table: pd.DataFrame) -> str:
 
 
 def _describe_params(trial: FrozenTrial) -> str:
-    params = trial.user_attrs.get("params") or trial.params
+    params = attrs.recipe_params(trial)
     return ", ".join(f"{k}={_short(params.get(k))}" for k in _PARAM_COLUMNS if k in params)
 
 
@@ -163,7 +166,7 @@ def _workers_line(study: optuna.Study) -> list[str]:
     """Which workers ran the finished trials, when more than one did."""
     ran: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False, states=study_mod.FINISHED):
-        owner = trial.user_attrs.get("worker", {})
+        owner = trial.user_attrs.get(attrs.WORKER, {})
         name = f"{owner.get('worker', '?')} ({owner.get('device', '?')})"
         ran[name] = ran.get(name, 0) + 1
     if len(ran) < 2:

@@ -20,15 +20,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
-from tuner.recipe import TrialParams, describe_schedule
-from tuner.search import notes
+from tuner.recipe import describe_schedule
+from tuner.search import attrs, notes
 from tuner.search import study as study_mod
-from tuner.search.objective import SEED_ATTR, SearchContext, make_objective
+from tuner.search.objective import SearchContext, make_objective
 
-CANDIDATE_ATTR = "confirms"  # on a confirm run: the parent trial it re-trains
-SEED_INDEX_ATTR = "seed_index"
-PARENT_ATTR = "tuner:parent_study"  # on the confirm study
-REQUEST_ATTR = "tuner:confirm_request"  # the last request: candidates and seeds per candidate
 _PENDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -105,7 +101,7 @@ def open_linked(storage: BaseStorage, parent: study_mod.PinnedStudy) -> study_mo
     linked = study_mod.create_pinned(
         storage, replace(parent.config, search=search), parent.weights, parent.fingerprint
     )
-    linked.study.set_user_attr(PARENT_ATTR, parent.study.study_name)
+    linked.study.set_user_attr(attrs.PARENT_STUDY, parent.study.study_name)
     return linked
 
 
@@ -120,7 +116,7 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
             "Run `tuner search` first."
         )
     have = {
-        (t.user_attrs.get(CANDIDATE_ATTR), t.user_attrs.get(SEED_INDEX_ATTR))
+        (t.user_attrs.get(attrs.CONFIRMS), t.user_attrs.get(attrs.SEED_INDEX))
         for t in linked.study.get_trials(deepcopy=False, states=_PENDING)
     }
     added = 0
@@ -131,14 +127,14 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
             linked.study.enqueue_trial(
                 candidate.params,
                 user_attrs={
-                    CANDIDATE_ATTR: candidate.number,
-                    SEED_INDEX_ATTR: index,
-                    SEED_ATTR: confirm_seed(parent.config.train.seed, candidate.number, index),
+                    attrs.CONFIRMS: candidate.number,
+                    attrs.SEED_INDEX: index,
+                    attrs.SEED: confirm_seed(parent.config.train.seed, candidate.number, index),
                 },
             )
             added += 1
     request = {"candidates": [c.number for c in candidates], "seeds": seeds}
-    linked.study.set_user_attr(REQUEST_ATTR, request)
+    linked.study.set_user_attr(attrs.CONFIRM_REQUEST, request)
     study_mod.set_budget(linked, len(candidates) * seeds)
     return added
 
@@ -161,19 +157,19 @@ def pending_runs(linked: study_mod.PinnedStudy) -> int:
 
 def results(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy) -> Confirmation:
     """The last request's candidates with their runs' values, best mean first."""
-    request = linked.study.user_attrs.get(REQUEST_ATTR)
+    request = linked.study.user_attrs.get(attrs.CONFIRM_REQUEST)
     if not request:
         return Confirmation(parent.study.study_name, 0, ())
     runs: dict[int, dict[int, float]] = {}
     for trial in linked.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        index = trial.user_attrs[SEED_INDEX_ATTR]
+        index = trial.user_attrs[attrs.SEED_INDEX]
         if index < request["seeds"]:
-            runs.setdefault(trial.user_attrs[CANDIDATE_ATTR], {})[index] = trial.value
+            runs.setdefault(trial.user_attrs[attrs.CONFIRMS], {})[index] = trial.value
     epochs = parent.config.train.epochs
     found = []
     for number in request["candidates"]:
         original = parent.study.trials[number]
-        params = TrialParams(**original.user_attrs["params"])
+        params = attrs.trial_params(original)
         values = tuple(v for _, v in sorted(runs.get(number, {}).items()))
         found.append(
             CandidateResult(number, describe_schedule(params, epochs), original.value, values)
@@ -209,7 +205,7 @@ def winner_runs(
     runs += [
         (linked, t)
         for t in linked.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.user_attrs.get(CANDIDATE_ATTR) == candidate
+        if t.user_attrs.get(attrs.CONFIRMS) == candidate
     ]
     return sorted(runs, key=lambda run: -(run[1].value or 0.0))
 
@@ -256,7 +252,7 @@ def confirmed_export(storage: BaseStorage, parent: study_mod.PinnedStudy) -> Con
     winner = confirmation.winner
     assert winner is not None  # load() refuses a confirmation without one
     for pinned, trial in winner_runs(parent, linked, winner.trial):
-        if study_mod.CHECKPOINT_ATTR in trial.user_attrs and not study_mod.checkpoint_removed(
+        if attrs.CHECKPOINT in trial.user_attrs and not study_mod.checkpoint_removed(
             pinned.study, trial
         ):
             summary = {

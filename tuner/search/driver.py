@@ -6,14 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import optuna
 import torch
 
 from tuner import config as config_mod
-from tuner.data import PreparedData, cache_path, prepare_data
-from tuner.engine import FeatureCache, build_model, resolve_device, resolve_weights
-from tuner.errors import TunerError
+from tuner.data import PreparedData
+from tuner.engine import resolve_weights
+from tuner.search import attrs
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
+from tuner.search.host import describe_artifacts, prepare_host
 from tuner.search.launcher import Launcher, Slot
 from tuner.search.objective import SearchContext
 from tuner.search.progress import DataProgress, SearchProgress
@@ -66,9 +68,8 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     url = storage_mod.storage_url(request.storage)
     artifacts = storage_mod.artifacts_uri(request.artifacts)
     storage = storage_mod.open_storage(url)
-    existing = None
-    if study_mod.study_exists(storage, config.search.study):
-        existing = study_mod.load_pinned(storage, config.search.study)
+    existing = _existing_study(storage, config.search.study)
+    if existing is not None:
         if request.names_only_a_study():
             trials = request.trials or existing.config.search.trials
             config = replace(existing.config, search=replace(existing.config.search, trials=trials))
@@ -80,7 +81,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     say(f"config ({source}):")
     say(_indent(config_mod.to_yaml(config)))
     say(f"storage:   {storage_mod.redact(url)}")
-    say(f"artifacts: {Path(artifacts).resolve()}")
+    say(f"artifacts: {describe_artifacts(artifacts)}")
     if existing is not None:
         done = study_mod.finished_count(existing.study)
         say(f"study {config.search.study!r} exists with {done} finished trials: continuing it.")
@@ -88,33 +89,36 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
 
-    data = prepare_data(config.data, cache_path(config.data), DataProgress())
-    say(_describe_data(data))
-    if existing is not None and existing.fingerprint != data.fingerprint:
-        raise TunerError(
-            f"study {config.search.study!r}: the data differs from the data it was created with "
-            "(its fingerprint changed: files, classes or split). Restore the original data, or "
-            "start a new study with --study NAME."
-        )
-    device = resolve_device(config.train.device)
-    build_model(config.model.arch, data.num_classes, weights)  # fails now, not in every trial
-    say(f"device:    {device}, {torch.get_num_threads()} CPU threads")
-
+    fingerprint = existing.fingerprint if existing else None
+    context = prepare_host(
+        config, weights, artifacts, study_name=config.search.study, fingerprint=fingerprint,
+        progress=DataProgress(),
+    )  # fmt: skip
+    say(_describe_data(context.data))
+    say(f"device:    {context.device}, {torch.get_num_threads()} CPU threads")
     if existing is not None:
         pinned = study_mod.set_budget(existing, config.search.trials)
     else:
-        pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
-    if existing is None and config.search.baselines:
-        runnable, skipped = recipe_trials(config.space)
-        for recipe, params in runnable:
-            pinned.study.enqueue_trial(params, user_attrs={"recipe": recipe.name})
-        for line in skipped:
-            say(f"baseline {line}")
-        say(f"enqueued {len(runnable)} classic recipes as the first trials.")
-    store = storage_mod.artifact_store(artifacts)
-    cache = FeatureCache(config.train.feature_cache_mb << 20)
-    context = SearchContext(config, data, weights, device, store, feature_cache=cache)
+        pinned = study_mod.create_pinned(storage, config, weights, context.data.fingerprint)
+        if config.search.baselines:
+            _enqueue_recipes(pinned, say)
     return SearchSession(pinned, context, url, artifacts)
+
+
+def _existing_study(
+    storage: optuna.storages.BaseStorage, name: str
+) -> study_mod.PinnedStudy | None:
+    return study_mod.load_pinned(storage, name) if study_mod.study_exists(storage, name) else None
+
+
+def _enqueue_recipes(pinned: study_mod.PinnedStudy, say: Say) -> None:
+    """The classic recipes the space can express run first: the search must beat them."""
+    runnable, skipped = recipe_trials(pinned.config.space)
+    for recipe, params in runnable:
+        pinned.study.enqueue_trial(params, user_attrs={attrs.RECIPE: recipe.name})
+    for line in skipped:
+        say(f"baseline {line}")
+    say(f"enqueued {len(runnable)} classic recipes as the first trials.")
 
 
 def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:

@@ -23,8 +23,9 @@ import optuna
 from optuna.trial import TrialState
 
 from tuner.errors import TunerError
+from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.objective import RESUME_ATTR
+from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.progress import SearchProgress
 from tuner.search.storage import artifact_store
 from tuner.search.workers import WorkerOutcome
@@ -222,17 +223,17 @@ class Launcher:
         checkpoint removed.
         """
         host = socket.gethostname()
-        storage = self._study._storage
+        storage = study_storage(self._study)
         callback = storage.get_heartbeat_stale_trial_callback() if retry else None
         failed = []
         for trial in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = trial.user_attrs.get("worker", {})
+            owner = trial.user_attrs.get(attrs.WORKER, {})
             if owner.get("pid") != pid or owner.get("host") != host:
                 continue
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                     failed.append(trial.number)
-                    frozen = storage.get_trial(trial._trial_id)
+                    frozen = storage.get_trial(trial_id(trial))
                     if callback is not None:
                         callback(self._study, frozen)
                     else:
@@ -241,7 +242,7 @@ class Launcher:
 
 
 def _remove_resume_checkpoint(user_attrs: dict, artifacts: str) -> None:
-    recorded = user_attrs.get(RESUME_ATTR)
+    recorded = user_attrs.get(attrs.RESUME)
     if recorded:
         with contextlib.suppress(Exception):
             artifact_store(artifacts).remove(recorded["artifact"])

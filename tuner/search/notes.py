@@ -9,7 +9,6 @@ own attributes they can be rewritten later: when a checkpoint is evicted, and wh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import optuna
 import yaml
@@ -18,43 +17,47 @@ from optuna_dashboard import get_note, save_note
 
 from tuner import config as config_mod
 from tuner.recipe import RECIPES, TrialParams, describe_schedule
+from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.optuna_internals import NoteHandle
 
 _RECIPE_NAMES = {recipe.name: recipe.description for recipe in RECIPES}
 
 
 def trial_note(study: optuna.Study, trial: FrozenTrial, epochs: int) -> str:
     """The note of a finished trial."""
-    attrs = trial.user_attrs
+    stored = trial.user_attrs
     state = trial.state.name.lower()
     if trial.state == TrialState.COMPLETE:
         heading = (
             f"## Trial {trial.number}: complete, val accuracy {trial.value:.4f} "
-            f"(best epoch {attrs.get('best_epoch')})"
+            f"(best epoch {stored.get(attrs.BEST_EPOCH)})"
         )
     else:
         heading = f"## Trial {trial.number}: {state}"
     lines = [heading, ""]
-    if "params" in attrs:
-        lines.append(f"**Schedule:** {describe_schedule(TrialParams(**attrs['params']), epochs)}")
-    if attrs.get("recipe") in _RECIPE_NAMES:
-        lines.append(f"\n**Classic recipe:** {_RECIPE_NAMES[attrs['recipe']]}")
-    why = attrs.get("stopped") or attrs.get("fail_reason")
+    if attrs.PARAMS in stored:
+        lines.append(
+            f"**Schedule:** {describe_schedule(TrialParams(**stored[attrs.PARAMS]), epochs)}"
+        )
+    if stored.get(attrs.RECIPE) in _RECIPE_NAMES:
+        lines.append(f"\n**Classic recipe:** {_RECIPE_NAMES[stored[attrs.RECIPE]]}")
+    why = stored.get(attrs.STOPPED) or stored.get(attrs.FAIL_REASON)
     if why:
         lines.append(f"\n**Why it stopped:** {why}")
-    curve = attrs.get("val_accuracy") or []
+    curve = stored.get(attrs.VAL_ACCURACY) or []
     if curve:
         lines.append("\n**Val accuracy per epoch:** " + ", ".join(f"{v:.4f}" for v in curve))
-    worker = attrs.get("worker") or {}
+    worker = stored.get(attrs.WORKER) or {}
     if worker:
-        seed = f", seed {attrs['seed']}" if "seed" in attrs else ""
+        seed = f", seed {stored[attrs.SEED]}" if attrs.SEED in stored else ""
         lines.append(f"\n**Ran on:** {worker.get('worker')} ({worker.get('device')}){seed}")
     lines.append("\n" + _checkpoint_line(study, trial))
     return "\n".join(lines) + "\n"
 
 
 def _checkpoint_line(study: optuna.Study, trial: FrozenTrial) -> str:
-    if study_mod.CHECKPOINT_ATTR not in trial.user_attrs:
+    if attrs.CHECKPOINT not in trial.user_attrs:
         if trial.state == TrialState.COMPLETE:
             return "**Checkpoint:** none kept (not in the top `search.keep_checkpoints` then)."
         return "**Checkpoint:** none (only complete trials keep one)."
@@ -91,25 +94,9 @@ def study_note(pinned: study_mod.PinnedStudy) -> str:
     )
 
 
-@dataclass(frozen=True)
-class _TrialHandle:
-    """What optuna-dashboard's get_note/save_note read from a trial, for an ended one.
-
-    Building an ``optuna.Trial`` for an ended trial would call the sampler's hooks again;
-    the note functions need only the storage, the study and the trial id.
-    """
-
-    study: optuna.Study
-    _trial_id: int
-
-    @property
-    def storage(self) -> optuna.storages.BaseStorage:
-        return self.study._storage
-
-
 def write_trial_note(study: optuna.Study, trial: FrozenTrial, epochs: int) -> bool:
     """Save the trial's note if it changed; True when written."""
-    handle = _TrialHandle(study, trial._trial_id)
+    handle = NoteHandle.of(study, trial)
     body = trial_note(study, trial, epochs)
     if get_note(handle) == body:
         return False

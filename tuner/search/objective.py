@@ -31,16 +31,12 @@ from tuner.engine import (
     evaluate,
     train,
 )
-from tuner.search import notes
+from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.signals import raise_if_stop_requested
 from tuner.search.space import sample
 from tuner.search.storage import ArtifactStore
 from tuner.search.trial_figures import confusion_png, learning_curve_png
-
-ORIGIN_ATTR = "origin_trial"
-RESUME_ATTR = "resume"
-SEED_ATTR = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
             raise
         except Exception as exc:
             # Optuna 5 keeps no failure reason; record one for status and the worker's stop.
-            trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {exc}"[:500])
+            trial.set_user_attr(attrs.FAIL_REASON, f"{type(exc).__name__}: {exc}"[:500])
             raise
 
     return objective
@@ -95,18 +91,18 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     """
     config = context.config
     params = sample(trial, config.space)
-    origin = trial.user_attrs.get(ORIGIN_ATTR, trial.number)
-    trial.set_user_attr(ORIGIN_ATTR, origin)
-    trial.set_user_attr("params", dataclasses.asdict(params))
-    trial.set_user_attr("worker", _describe_worker(context))
-    seed = trial.user_attrs.get(SEED_ATTR, config.train.seed + origin)
-    trial.set_user_attr(SEED_ATTR, seed)
+    origin = trial.user_attrs.get(attrs.ORIGIN, trial.number)
+    trial.set_user_attr(attrs.ORIGIN, origin)
+    trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
+    trial.set_user_attr(attrs.WORKER, _describe_worker(context))
+    seed = trial.user_attrs.get(attrs.SEED, config.train.seed + origin)
+    trial.set_user_attr(attrs.SEED, seed)
     torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(config.model.arch, context.data.num_classes, context.weights)
     resume = _load_resume(trial, context)
     history: list[EpochMetrics] = list(resume.history) if resume else []
     if resume is not None:
-        trial.set_user_attr("resumed_after_epoch", resume.epoch)
+        trial.set_user_attr(attrs.RESUMED_AFTER_EPOCH, resume.epoch)
         for metrics in history:  # the pruner compares this trial's whole curve
             trial.report(metrics.val_accuracy, metrics.epoch)
 
@@ -117,14 +113,14 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         trial.report(metrics.val_accuracy, metrics.epoch)
         return trial.should_prune()
 
-    recorded = trial.user_attrs.get(RESUME_ATTR)
+    recorded = trial.user_attrs.get(attrs.RESUME)
     saved: list[str] = [recorded["artifact"]] if recorded else []  # removed when the trial ends
 
     def on_checkpoint(checkpoint: TrainCheckpoint) -> None:
         name = f"resume-{trial.study.study_name}-trial{origin}-epoch{checkpoint.epoch}.pt"
         context.store.write(name, io.BytesIO(checkpoint.to_bytes()))
         # recorded only once fully written: a worker killed mid-write leaves the old one valid
-        trial.set_user_attr(RESUME_ATTR, {"artifact": name, "epoch": checkpoint.epoch})
+        trial.set_user_attr(attrs.RESUME, {"artifact": name, "epoch": checkpoint.epoch})
         _remove_artifacts(context.store, saved)
         saved[:] = [name]
 
@@ -144,14 +140,14 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             on_checkpoint=on_checkpoint if config.search.resume else None,
             feature_cache=context.feature_cache,
         )
-        trial.set_user_attr("best_epoch", result.best_epoch)
+        trial.set_user_attr(attrs.BEST_EPOCH, result.best_epoch)
         if result.stopped_early:
-            trial.set_user_attr("stopped", f"pruned after epoch {history[-1].epoch}")
+            trial.set_user_attr(attrs.STOPPED, f"pruned after epoch {history[-1].epoch}")
             raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
         _keep_checkpoint(trial, result, context, model)
         return result.best_accuracy
     except NonFiniteLossError as exc:
-        trial.set_user_attr("stopped", f"non-finite loss: {exc}")
+        trial.set_user_attr(attrs.STOPPED, f"non-finite loss: {exc}")
         raise optuna.TrialPruned(f"non-finite loss: {exc}") from None
     finally:
         # Last, after the trial's checkpoint and figures: a worker killed before Optuna
@@ -169,14 +165,14 @@ def _describe_worker(context: SearchContext) -> dict[str, object]:
 
 def _load_resume(trial: optuna.Trial, context: SearchContext) -> TrainCheckpoint | None:
     """The dead trial's last epoch checkpoint, if this trial retries one and it can be read."""
-    recorded = trial.user_attrs.get(RESUME_ATTR)
+    recorded = trial.user_attrs.get(attrs.RESUME)
     if not recorded or not context.config.search.resume:
         return None
     try:
         with context.store.open_reader(recorded["artifact"]) as reader:
             return TrainCheckpoint.from_bytes(reader.read())
     except (ArtifactNotFound, OSError, RuntimeError) as exc:
-        trial.set_user_attr("resume_failed", f"{type(exc).__name__}: {exc}"[:300])
+        trial.set_user_attr(attrs.RESUME_FAILED, f"{type(exc).__name__}: {exc}"[:300])
         return None
 
 
@@ -187,10 +183,10 @@ def _remove_artifacts(store: ArtifactStore, names: list[str]) -> None:
 
 
 def _record_curves(trial: optuna.Trial, history: list[EpochMetrics]) -> None:
-    trial.set_user_attr("val_accuracy", [m.val_accuracy for m in history])
-    trial.set_user_attr("train_loss", [m.train_loss for m in history])
-    trial.set_user_attr("epoch_seconds", [round(m.seconds, 3) for m in history])
-    trial.set_user_attr("frozen_depth", [m.frozen_depth for m in history])
+    trial.set_user_attr(attrs.VAL_ACCURACY, [m.val_accuracy for m in history])
+    trial.set_user_attr(attrs.TRAIN_LOSS, [m.train_loss for m in history])
+    trial.set_user_attr(attrs.EPOCH_SECONDS, [round(m.seconds, 3) for m in history])
+    trial.set_user_attr(attrs.FROZEN_DEPTH, [m.frozen_depth for m in history])
 
 
 def _keep_checkpoint(
@@ -217,7 +213,7 @@ def _keep_checkpoint(
             upload_artifact(
                 artifact_store=context.store, file_path=str(figure), study_or_trial=trial
             )
-    trial.set_user_attr(study_mod.CHECKPOINT_ATTR, artifact_id)
+    trial.set_user_attr(attrs.CHECKPOINT, artifact_id)
     # This trial is not COMPLETE yet, so it holds one of the k places without being ranked.
     epochs = context.config.train.epochs
     for evicted in study_mod.evict_checkpoints(study, context.store, keep - 1):

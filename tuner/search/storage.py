@@ -23,6 +23,7 @@ import sqlalchemy
 from optuna.artifacts import FileSystemArtifactStore
 
 from tuner.errors import TunerError
+from tuner.search.optuna_internals import RDB_INTERNAL_CALLS
 
 DEFAULT_STORAGE = "sqlite:///tuner.db"
 DEFAULT_ARTIFACTS = "tuner-artifacts"
@@ -95,15 +96,11 @@ def _retrying(method: Callable[..., _T]) -> Callable[..., _T]:
     return call
 
 
-# Every call a worker makes during a search, the private ones Optuna's cache layer calls
-# included. Each is safe to repeat after a failed attempt (a failed transaction is rolled
-# back), except that a new trial whose commit was lost in flight could in theory be created
-# twice; heartbeats then fail the unowned copy.
+# Every public call a worker makes during a search (RDB_INTERNAL_CALLS adds the private
+# ones Optuna's cache layer calls). Each is safe to repeat after a failed attempt (a failed
+# transaction is rolled back), except that a new trial whose commit was lost in flight could
+# in theory be created twice; heartbeats then fail the unowned copy.
 _RETRIED = (
-    "_create_new_trial",
-    "_get_best_trial_id",
-    "_get_trials",
-    "_set_trial_param",
     "create_new_study",
     "set_study_user_attr",
     "set_study_system_attr",
@@ -122,7 +119,6 @@ _RETRIED = (
     "set_trial_system_attr",
     "get_trial",
     "get_all_trials",
-    "_get_stale_trial_ids",
 )
 
 
@@ -138,7 +134,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 raise
 
 
-for _name in _RETRIED:
+for _name in (*_RETRIED, *RDB_INTERNAL_CALLS):
     setattr(ResilientStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
 

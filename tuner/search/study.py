@@ -20,14 +20,11 @@ from tuner import config as config_mod
 from tuner.config import ResolvedWeights, SearchConfig, StudyConfig
 from tuner.errors import TunerError
 from tuner.recipe import NEVER, Schedule, frozen_depth_at
+from tuner.search import attrs
+from tuner.search.optuna_internals import set_heartbeat
 from tuner.search.storage import ArtifactStore
 
-CONFIG_ATTR = "tuner:config"
-WEIGHTS_ATTR = "tuner:weights"
-FINGERPRINT_ATTR = "tuner:data_fingerprint"
-CHECKPOINT_ATTR = "checkpoint_artifact"
 CONFIRM_SUFFIX = "-confirm"
-REMOVED_PREFIX = "tuner:checkpoint_removed:"
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -132,7 +129,7 @@ def _depth_path(schedule: Schedule, step: int) -> tuple[int, ...]:
 
 def schedule_of(trial: FrozenTrial) -> Schedule:
     """The trial's schedule; ``unfreeze_epoch`` is None when it never unfreezes."""
-    recipe = trial.user_attrs.get("params") or trial.params
+    recipe = attrs.recipe_params(trial)
     depth = int(recipe.get("freeze_depth") or 0)
     value = recipe.get("unfreeze_epoch") if depth else None
     unfreeze = None if value in (None, NEVER) else int(value)
@@ -194,9 +191,7 @@ def watch_trials(storage: optuna.storages.BaseStorage, search: SearchConfig) -> 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries)
-    storage.heartbeat_interval = search.heartbeat_seconds
-    storage.grace_period = search.grace_seconds
-    storage.heartbeat_stale_trial_callback = retry
+    set_heartbeat(storage, search.heartbeat_seconds, search.grace_seconds, retry)
 
 
 def load_pinned(
@@ -210,10 +205,10 @@ def load_pinned(
         known = ", ".join(study_names(storage)) or "none"
         raise TunerError(f"study {name!r} is not in this storage (studies there: {known}).")
     plain = optuna.load_study(study_name=name, storage=storage)
-    attrs = plain.user_attrs
-    if CONFIG_ATTR not in attrs:
+    stored = plain.user_attrs
+    if attrs.CONFIG not in stored:
         raise TunerError(f"study {name!r} was not made by tuner (it has no stored config).")
-    config = config_mod.from_dict(attrs[CONFIG_ATTR])
+    config = config_mod.from_dict(stored[attrs.CONFIG])
     watch_trials(storage, config.search)
     study = optuna.load_study(
         study_name=name,
@@ -222,7 +217,7 @@ def load_pinned(
         pruner=make_pruner(config.search, config.train.epochs),
     )
     return PinnedStudy(
-        study, config, ResolvedWeights.from_dict(attrs[WEIGHTS_ATTR]), attrs[FINGERPRINT_ATTR]
+        study, config, ResolvedWeights.from_dict(stored[attrs.WEIGHTS]), stored[attrs.FINGERPRINT]
     )
 
 
@@ -252,9 +247,9 @@ def create_pinned(
         sampler=make_sampler(config.search),
         pruner=make_pruner(config.search, config.train.epochs),
     )
-    study.set_user_attr(CONFIG_ATTR, config_mod.to_dict(config))
-    study.set_user_attr(WEIGHTS_ATTR, weights.to_dict())
-    study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
+    study.set_user_attr(attrs.WEIGHTS, weights.to_dict())
+    study.set_user_attr(attrs.FINGERPRINT, fingerprint)
     return PinnedStudy(study, config, weights, fingerprint)
 
 
@@ -263,13 +258,13 @@ def set_budget(pinned: PinnedStudy, trials: int) -> PinnedStudy:
     if trials == pinned.config.search.trials:
         return pinned
     config = replace(pinned.config, search=replace(pinned.config.search, trials=trials))
-    pinned.study.set_user_attr(CONFIG_ATTR, config_mod.to_dict(config))
+    pinned.study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
     return replace(pinned, config=config)
 
 
 def stored_budget(study: optuna.Study) -> int:
     """The budget as stored now: `tuner search --trials N` may raise it while workers run."""
-    return int(study.user_attrs[CONFIG_ATTR]["search"]["trials"])
+    return int(study.user_attrs[attrs.CONFIG]["search"]["trials"])
 
 
 def failure_streak(study: optuna.Study, limit: int, since: int = 0) -> str | None:
@@ -284,7 +279,7 @@ def failure_streak(study: optuna.Study, limit: int, since: int = 0) -> str | Non
     last = ended[-limit:]
     if len(last) < limit or any(t.state != TrialState.FAIL for t in last):
         return None
-    why = last[-1].user_attrs.get("fail_reason", "its worker died or lost the storage")
+    why = last[-1].user_attrs.get(attrs.FAIL_REASON, "its worker died or lost the storage")
     return f"{limit} trials failed in a row; the last one (#{last[-1].number}): {why}"
 
 
@@ -300,7 +295,7 @@ def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
 
 
 def checkpoint_removed(study: optuna.Study, trial: FrozenTrial) -> bool:
-    return bool(study.user_attrs.get(f"{REMOVED_PREFIX}{trial.number}"))
+    return bool(study.user_attrs.get(f"{attrs.CHECKPOINT_REMOVED_PREFIX}{trial.number}"))
 
 
 def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> list[FrozenTrial]:
@@ -311,10 +306,10 @@ def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> l
     """
     removed = []
     for trial in ranked_trials(study)[keep:]:
-        artifact_id = trial.user_attrs.get(CHECKPOINT_ATTR)
+        artifact_id = trial.user_attrs.get(attrs.CHECKPOINT)
         if artifact_id and not checkpoint_removed(study, trial):
             with contextlib.suppress(optuna.artifacts.exceptions.ArtifactNotFound):
                 store.remove(artifact_id)
-            study.set_user_attr(f"{REMOVED_PREFIX}{trial.number}", True)
+            study.set_user_attr(f"{attrs.CHECKPOINT_REMOVED_PREFIX}{trial.number}", True)
             removed.append(trial)
     return removed

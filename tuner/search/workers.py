@@ -8,14 +8,13 @@ from dataclasses import dataclass, replace
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.data import cache_path, prepare_data
-from tuner.engine import FeatureCache, build_model, resolve_device
 from tuner.errors import TunerError
 from tuner.search import notes
 from tuner.search import study as study_mod
+from tuner.search.host import prepare_host
 from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
 from tuner.search.signals import raise_if_stop_requested
-from tuner.search.storage import artifact_store, open_storage, redact
+from tuner.search.storage import open_storage, redact
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -57,27 +56,10 @@ def join(request: JoinRequest) -> tuple[study_mod.PinnedStudy, SearchContext]:
     config = pinned.config
     if request.device is not None:
         config = replace(config, train=replace(config.train, device=request.device))
-    try:
-        data = prepare_data(config.data, cache_path(config.data))
-    except TunerError as exc:
-        raise TunerError(f"{where}: this host cannot load the study's data: {exc}") from None
-    if data.fingerprint != pinned.fingerprint:
-        raise TunerError(
-            f"{where}: the data on this host differs from the study's (its fingerprint changed: "
-            f"files, classes or split under {config.data.path or config.data.root}). Give this "
-            "host the same data as the host that created the study."
-        )
-    try:
-        build_model(config.model.arch, data.num_classes, pinned.weights)
-    except TunerError as exc:
-        raise TunerError(
-            f"{where}: this host cannot load the study's weights ({pinned.weights.describe()}): "
-            f"{exc}"
-        ) from None
-    device = resolve_device(config.train.device)
-    store = artifact_store(request.artifacts)
-    cache = FeatureCache(config.train.feature_cache_mb << 20)
-    context = SearchContext(config, data, pinned.weights, device, store, request.worker, cache)
+    context = prepare_host(
+        config, pinned.weights, request.artifacts, study_name=request.study,
+        fingerprint=pinned.fingerprint, worker=request.worker,
+    )  # fmt: skip
     return replace(pinned, config=config), context
 
 

@@ -1,0 +1,61 @@
+"""The name of every study and trial attribute tuner writes, in one place.
+
+optuna-dashboard, ``tuner status``, reports, exports and other hosts' workers read these
+back, so a name is part of the stored format: rename one only with a migration. Study
+attributes are prefixed ``tuner:``; trial attributes keep the short names the dashboard shows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from optuna.trial import FrozenTrial
+
+from tuner.recipe import TrialParams
+
+# --- on the study ------------------------------------------------------------------------
+CONFIG = "tuner:config"  # the full resolved StudyConfig, as plain data
+WEIGHTS = "tuner:weights"  # ResolvedWeights.to_dict()
+FINGERPRINT = "tuner:data_fingerprint"  # PreparedData.fingerprint
+CHECKPOINT_REMOVED_PREFIX = "tuner:checkpoint_removed:"  # + trial number: its checkpoint evicted
+PARENT_STUDY = "tuner:parent_study"  # on a confirm study: the study it confirms
+CONFIRM_REQUEST = "tuner:confirm_request"  # the last `tuner confirm` request: candidates, seeds
+
+# --- on a trial: what it is --------------------------------------------------------------
+PARAMS = "params"  # the full TrialParams as a dict, fixed dimensions included
+RECIPE = "recipe"  # the classic recipe's name, on the trials enqueued for them
+ORIGIN = "origin_trial"  # the first trial of a chain of retries: fixes the seed
+SEED = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
+WORKER = "worker"  # {host, worker, pid, device} of the process that ran it
+CONFIRMS = "confirms"  # on a confirm run: the parent trial it re-trains
+SEED_INDEX = "seed_index"  # on a confirm run: which of the fresh seeds
+
+# --- on a trial: per-epoch curves ---------------------------------------------------------
+VAL_ACCURACY = "val_accuracy"
+TRAIN_LOSS = "train_loss"
+EPOCH_SECONDS = "epoch_seconds"
+FROZEN_DEPTH = "frozen_depth"
+CURVES = (VAL_ACCURACY, TRAIN_LOSS, EPOCH_SECONDS, FROZEN_DEPTH)
+
+# --- on a trial: how it went ----------------------------------------------------------------
+BEST_EPOCH = "best_epoch"
+STOPPED = "stopped"  # why a trial was pruned (the pruner, a non-finite loss)
+FAIL_REASON = "fail_reason"  # Optuna 5 keeps none: the exception, for status and the summary
+CHECKPOINT = "checkpoint_artifact"  # the artifact id of its best-epoch weights
+RESUME = "resume"  # {artifact, epoch}: the last epoch checkpoint, for a retry to resume from
+RESUMED_AFTER_EPOCH = "resumed_after_epoch"
+RESUME_FAILED = "resume_failed"  # why a retry could not read its resume checkpoint
+
+
+def recipe_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's full recipe as stored (fixed dimensions included), else its Optuna params.
+
+    Trials that failed before their recipe was recorded have only the Optuna params.
+    """
+    return trial.user_attrs.get(PARAMS) or trial.params
+
+
+def trial_params(trial: FrozenTrial) -> TrialParams | None:
+    """The trial's recipe as a TrialParams; None for a trial that failed before recording it."""
+    recorded = trial.user_attrs.get(PARAMS)
+    return TrialParams(**recorded) if recorded else None

@@ -1,0 +1,88 @@
+"""One host made ready for a study's trials: the same steps for search, worker, confirm and export.
+
+Every process that trains or exports for a study must use exactly what the study pinned: the
+data (checked by its fingerprint) and the starting weights (checked by SHA-256 when the model is
+built). Doing those checks in one place means every command refuses the same things, with
+the same words, before any trial starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tuner.config import ResolvedWeights, StudyConfig
+from tuner.data import PreparedData, Progress, cache_path, prepare_data
+from tuner.engine import FeatureCache, build_model, resolve_device
+from tuner.errors import TunerError
+from tuner.search.objective import SearchContext, WorkerIdentity
+from tuner.search.storage import artifact_store
+
+
+def load_study_data(
+    config: StudyConfig,
+    study_name: str,
+    fingerprint: str | None,
+    progress: Progress | None = None,
+) -> PreparedData:
+    """The study's data as prepared on this host (from its cache when it has one).
+
+    ``fingerprint`` is the one the study pinned, None while the study is being created (then
+    a data error is a plain config error). A mismatch means this host would train on other
+    images than the study's other trials: refused.
+    """
+    where = f"study {study_name!r}"
+    try:
+        data = prepare_data(config.data, cache_path(config.data), progress)
+    except TunerError as exc:
+        if fingerprint is None:
+            raise
+        raise TunerError(f"{where}: this host cannot load the study's data: {exc}") from None
+    if fingerprint is not None and data.fingerprint != fingerprint:
+        raise TunerError(
+            f"{where}: the data on this host differs from the study's (its fingerprint changed: "
+            f"files, classes or split under {config.data.path or config.data.root}). Give this "
+            "host the data the study was created with, or start a new study with --study NAME."
+        )
+    return data
+
+
+def prepare_host(
+    config: StudyConfig,
+    weights: ResolvedWeights,
+    artifacts: str,
+    *,
+    study_name: str,
+    fingerprint: str | None,
+    worker: WorkerIdentity | None = None,
+    progress: Progress | None = None,
+) -> SearchContext:
+    """Everything this host's trials share, checked before the first one starts.
+
+    The data is loaded and checked, the model is built once (so unloadable or changed
+    weights fail here, not in every trial), the device resolved, the artifact store opened
+    and the frozen-feature cache sized from ``train.feature_cache_mb``.
+    """
+    data = load_study_data(config, study_name, fingerprint, progress)
+    try:
+        build_model(config.model.arch, data.num_classes, weights)
+    except TunerError as exc:
+        if fingerprint is None:
+            raise
+        raise TunerError(
+            f"study {study_name!r}: this host cannot load the study's weights "
+            f"({weights.describe()}): {exc}"
+        ) from None
+    return SearchContext(
+        config,
+        data,
+        weights,
+        resolve_device(config.train.device),
+        artifact_store(artifacts),
+        worker or WorkerIdentity(),
+        FeatureCache(config.train.feature_cache_mb << 20),
+    )
+
+
+def describe_artifacts(artifacts: str) -> str:
+    """The artifact store as the user should read it: a folder's absolute path, else the URI."""
+    return artifacts if "://" in artifacts else str(Path(artifacts).resolve())

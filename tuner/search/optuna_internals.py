@@ -1,0 +1,79 @@
+"""The only place tuner touches Optuna's (and optuna-dashboard's) private API.
+
+Each use says why the public API does not suffice. tests/search/test_optuna_internals.py
+exercises every one against the installed Optuna, so an upgrade that renames or removes
+one fails there, with the name, instead of somewhere deep in a worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import optuna
+from optuna.storages import BaseStorage, RDBStorage
+from optuna.trial import FrozenTrial
+
+StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+RDB_INTERNAL_CALLS = (
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_set_trial_param",
+    "_get_stale_trial_ids",
+)
+"""RDBStorage's private methods that Optuna's own cache layer and heartbeat call during a
+search; ResilientStorage must retry them through a database outage like the public ones."""
+
+
+def study_storage(study: optuna.Study) -> BaseStorage:
+    """The storage a study reads and writes through (Optuna's cache layer over ours).
+
+    Optuna offers no public accessor; the launcher needs it to fail a dead worker's trial
+    at once (``set_trial_state_values``) instead of waiting out the heartbeat grace period.
+    """
+    return study._storage
+
+
+def trial_id(trial: FrozenTrial) -> int:
+    """The storage's id of a trial (not its number), which storage calls take.
+
+    Public alternative: ``get_trial_id_from_study_id_trial_number``, one more query per call
+    and it needs the study's private id too.
+    """
+    return trial._trial_id
+
+
+def set_heartbeat(
+    storage: RDBStorage, interval: int, grace: int, on_stale: StaleTrialCallback
+) -> None:
+    """Heartbeat settings on an opened storage.
+
+    RDBStorage takes them only in its constructor, but the study's config (which holds them)
+    can be read only once the storage is open; the constructor stores them as these
+    attributes, which its heartbeat methods read.
+    """
+    storage.heartbeat_interval = interval
+    storage.grace_period = grace
+    storage.heartbeat_stale_trial_callback = on_stale
+
+
+@dataclass(frozen=True)
+class NoteHandle:
+    """What optuna-dashboard's ``get_note``/``save_note`` read from a trial, for an ended one.
+
+    They take an ``optuna.Trial`` and read its ``storage``, ``study`` and ``_trial_id``;
+    building a Trial for an ended trial would call the sampler's hooks again.
+    """
+
+    study: optuna.Study
+    _trial_id: int
+
+    @classmethod
+    def of(cls, study: optuna.Study, trial: FrozenTrial) -> NoteHandle:
+        return cls(study, trial_id(trial))
+
+    @property
+    def storage(self) -> BaseStorage:
+        return study_storage(self.study)
