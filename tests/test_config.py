@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,8 @@ from tuner.config import (
     Fixed,
     FloatRange,
     IntRange,
+    Rule,
+    StudyConfig,
     from_dict,
     identity_differences,
     load_config,
@@ -145,3 +149,56 @@ def test_identity_differences_ignore_budget_and_device() -> None:
     other = load_config(None, ["train.epochs=3", "space.optimizer=adam"])
     found = identity_differences(base, other)
     assert [line.split(":")[0] for line in found] == ["space.optimizer", "train.epochs"]
+
+
+def section_rules() -> Iterator[tuple[str, dataclasses.Field]]:
+    """Every key of every section, as (dotted key, its field)."""
+    for section in dataclasses.fields(StudyConfig):
+        for key in dataclasses.fields(section.default_factory):
+            yield f"{section.name}.{key.name}", key
+
+
+def test_every_key_declares_its_rule() -> None:
+    # A key added without a rule would go unchecked: it must fail here instead.
+    keys = dict(section_rules())
+    assert len(keys) > 40
+    for dotted, key in keys.items():
+        assert isinstance(key.metadata.get("rule"), Rule), dotted
+        assert callable(key.metadata.get("parse")), dotted
+
+
+BOUND_CASES = [
+    pytest.param(dotted, key.metadata["rule"], side, id=f"{dotted}.{side}")
+    for dotted, key in section_rules()
+    for side in ("low", "high")
+    if getattr(key.metadata["rule"], side) is not None
+]
+
+
+@pytest.mark.parametrize(("dotted", "rule", "side"), BOUND_CASES)
+def test_declared_bounds_are_what_the_validator_enforces(
+    dotted: str, rule: Rule, side: str
+) -> None:
+    step = rule.kind(1)
+    value = rule.high + step if side == "high" else rule.low - step
+    section, key = dotted.split(".")
+    with pytest.raises(TunerError) as caught:
+        from_dict({section: {key: value}})
+    span = f"{rule.low}..{rule.high}" if rule.high is not None else f">= {rule.low}"
+    assert str(caught.value) == f"stored study config: {dotted}: must be in {span}, got {value!r}."
+
+
+def test_declared_choices_are_what_the_validator_enforces() -> None:
+    checked = 0
+    for dotted, key in section_rules():
+        choices = key.metadata["rule"].choices
+        if choices is None:
+            continue
+        section, name = dotted.split(".")
+        with pytest.raises(TunerError) as caught:
+            from_dict({section: {name: "nope"}})
+        assert str(caught.value).endswith(
+            f"{dotted}: must be one of {', '.join(choices)}, got 'nope'."
+        )
+        checked += 1
+    assert checked >= 10

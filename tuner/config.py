@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,207 @@ class Fixed:
 Dimension = FloatRange | IntRange | Choice | Fixed
 
 
+# --- rules: what each key accepts, declared once beside its field ------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts, kept in its field's metadata so that it is stated only once.
+
+    ``also`` lists literal values taken as they are beside the typed ones (``never``);
+    ``optional`` lets a section key be null (its default is None).
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    also: tuple[Any, ...] = ()
+    optional: bool = False
+
+
+class _Where:
+    """Formats errors so that every message names the file and the key."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def error(self, key: str, problem: str) -> TunerError:
+        return TunerError(f"{self.source}: {key}: {problem}")
+
+
+_Parser = Callable[[str, Any, Rule, _Where], Any]
+"""How a field reads its raw value: (dotted key, value, the field's rule, where) -> value."""
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
+
+
+def _check(key: str, value: Any, rule: Rule, where: _Where) -> Any:
+    """The one validator: a value's type, then its choices, then its bounds, all from ``rule``."""
+    if value in rule.also:
+        return value
+    if rule.kind is float:
+        value = _as_float(value)
+    if not isinstance(value, rule.kind) or (rule.kind is not bool and isinstance(value, bool)):
+        hint = "".join(f" or {v!r}" for v in rule.also)
+        raise where.error(key, f"must be {_TYPE_NAMES[rule.kind]}{hint}, got {value!r}.")
+    if rule.choices is not None and value not in rule.choices:
+        raise where.error(key, f"must be one of {', '.join(rule.choices)}, got {value!r}.")
+    low, high = rule.low, rule.high
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise where.error(key, f"must be in {_range_text(low, high)}, got {value!r}.")
+    return value
+
+
+def _as_float(value: Any) -> Any:
+    """Numbers as floats; also the text YAML 1.1 makes of ``1e-3`` (no dot)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if high is None:
+        return f">= {low}"
+    if low is None:
+        return f"<= {high}"
+    return f"{low}..{high}"
+
+
+def _coerce(key: str, value: Any, rule: Rule, where: _Where) -> Any:
+    """A section key: null only where optional; a number given for text (``root: 2024``) is text."""
+    if value is None:
+        if rule.optional:
+            return None
+        raise where.error(key, "needs a value.")
+    if rule.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    return _check(key, value, rule, where)
+
+
+def _parse_classes(key: str, value: Any, rule: Rule, where: _Where) -> tuple[str, ...] | None:
+    """``data.classes``: a non-empty list of names, kept as text."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value:
+        raise where.error(key, "must be a non-empty list of class names, e.g. [cat, dog, horse].")
+    return tuple(str(v) for v in value)
+
+
+def _parse_relabel(
+    key: str, value: Any, rule: Rule, where: _Where
+) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
+    """``data.relabel``: new class -> old classes, each old class mapped at most once."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not value:
+        raise where.error(
+            key,
+            "must map each new class to a list of old ones, "
+            "e.g. {animal: [cat, dog], vehicle: [truck]}.",
+        )
+    pairs = []
+    for new, olds in value.items():
+        if not isinstance(olds, list) or not olds:
+            raise where.error(f"{key}.{new}", "must be a non-empty list of existing class names.")
+        pairs.append((str(new), tuple(str(o) for o in olds)))
+    seen: dict[str, str] = {}
+    for new, olds in pairs:
+        for old in olds:
+            if old in seen:
+                raise where.error(
+                    key, f"class {old!r} is mapped to both {seen[old]!r} and {new!r}."
+                )
+            seen[old] = new
+    return tuple(pairs)
+
+
+def _parse_dimension(key: str, value: Any, rule: Rule, where: _Where) -> Dimension:
+    """A space dimension: a fixed value, ``{choices: [...]}``, or a low/high range."""
+    if not isinstance(value, dict):
+        return Fixed(_check(key, value, rule, where))
+    if "choices" not in value:
+        return _parse_range(key, value, rule, where)
+    extra = sorted(set(value) - {"choices"})
+    if extra:
+        raise where.error(
+            f"{key}.{extra[0]}", "a dimension has either choices or low/high, not both."
+        )
+    choices = value["choices"]
+    if not isinstance(choices, list) or not choices:
+        raise where.error(f"{key}.choices", "must be a non-empty list.")
+    checked = tuple(_check(f"{key}.choices", v, rule, where) for v in choices)
+    if len(set(checked)) != len(checked):
+        raise where.error(f"{key}.choices", f"lists a value twice: {list(choices)}.")
+    return Choice(checked)
+
+
+def _parse_range(key: str, value: dict[str, Any], rule: Rule, where: _Where) -> Dimension:
+    """A range of the dimension's kind: integers step, floats may be log-scaled."""
+    if rule.kind is str:
+        raise where.error(key, "takes a value or {choices: [...]}, not a range.")
+    allowed = {"low", "high", "log"} if rule.kind is float else {"low", "high", "step"}
+    extra = sorted(set(value) - allowed)
+    if extra:
+        raise where.error(
+            f"{key}.{extra[0]}",
+            f"unknown key; a range takes {', '.join(sorted(allowed))} (or use choices).",
+        )
+    if "low" not in value or "high" not in value:
+        raise where.error(key, "a range needs both low and high.")
+    low = _check(f"{key}.low", value["low"], rule, where)
+    high = _check(f"{key}.high", value["high"], rule, where)
+    if low > high:
+        raise where.error(key, f"low ({low}) is greater than high ({high}).")
+    if rule.kind is int:
+        step = value.get("step", 1)
+        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+            raise where.error(f"{key}.step", f"must be a positive integer, got {step!r}.")
+        return IntRange(low, high, step)
+    log = value.get("log", False)
+    if not isinstance(log, bool):
+        raise where.error(f"{key}.log", f"must be true or false, got {log!r}.")
+    if log and low <= 0:
+        raise where.error(f"{key}.low", "must be above 0 on a log scale.")
+    return FloatRange(low, high, log)
+
+
+def _key(
+    default: Any,
+    *,
+    kind: type | None = None,
+    choices: tuple[str, ...] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    parse: _Parser = _coerce,
+    per_run: bool = False,
+) -> Any:
+    """A section key with its rule; its type is its default's unless ``kind`` says otherwise.
+
+    ``per_run`` marks a key that may differ between runs of one study (the budget, how workers
+    watch and retry trials, where this host keeps things): it changes nothing a trial computes.
+    """
+    rule = Rule(kind or type(default), low, high, choices, optional=default is None)
+    return field(default=default, metadata={"rule": rule, "parse": parse, "per_run": per_run})
+
+
+def _space(
+    kind: type,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    also: tuple[Any, ...] = (),
+) -> dict[str, Any]:
+    """A dimension's metadata: the rule its fixed value, choices and range bounds must pass."""
+    return {"rule": Rule(kind, low, high, choices, also), "parse": _parse_dimension}
+
+
 # --- sections ------------------------------------------------------------------------------
 
 
@@ -73,79 +275,97 @@ Dimension = FloatRange | IntRange | Choice | Fixed
 class DataConfig:
     """Where the images come from and how they are split, sized and augmented."""
 
-    source: str = "digits"
-    root: str = "data"
-    path: str | None = None
-    download: bool = False
-    classes: tuple[str, ...] | None = None
-    per_class: int | None = None
-    relabel: tuple[tuple[str, tuple[str, ...]], ...] | None = None
-    val_source: str = "holdout"
-    val_fraction: float = 0.2
-    split_seed: int = 0
-    image_size: int = 32
-    augment: str = "flip"
-    class_weights: str = "none"
-    skip_bad_images: bool = False
-    cache_dir: str = "tuner-cache"
+    source: str = _key("digits", choices=DATA_SOURCES)
+    root: str = _key("data")
+    path: str | None = _key(None, kind=str)
+    download: bool = _key(False, per_run=True)
+    classes: tuple[str, ...] | None = _key(None, kind=tuple, parse=_parse_classes)
+    per_class: int | None = _key(None, kind=int, low=1)
+    relabel: tuple[tuple[str, tuple[str, ...]], ...] | None = _key(
+        None, kind=tuple, parse=_parse_relabel
+    )
+    val_source: str = _key("holdout", choices=("holdout", "test"))
+    val_fraction: float = _key(0.2, low=0.01, high=0.9)
+    split_seed: int = _key(0)
+    image_size: int = _key(32, low=8, high=1024)
+    augment: str = _key("flip", choices=AUGMENTATIONS)
+    class_weights: str = _key("none", choices=("none", "auto"))
+    skip_bad_images: bool = _key(False)
+    cache_dir: str = _key("tuner-cache", per_run=True)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which ResNet and which starting weights (auto, imagenet, none or a file path)."""
 
-    arch: str = "resnet18"
-    weights: str = "auto"
+    arch: str = _key("resnet18", choices=ARCHS)
+    weights: str = _key("auto")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings fixed for every trial of a study."""
 
-    epochs: int = 4
-    lr_schedule: str = "cosine"
-    lr_step_epochs: int = 2
-    lr_step_gamma: float = 0.1
-    label_smoothing: float = 0.0
-    grad_clip: float | None = None
-    device: str = "auto"
-    amp: str = "auto"
-    seed: int = 0
-    eval_batch_size: int = 256
-    feature_cache_mb: int = 1024
+    epochs: int = _key(4, low=1, high=1000)
+    lr_schedule: str = _key("cosine", choices=LR_SCHEDULES)
+    lr_step_epochs: int = _key(2, low=1)
+    lr_step_gamma: float = _key(0.1, low=1e-6, high=1.0)
+    label_smoothing: float = _key(0.0, low=0.0, high=0.99)
+    grad_clip: float | None = _key(None, kind=float, low=1e-9)
+    device: str = _key("auto", per_run=True)
+    amp: str = _key("auto", choices=AMP_MODES)
+    seed: int = _key(0)
+    eval_batch_size: int = _key(256, low=1)
+    feature_cache_mb: int = _key(1024, low=0, per_run=True)
 
 
 @dataclass(frozen=True)
 class SpaceConfig:
     """The search space: each dimension a range, a list of choices or a fixed value."""
 
-    freeze_depth: Dimension = IntRange(0, len(STAGES))
-    unfreeze_epoch: Dimension = Choice((NEVER, 1, 2))
-    unfreeze_mode: Dimension = Choice(UNFREEZE_MODES)
-    head_lr: Dimension = FloatRange(1e-4, 3e-2, log=True)
-    backbone_lr: Dimension = FloatRange(1e-5, 3e-3, log=True)
-    optimizer: Dimension = Choice(tuple(OPTIMIZERS))
-    batch_size: Dimension = Choice((32, 64, 128))
-    weight_decay: Dimension = FloatRange(1e-6, 1e-2, log=True)
+    freeze_depth: Dimension = field(
+        default=IntRange(0, len(STAGES)), metadata=_space(int, low=0, high=len(STAGES))
+    )
+    unfreeze_epoch: Dimension = field(
+        default=Choice((NEVER, 1, 2)), metadata=_space(int, low=1, also=(NEVER,))
+    )
+    unfreeze_mode: Dimension = field(
+        default=Choice(UNFREEZE_MODES), metadata=_space(str, choices=UNFREEZE_MODES)
+    )
+    head_lr: Dimension = field(
+        default=FloatRange(1e-4, 3e-2, log=True), metadata=_space(float, low=1e-9, high=10.0)
+    )
+    backbone_lr: Dimension = field(
+        default=FloatRange(1e-5, 3e-3, log=True), metadata=_space(float, low=1e-9, high=10.0)
+    )
+    optimizer: Dimension = field(
+        default=Choice(tuple(OPTIMIZERS)), metadata=_space(str, choices=tuple(OPTIMIZERS))
+    )
+    batch_size: Dimension = field(
+        default=Choice((32, 64, 128)), metadata=_space(int, low=1, high=65536)
+    )
+    weight_decay: Dimension = field(
+        default=FloatRange(1e-6, 1e-2, log=True), metadata=_space(float, low=0.0, high=1.0)
+    )
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     """How the study searches: name, budget, sampler, pruner, baselines, kept checkpoints."""
 
-    study: str = "default"
-    trials: int = 50
-    sampler: str = "tpe"
-    seed: int = 0
-    pruner: str = "hyperband"
-    prune_after_unfreeze: bool = True
-    baselines: bool = True
-    keep_checkpoints: int = 3
-    max_consecutive_failures: int = 5
-    heartbeat_seconds: int = 10
-    grace_seconds: int = 60
-    max_retries: int = 2
-    resume: bool = True
+    study: str = _key("default")
+    trials: int = _key(50, low=1, per_run=True)
+    sampler: str = _key("tpe", choices=SAMPLERS)
+    seed: int = _key(0)
+    pruner: str = _key("hyperband", choices=PRUNERS)
+    prune_after_unfreeze: bool = _key(True)
+    baselines: bool = _key(True)
+    keep_checkpoints: int = _key(3, low=1)
+    max_consecutive_failures: int = _key(5, low=1, per_run=True)
+    heartbeat_seconds: int = _key(10, low=1, per_run=True)
+    grace_seconds: int = _key(60, low=1, per_run=True)
+    max_retries: int = _key(2, low=0, per_run=True)
+    resume: bool = _key(True, per_run=True)
 
 
 @dataclass(frozen=True)
@@ -159,69 +379,10 @@ class StudyConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
 
 
-# --- loading and validation ----------------------------------------------------------------
+# --- loading -------------------------------------------------------------------------------
 
-_SECTIONS = {
-    "data": DataConfig,
-    "model": ModelConfig,
-    "train": TrainConfig,
-    "space": SpaceConfig,
-    "search": SearchConfig,
-}
-
-_ENUMS: dict[str, tuple[str, ...]] = {
-    "data.source": DATA_SOURCES,
-    "data.val_source": ("holdout", "test"),
-    "data.augment": AUGMENTATIONS,
-    "data.class_weights": ("none", "auto"),
-    "model.arch": ARCHS,
-    "train.lr_schedule": LR_SCHEDULES,
-    "train.amp": AMP_MODES,
-    "search.sampler": SAMPLERS,
-    "search.pruner": PRUNERS,
-}
-
-# (minimum, maximum) for numbers; None means unbounded on that side.
-_BOUNDS: dict[str, tuple[float | None, float | None]] = {
-    "data.per_class": (1, None),
-    "data.val_fraction": (0.01, 0.9),
-    "data.image_size": (8, 1024),
-    "train.epochs": (1, 1000),
-    "train.lr_step_epochs": (1, None),
-    "train.lr_step_gamma": (1e-6, 1.0),
-    "train.label_smoothing": (0.0, 0.99),
-    "train.grad_clip": (1e-9, None),
-    "train.eval_batch_size": (1, None),
-    "train.feature_cache_mb": (0, None),
-    "search.trials": (1, None),
-    "search.keep_checkpoints": (1, None),
-    "search.max_consecutive_failures": (1, None),
-    "search.heartbeat_seconds": (1, None),
-    "search.grace_seconds": (1, None),
-    "search.max_retries": (0, None),
-}
-
-# The legal values and type of each space dimension.
-_SPACE_RULES: dict[str, tuple[type, float | None, float | None, tuple[str, ...] | None]] = {
-    "freeze_depth": (int, 0, len(STAGES), None),
-    "unfreeze_epoch": (int, 1, None, None),
-    "unfreeze_mode": (str, None, None, UNFREEZE_MODES),
-    "head_lr": (float, 1e-9, 10.0, None),
-    "backbone_lr": (float, 1e-9, 10.0, None),
-    "optimizer": (str, None, None, tuple(OPTIMIZERS)),
-    "batch_size": (int, 1, 65536, None),
-    "weight_decay": (float, 0.0, 1.0, None),
-}
-
-
-class _Where:
-    """Formats errors so that every message names the file and the key."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def error(self, key: str, problem: str) -> TunerError:
-        return TunerError(f"{self.source}: {key}: {problem}")
+# Section name -> its dataclass, in StudyConfig's order (the order messages list them in).
+_SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(StudyConfig)}
 
 
 def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
@@ -288,189 +449,29 @@ def from_dict(raw: dict[str, Any], where: _Where | None = None) -> StudyConfig:
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise where.error(unknown[0], f"unknown section; expected one of {', '.join(_SECTIONS)}.")
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        body = raw.get(name) or {}
-        if not isinstance(body, dict):
-            raise where.error(name, "must be a mapping of keys to values.")
-        if cls is SpaceConfig:
-            sections[name] = _parse_space(body, where)
-        else:
-            sections[name] = _parse_section(name, cls, body, where)
+    sections = {
+        name: _parse_section(name, cls, raw.get(name) or {}, where)
+        for name, cls in _SECTIONS.items()
+    }
     config = StudyConfig(**sections)
     _check_cross_keys(config, where)
     return config
 
 
-def _parse_section(name: str, cls: type, body: dict[str, Any], where: _Where) -> Any:
+def _parse_section(name: str, cls: type, body: Any, where: _Where) -> Any:
+    """Each key through the parser and rule that its field declares: no per-key code here."""
+    if not isinstance(body, dict):
+        raise where.error(name, "must be a mapping of keys to values.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    noun = "dimension" if cls is SpaceConfig else "key"
     values: dict[str, Any] = {}
     for key, value in body.items():
         dotted = f"{name}.{key}"
         if key not in fields:
-            raise where.error(dotted, f"unknown key; {name} takes {', '.join(fields)}.")
-        values[key] = _coerce(dotted, value, fields[key].default, where)
+            raise where.error(dotted, f"unknown {noun}; {name} takes {', '.join(fields)}.")
+        meta = fields[key].metadata
+        values[key] = meta["parse"](dotted, value, meta["rule"], where)
     return cls(**values)
-
-
-def _coerce(key: str, value: Any, default: Any, where: _Where) -> Any:
-    """Check one section value against the type of its default and the key's rules."""
-    if key == "data.relabel":
-        return _parse_relabel(key, value, where)
-    if key == "data.classes":
-        if value is None:
-            return None
-        if not isinstance(value, list) or not value:
-            raise where.error(
-                key, "must be a non-empty list of class names, e.g. [cat, dog, horse]."
-            )
-        return tuple(str(v) for v in value)
-    if value is None:
-        if key in ("data.path", "data.per_class", "train.grad_clip"):
-            return None
-        raise where.error(key, "needs a value.")
-    expected = type(default) if default is not None else _OPTIONAL_TYPES.get(key, str)
-    if expected is float:
-        value = _as_float(value)
-    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-        raise where.error(key, f"must be {_TYPE_NAMES[expected]}, got {value!r}.")
-    if key in _ENUMS and value not in _ENUMS[key]:
-        raise where.error(key, f"must be one of {', '.join(_ENUMS[key])}, got {value!r}.")
-    if key in _BOUNDS:
-        low, high = _BOUNDS[key]
-        if (low is not None and value < low) or (high is not None and value > high):
-            raise where.error(key, f"must be in {_range_text(low, high)}, got {value!r}.")
-    return value
-
-
-def _as_float(value: Any) -> Any:
-    """Numbers as floats; also the text YAML 1.1 makes of ``1e-3`` (no dot)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-_OPTIONAL_TYPES: dict[str, type] = {
-    "data.path": str,
-    "data.per_class": int,
-    "train.grad_clip": float,
-}
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
-
-
-def _range_text(low: float | None, high: float | None) -> str:
-    if high is None:
-        return f">= {low}"
-    if low is None:
-        return f"<= {high}"
-    return f"{low}..{high}"
-
-
-def _parse_relabel(
-    key: str, value: Any, where: _Where
-) -> tuple[tuple[str, tuple[str, ...]], ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict) or not value:
-        raise where.error(
-            key,
-            "must map each new class to a list of old ones, "
-            "e.g. {animal: [cat, dog], vehicle: [truck]}.",
-        )
-    pairs = []
-    for new, olds in value.items():
-        if not isinstance(olds, list) or not olds:
-            raise where.error(f"{key}.{new}", "must be a non-empty list of existing class names.")
-        pairs.append((str(new), tuple(str(o) for o in olds)))
-    seen: dict[str, str] = {}
-    for new, olds in pairs:
-        for old in olds:
-            if old in seen:
-                raise where.error(
-                    key, f"class {old!r} is mapped to both {seen[old]!r} and {new!r}."
-                )
-            seen[old] = new
-    return tuple(pairs)
-
-
-def _parse_space(body: dict[str, Any], where: _Where) -> SpaceConfig:
-    values = {}
-    for name, value in body.items():
-        if name not in _SPACE_RULES:
-            raise where.error(
-                f"space.{name}", f"unknown dimension; space takes {', '.join(_SPACE_RULES)}."
-            )
-        values[name] = _parse_dimension(name, value, where)
-    return SpaceConfig(**values)
-
-
-def _parse_dimension(name: str, value: Any, where: _Where) -> Dimension:
-    kind, _, _, _ = _SPACE_RULES[name]
-    key = f"space.{name}"
-    if not isinstance(value, dict):
-        return Fixed(_check_space_value(name, value, key, where))
-    if "choices" in value:
-        extra = sorted(set(value) - {"choices"})
-        if extra:
-            raise where.error(
-                f"{key}.{extra[0]}", "a dimension has either choices or low/high, not both."
-            )
-        choices = value["choices"]
-        if not isinstance(choices, list) or not choices:
-            raise where.error(f"{key}.choices", "must be a non-empty list.")
-        checked = tuple(_check_space_value(name, v, f"{key}.choices", where) for v in choices)
-        if len(set(checked)) != len(checked):
-            raise where.error(f"{key}.choices", f"lists a value twice: {list(choices)}.")
-        return Choice(checked)
-    if kind is str:
-        raise where.error(key, "takes a value or {choices: [...]}, not a range.")
-    allowed = {"low", "high", "log"} if kind is float else {"low", "high", "step"}
-    extra = sorted(set(value) - allowed)
-    if extra:
-        raise where.error(
-            f"{key}.{extra[0]}",
-            f"unknown key; a range takes {', '.join(sorted(allowed))} (or use choices).",
-        )
-    if "low" not in value or "high" not in value:
-        raise where.error(key, "a range needs both low and high.")
-    low = _check_space_value(name, value["low"], f"{key}.low", where)
-    high = _check_space_value(name, value["high"], f"{key}.high", where)
-    if low > high:
-        raise where.error(key, f"low ({low}) is greater than high ({high}).")
-    if kind is int:
-        step = value.get("step", 1)
-        if not isinstance(step, int) or isinstance(step, bool) or step < 1:
-            raise where.error(f"{key}.step", f"must be a positive integer, got {step!r}.")
-        return IntRange(low, high, step)
-    log = value.get("log", False)
-    if not isinstance(log, bool):
-        raise where.error(f"{key}.log", f"must be true or false, got {log!r}.")
-    if log and low <= 0:
-        raise where.error(f"{key}.low", "must be above 0 on a log scale.")
-    return FloatRange(low, high, log)
-
-
-def _check_space_value(name: str, value: Any, key: str, where: _Where) -> Any:
-    kind, low, high, names = _SPACE_RULES[name]
-    if name == "unfreeze_epoch" and value == NEVER:
-        return NEVER
-    if kind is float:
-        value = _as_float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        hint = f" or {NEVER!r}" if name == "unfreeze_epoch" else ""
-        raise where.error(key, f"must be {_TYPE_NAMES[kind]}{hint}, got {value!r}.")
-    if names is not None and value not in names:
-        raise where.error(key, f"must be one of {', '.join(names)}, got {value!r}.")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise where.error(key, f"must be in {_range_text(low, high)}, got {value!r}.")
-    return value
 
 
 def _check_cross_keys(config: StudyConfig, where: _Where) -> None:
@@ -547,30 +548,19 @@ def to_yaml(config: StudyConfig) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False, default_flow_style=False)
 
 
-# Keys that may differ between runs of one study: the budget, how workers watch and retry
-# trials, and where this host keeps things. None of them changes what a trial computes.
-_PER_RUN_KEYS = (
-    "search.trials",
-    "search.max_consecutive_failures",
-    "search.heartbeat_seconds",
-    "search.grace_seconds",
-    "search.max_retries",
-    "search.resume",
-    "train.device",
-    "train.feature_cache_mb",
-    "data.download",
-    "data.cache_dir",
-)
-
-
 def identity_differences(stored: StudyConfig, current: StudyConfig) -> list[str]:
     """Keys whose values differ and would make the runs of one study incomparable."""
     old, new = _flatten(to_dict(stored)), _flatten(to_dict(current))
-    keys = sorted(set(old) | set(new))
+    per_run = {
+        f"{name}.{f.name}"
+        for name, cls in _SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("per_run")
+    }
     return [
         f"{k}: study has {old.get(k)!r}, this run has {new.get(k)!r}"
-        for k in keys
-        if k not in _PER_RUN_KEYS and old.get(k) != new.get(k)
+        for k in sorted(set(old) | set(new))
+        if k not in per_run and old.get(k) != new.get(k)
     ]
 
 
