@@ -1,0 +1,27 @@
+"""The data layer: sources, decoding, the per-host prepared cache, on-device augmentation.
+
+torch, never optuna. Other layers use the names below; the modules hold the rest.
+"""
+
+from tuner.data.augment import augment_batch, flip_draw, normalize
+from tuner.data.cache import cache_path
+from tuner.data.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
+from tuner.data.prepare import PreparedData, prepare_data
+from tuner.data.sources import IMAGE_EXTENSIONS, Progress, find_images
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "IMAGE_EXTENSIONS",
+    "PreparedData",
+    "Progress",
+    "augment_batch",
+    "cache_path",
+    "find_images",
+    "fit_square",
+    "flip_draw",
+    "load_image_file",
+    "normalize",
+    "pil_to_tensor",
+    "prepare_data",
+]
