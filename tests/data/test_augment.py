@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tuner.config import AUGMENTATIONS
 from tuner.data.augment import (
     CROP_RATIO,
     CROP_SCALE,
@@ -13,7 +14,6 @@ from tuner.data.augment import (
     augment_batch,
     normalize,
 )
-from tuner.config import AUGMENTATIONS
 from tuner.data.images import IMAGENET_MEAN, IMAGENET_STD
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)

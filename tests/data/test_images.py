@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from tests.helpers import save_image
-from tuner.errors import TunerError
 from tuner.data.images import fit_square, load_image_file, pil_to_tensor
+from tuner.errors import TunerError
 
 
 def test_image_modes_decode_to_rgb(tmp_path: Path) -> None:

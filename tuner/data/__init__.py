@@ -5,7 +5,13 @@ torch, never optuna. Other layers use the names below; the modules hold the rest
 
 from tuner.data.augment import augment_batch, flip_draw, normalize
 from tuner.data.cache import cache_path
-from tuner.data.images import IMAGENET_MEAN, IMAGENET_STD, fit_square, load_image_file, pil_to_tensor
+from tuner.data.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    fit_square,
+    load_image_file,
+    pil_to_tensor,
+)
 from tuner.data.prepare import PreparedData, prepare_data
 from tuner.data.sources import IMAGE_EXTENSIONS, Progress, find_images
 

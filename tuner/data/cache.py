@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from tuner.config import DataConfig
-from tuner.errors import TunerError
 from tuner.data.sources import torchvision_folder
+from tuner.errors import TunerError
 
 FORMAT = 1  # bump when the layout or the preparation changes, so old entries are not read
 _ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")

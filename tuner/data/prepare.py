@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tuner.data import cache as datacache
 from tuner.config import DataConfig
-from tuner.errors import TunerError
+from tuner.data import cache as datacache
 from tuner.data.images import fit_square
 from tuner.data.sources import Progress, load_source
+from tuner.errors import TunerError
 
 _RESIZE_CHUNK = 1024  # images resized per call: bounds the float buffers of the resize
 

@@ -15,8 +15,8 @@ import torch
 from torchvision import datasets
 
 from tuner.config import DATA_SOURCES, DataConfig
-from tuner.errors import TunerError
 from tuner.data.images import fit_square, load_image_file
+from tuner.errors import TunerError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) that the folder source treats as images."""
