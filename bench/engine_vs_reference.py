@@ -53,10 +53,15 @@ from torch.utils.data import DataLoader, Subset  # noqa: E402
 
 from tuner.config import TrainConfig, load_config  # noqa: E402
 from tuner.data.prepare import PreparedData, prepare_data  # noqa: E402
-from tuner.engine.features import FeatureCache  # noqa: E402
-from tuner.engine.model import build_model  # noqa: E402
-from tuner.engine.train import resolve_device, train  # noqa: E402
-from tuner.engine.weights import resolve_weights  # noqa: E402
+from tuner.engine import (  # noqa: E402
+    FeatureCache,
+    TrainEnvironment,
+    TrainHooks,
+    build_model,
+    resolve_device,
+    resolve_weights,
+    train,
+)
 from tuner.recipe import TrialParams  # noqa: E402
 
 SECTION = "## Engine vs the plain way (issue 4)"
@@ -132,12 +137,8 @@ def engine_epochs(
         data,
         params,
         TrainConfig(epochs=epochs, lr_schedule="none"),
-        augment="flip",
-        class_weights=None,
-        device=device,
-        seed=0,
-        on_epoch=lambda metrics: False,
-        feature_cache=FeatureCache(),
+        TrainEnvironment(device=device, seed=0, augment="flip", feature_cache=FeatureCache()),
+        TrainHooks(),
     )
     return [m.seconds for m in result.history]
 

@@ -19,7 +19,8 @@ from tuner.engine.features import (
     forward_suffix,
 )
 from tuner.engine.model import set_train_mode
-from tuner.engine.train import TrainResult, train
+from tuner.engine.records import TrainResult
+from tuner.engine.train import TrainEnvironment, TrainHooks, train
 from tuner.recipe import STAGES, TrialParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -102,12 +103,8 @@ def _run(
         data,
         params,
         dataclasses.replace(CFG, epochs=3),
-        augment=augment,
-        class_weights=None,
-        device=CPU,
-        seed=2,
-        on_epoch=lambda metrics: False,
-        feature_cache=cache,
+        TrainEnvironment(CPU, seed=2, augment=augment, feature_cache=cache),
+        TrainHooks(),
     )
 
 

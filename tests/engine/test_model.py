@@ -22,7 +22,7 @@ from tuner.engine.model import (
     stage_modules,
     stage_parameters,
 )
-from tuner.engine.train import train
+from tuner.engine.train import TrainEnvironment, TrainHooks, train
 from tuner.engine.weights import resolve_weights
 from tuner.errors import TunerError
 from tuner.recipe import STAGES, TrialParams
@@ -138,11 +138,8 @@ def test_training_changes_only_unfrozen_stages(depth: int) -> None:
         data,
         params,
         cfg,
-        augment="none",
-        class_weights=None,
-        device=torch.device("cpu"),
-        seed=0,
-        on_epoch=lambda m: False,
+        TrainEnvironment(torch.device("cpu"), seed=0, augment="none"),
+        TrainHooks(),
     )
 
     for index, stage in enumerate(stage_modules(model)):

@@ -13,18 +13,13 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from tuner.config import ResolvedWeights, TrainConfig
 from tuner.data.prepare import PreparedData
+from tuner.engine.device import resolve_device
+from tuner.engine.evaluate import evaluate
 from tuner.engine.features import FeatureCache
 from tuner.engine.model import build_model
-from tuner.engine.train import (
-    EpochMetrics,
-    NonFiniteLossError,
-    TrainCheckpoint,
-    TrainResult,
-    evaluate,
-    lr_factor,
-    resolve_device,
-    train,
-)
+from tuner.engine.optim import lr_factor
+from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
+from tuner.engine.train import TrainEnvironment, TrainHooks, train
 from tuner.errors import TunerError
 from tuner.recipe import TrialParams
 
@@ -61,19 +56,19 @@ def _run(
     class_weights: torch.Tensor | None = None,
     seed: int = 0,
     on_epoch=lambda metrics: False,
-    **resuming,
+    on_checkpoint=None,
+    feature_cache: FeatureCache | None = None,
+    resume: TrainCheckpoint | None = None,
 ) -> TrainResult:
+    env = TrainEnvironment(CPU, seed, augment, class_weights, feature_cache)
     return train(
         model if model is not None else _model(),
         data,
         params,
         cfg,
-        augment=augment,
-        class_weights=class_weights,
-        device=CPU,
-        seed=seed,
-        on_epoch=on_epoch,
-        **resuming,
+        env,
+        TrainHooks(on_epoch, on_checkpoint),
+        resume=resume,
     )
 
 

@@ -4,18 +4,12 @@ torch, never optuna: a run reports each epoch through a hook that may ask it to 
 Other layers use the names below; the modules hold the rest.
 """
 
+from tuner.engine.device import resolve_device
+from tuner.engine.evaluate import confusion_matrix, evaluate
 from tuner.engine.features import FeatureCache
 from tuner.engine.model import build_model
-from tuner.engine.train import (
-    EpochMetrics,
-    NonFiniteLossError,
-    TrainCheckpoint,
-    TrainResult,
-    confusion_matrix,
-    evaluate,
-    resolve_device,
-    train,
-)
+from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
+from tuner.engine.train import TrainEnvironment, TrainHooks, train
 from tuner.engine.weights import file_sha256, resolve_weights
 
 __all__ = [
@@ -23,6 +17,8 @@ __all__ = [
     "FeatureCache",
     "NonFiniteLossError",
     "TrainCheckpoint",
+    "TrainEnvironment",
+    "TrainHooks",
     "TrainResult",
     "build_model",
     "confusion_matrix",

@@ -1,12 +1,12 @@
 """Frozen stages cost nothing they need not: their outputs, computed once and reused.
 
 While the first ``depth`` backbone stages are frozen they are a fixed function of their
-input (no gradient, BatchNorm in eval mode, see :func:`tuner.model.set_train_mode`). When that
-input is fixed too (the validation images always; the training images without augmentation,
-or with flips, which pick one of two fixed inputs per image), their outputs are computed once
-per split and reused for every epoch of the trial and by every later trial of the same worker
-that starts from the same weights. A feature-extraction trial (everything frozen) then trains
-only the head on cached pooled features.
+input (no gradient, BatchNorm in eval mode, see :func:`tuner.engine.model.set_train_mode`).
+When that input is fixed too (the validation images always; the training images without
+augmentation, or with flips, which pick one of two fixed inputs per image), their outputs are
+computed once per split and reused for every epoch of the trial and by every later trial of
+the same worker that starts from the same weights. A feature-extraction trial (everything
+frozen) then trains only the head on cached pooled features.
 
 A cache entry is keyed by a SHA-256 of the frozen stages' tensors, the depth, the data
 fingerprint (images, labels, size and split), which split, the device and the precision, so
@@ -159,8 +159,9 @@ class FrozenPrefix:
 
         ``prepare`` turns a uint8 batch into the model's float input (normalise, maybe flip);
         ``amp`` says whether the prefix runs under the training autocast (train splits) or in
-        float32 (validation, as :func:`tuner.train.evaluate`). With ``build`` False only a
-        cached result is returned (None on a miss): for when computing it would not pay off.
+        float32 (validation, as :func:`tuner.engine.evaluate.evaluate`). With ``build`` False
+        only a cached result is returned (None on a miss): for when computing it would not pay
+        off.
         """
         device = images.device
         key = FeatureKey(

@@ -25,6 +25,8 @@ from tuner.engine import (
     FeatureCache,
     NonFiniteLossError,
     TrainCheckpoint,
+    TrainEnvironment,
+    TrainHooks,
     TrainResult,
     build_model,
     confusion_matrix,
@@ -131,14 +133,15 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             context.data,
             params,
             config.train,
-            augment=config.data.augment,
-            class_weights=weights,
-            device=context.device,
-            seed=seed,
-            on_epoch=on_epoch,
+            TrainEnvironment(
+                device=context.device,
+                seed=seed,
+                augment=config.data.augment,
+                class_weights=weights,
+                feature_cache=context.feature_cache,
+            ),
+            TrainHooks(on_epoch, on_checkpoint if config.search.resume else None),
             resume=resume,
-            on_checkpoint=on_checkpoint if config.search.resume else None,
-            feature_cache=context.feature_cache,
         )
         trial.set_user_attr(attrs.BEST_EPOCH, result.best_epoch)
         if result.stopped_early:

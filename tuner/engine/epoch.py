@@ -1,0 +1,120 @@
+"""One pass over the training split: the batches it draws and the optimizer steps it takes.
+
+:class:`BatchSource` owns batching (as airbench's loader does): the split stays on the device,
+each epoch is shuffled by its own generator, and it alone decides whether an epoch feeds the
+network cached frozen-prefix features or augmented images. :func:`train_one_epoch` then only
+steps the optimizer, whichever it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tuner.data import augment_batch
+from tuner.engine.features import (
+    FrozenPrefix,
+    forward_frozen,
+    forward_suffix,
+    pick_features,
+    train_features,
+)
+from tuner.engine.records import NonFiniteLossError
+
+
+@dataclass(frozen=True)
+class EpochBatches:
+    """One epoch's shuffled batches: ``(inputs, labels)`` pairs and the ``forward`` they need."""
+
+    order: Tensor  # a permutation of the training split, on its device
+    batch_size: int
+    labels: Tensor
+    inputs: Callable[[Tensor], Tensor]  # indices -> the network's (or its suffix's) input
+    forward: Callable[[Tensor], Tensor]  # inputs -> logits
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        # stop before a final batch of one image: BatchNorm cannot train on it
+        for start in range(0, len(self.order) - 1, self.batch_size):
+            batch = self.order[start : start + self.batch_size]
+            yield self.inputs(batch), self.labels[batch]
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """The training split on the device and how every epoch of one run batches it.
+
+    ``generator`` draws every augmentation (and the flips of cached features), so it is part
+    of a checkpoint; the shuffle comes from a fresh generator per epoch (:func:`_shuffle`).
+    """
+
+    images: Tensor  # uint8 [N, 3, S, S]
+    labels: Tensor
+    augment: str
+    generator: torch.Generator
+    frozen: FrozenPrefix | None  # None: frozen stages run every step, as in the plain model
+    seed: int
+    batch_size: int
+
+    def epoch(self, model: nn.Module, epoch: int, depth: int, epochs_left: int) -> EpochBatches:
+        """The batches of ``epoch`` with ``depth`` stages frozen for ``epochs_left`` epochs.
+
+        Cached prefix outputs where their input is fixed (see :func:`train_features`); else
+        augmented images, with the frozen prefix run under no_grad when there is a cache.
+        """
+        cached = train_features(self.frozen, self.images, depth, self.augment, epochs_left)
+        order = _shuffle(len(self.images), self.seed, epoch).to(self.images.device)
+        if cached is not None:
+            inputs = partial(pick_features, cached, generator=self.generator)
+            forward = partial(forward_suffix, model, depth=depth)
+        else:
+            inputs = self._augmented
+            forward = model if self.frozen is None else partial(forward_frozen, model, depth=depth)
+        return EpochBatches(order, self.batch_size, self.labels, inputs, forward)
+
+    def _augmented(self, batch: Tensor) -> Tensor:
+        return augment_batch(self.images[batch], self.augment, self.generator)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: EpochBatches,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    autocast: torch.autocast,
+    *,
+    epoch: int,
+    grad_clip: float | None,
+) -> float:
+    """One optimizer step per batch; returns the epoch's mean training loss.
+
+    Raises NonFiniteLossError at the first NaN or infinite loss: at that step on CPU, where
+    the check is free, at the end of the epoch on CUDA, where it would stall every step.
+    """
+    step_losses: list[Tensor] = []
+    for inputs, labels in batches:
+        with autocast:
+            loss = loss_fn(batches.forward(inputs), labels)
+        if loss.device.type != "cuda" and not torch.isfinite(loss):
+            raise NonFiniteLossError(epoch, len(step_losses))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        step_losses.append(loss.detach())
+    losses = torch.stack(step_losses).float()
+    bad_steps = torch.nonzero(~torch.isfinite(losses))
+    if len(bad_steps):
+        raise NonFiniteLossError(epoch, int(bad_steps[0]))
+    return losses.mean().item()
+
+
+def _shuffle(n: int, seed: int, epoch: int) -> Tensor:
+    """This epoch's order from a CPU generator of its own, so it is the same on every device."""
+    mixed = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(mixed)))
