@@ -6,6 +6,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,14 +21,65 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+@dataclass(frozen=True)
+class _Command:
+    """One subcommand: its parser's shared and own options, and the handler that runs it."""
+
+    name: str
+    help: str
+    handler: Callable[[argparse.Namespace], int | None]
+    shared: tuple[str, ...]  # keys of _shared_options(), in the order --help shows them
+    add_arguments: Callable[[argparse.ArgumentParser], None]  # the command's own options
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuner",
         description="Search how best to fine-tune a pretrained ResNet on your images (Optuna).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"tuner {version('tuner')}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    shared = _shared_options()
+    for command in _COMMANDS:
+        parents = [shared[name] for name in command.shared]
+        sub = subparsers.add_parser(command.name, help=command.help, parents=parents)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.handler)
+    return parser
 
-    search = commands.add_parser("search", help="run (or continue) a study's search")
+
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Options several commands take, each defined once in a parent parser (``parents=``)."""
+    shared = {
+        name: argparse.ArgumentParser(add_help=False)
+        for name in ("study", "storage", "artifacts", "gpus", "device")
+    }
+    shared["study"].add_argument(
+        "--study", help="study name (default: the only one in the storage)"
+    )
+    shared["storage"].add_argument(
+        "--storage",
+        help="study storage URL (default: $TUNER_STORAGE or "
+        "sqlite:///tuner.db in the current directory)",
+    )
+    shared["artifacts"].add_argument(
+        "--artifacts",
+        help="checkpoint store: a folder, file:///shared/path or s3://bucket/prefix "
+        "(default: $TUNER_ARTIFACTS or tuner-artifacts/ in the current directory)",
+    )
+    shared["gpus"].add_argument(
+        "--gpus", metavar="LIST", help="one worker per listed GPU, e.g. --gpus 0,1,2,3"
+    )
+    shared["gpus"].add_argument(
+        "--per-gpu", type=int, default=1, metavar="K", help="workers per GPU with --gpus (1)"
+    )
+    shared["device"].add_argument(
+        "--device", help="override the study's train.device on this host (cpu, cuda, cuda:1)"
+    )
+    return shared
+
+
+def _search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument("config", nargs="?", type=Path, help="study YAML (default: built-in)")
     search.add_argument(
         "--set",
@@ -35,35 +89,25 @@ def _parser() -> argparse.ArgumentParser:
         help="override a config key, e.g. --set data.path=/data/pets",
     )
     search.add_argument("--trials", type=int, help="finished trials the study should end with")
+    # not the shared --study: a new search names its study itself
     search.add_argument("--study", help="study name (default: search.study, or the file name)")
     search.add_argument(
         "--workers", type=int, help="worker processes on this host's default device (default 1)"
     )
-    _add_gpu_options(search)
-    _add_store_options(search)
 
-    worker = commands.add_parser(
-        "worker",
-        help="join an existing study from this host (reads everything else from the study)",
-    )
-    worker.add_argument("--study", help="study name (default: the only one in the storage)")
-    worker.add_argument(
-        "--device", help="override the study's train.device on this host (cpu, cuda, cuda:1)"
-    )
-    _add_gpu_options(worker)
-    _add_store_options(worker)
-    # set by the local launcher for the processes it starts
+
+def _worker_arguments(worker: argparse.ArgumentParser) -> None:
+    """Set by the local launcher for the processes it starts, so hidden from --help."""
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
-    status = commands.add_parser("status", help="studies in the storage and their trials")
-    status.add_argument("--study", help="show this study (default: the only one)")
-    status.add_argument("--csv", type=Path, help="also write the trials table to this CSV file")
-    _add_store_options(status, artifacts=False)
 
-    export = commands.add_parser("export-best", help="export the best trial's model")
-    export.add_argument("--study", help="study name (default: the only one in the storage)")
+def _status_arguments(status: argparse.ArgumentParser) -> None:
+    status.add_argument("--csv", type=Path, help="also write the trials table to this CSV file")
+
+
+def _export_arguments(export: argparse.ArgumentParser) -> None:
     export.add_argument("--trial", type=int, help="export this trial number instead of the best")
     export.add_argument("--out", type=Path, default=Path("best"), help="output folder (best/)")
     export.add_argument("--force", action="store_true", help="replace an existing output folder")
@@ -78,36 +122,27 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="export the winner of `tuner confirm` (best mean over fresh seeds)",
     )
-    _add_store_options(export)
 
-    confirm = commands.add_parser(
-        "confirm", help="re-train the top trials with fresh seeds: a real winner or a lucky seed?"
-    )
-    confirm.add_argument("--study", help="study name (default: the only one in the storage)")
+
+def _confirm_arguments(confirm: argparse.ArgumentParser) -> None:
     confirm.add_argument("--top", type=int, default=3, help="how many top trials to re-train (3)")
     confirm.add_argument("--seeds", type=int, default=3, help="fresh seeds per trial (3)")
-    confirm.add_argument("--device", help="override the study's train.device (cpu, cuda, cuda:1)")
-    _add_store_options(confirm)
 
-    dashboard = commands.add_parser(
-        "dashboard", help="browse the studies in optuna-dashboard, checkpoints and figures attached"
-    )
+
+def _dashboard_arguments(dashboard: argparse.ArgumentParser) -> None:
     dashboard.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
     dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
-    _add_store_options(dashboard)
 
-    report = commands.add_parser(
-        "report", help="HTML report, PNG figures and CSV tables of a study's search"
-    )
-    report.add_argument("--study", help="study name (default: the only one in the storage)")
+
+def _report_arguments(report: argparse.ArgumentParser) -> None:
     report.add_argument(
         "--out", type=Path, default=Path("report"), help="output folder (report/; created)"
     )
-    _add_store_options(report, artifacts=False)
 
-    predict = commands.add_parser("predict", help="classify images with an exported model")
+
+def _predict_arguments(predict: argparse.ArgumentParser) -> None:
     predict.add_argument(
         "model_dir", type=Path, metavar="MODEL_DIR", help="folder written by export-best"
     )
@@ -116,46 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--top-k", type=int, default=3, help="classes shown per image (3)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line and image")
-    return parser
-
-
-def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--gpus", metavar="LIST", help="one worker per listed GPU, e.g. --gpus 0,1,2,3"
-    )
-    parser.add_argument(
-        "--per-gpu", type=int, default=1, metavar="K", help="workers per GPU with --gpus (1)"
-    )
-
-
-def _add_store_options(parser: argparse.ArgumentParser, artifacts: bool = True) -> None:
-    parser.add_argument(
-        "--storage",
-        help="study storage URL (default: $TUNER_STORAGE or "
-        "sqlite:///tuner.db in the current directory)",
-    )
-    if artifacts:
-        parser.add_argument(
-            "--artifacts",
-            help="checkpoint store: a folder, file:///shared/path or s3://bucket/prefix "
-            "(default: $TUNER_ARTIFACTS or tuner-artifacts/ in the current directory)",
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {
-        "search": _search,
-        "worker": _worker,
-        "status": _status,
-        "export-best": _export_best,
-        "dashboard": _dashboard,
-        "report": _report,
-        "confirm": _confirm,
-        "predict": _predict,
-    }
     try:
-        status = handlers[args.command](args)
+        status = args.handler(args)
     except TunerError as exc:
         print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
@@ -170,40 +171,44 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _search(args: argparse.Namespace) -> None:
-    import optuna
-
     from tuner.results import tables as reporting
     from tuner.search import driver as search
-    from tuner.search import launcher, signals
+    from tuner.search import launcher
 
-    # tuner reports through its progress bar and summary (failed trials' reasons included);
-    # Optuna's log lines and per-trial tracebacks would break the bar.
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-
+    _before_trials()
     request = search.SearchRequest(
         args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts
     )
     started = time.monotonic()
-    signals.stop_on_signals()
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = search.prepare(request, print)
     outcome = search.run(session, slots, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
 
 
-def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
-    """Storage URL, artifacts URI, storage and study name for a command that runs trials.
+def _before_trials() -> None:
+    """Set up a command that runs trials, before it does any work.
 
-    Such a command stops on Ctrl-C/SIGTERM between steps and keeps Optuna's log lines out of
-    its progress bar.
+    It stops on Ctrl-C/SIGTERM between steps; a bad $TUNER_PROGRESS_SECONDS fails now rather
+    than once data is prepared. tuner reports through its progress and summary (failed
+    trials' reasons included): Optuna's log lines and per-trial tracebacks would break a bar.
     """
     import optuna
 
-    from tuner.search import signals, study
-    from tuner.search.storage import artifacts_uri, open_storage, storage_url
+    from tuner.progress import interval_seconds
+    from tuner.search import signals
 
+    interval_seconds()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signals.stop_on_signals()
+
+
+def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
+    """Storage URL, artifacts URI, storage and study name for a command that runs trials."""
+    from tuner.search import study
+    from tuner.search.storage import artifacts_uri, open_storage, storage_url
+
+    _before_trials()
     url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
     storage = open_storage(url, must_exist=True)
     return url, artifacts, storage, args.study or study.only_study(storage, required=True)
@@ -378,6 +383,67 @@ def _predict(args: argparse.Namespace) -> int:
     for path, why in outcome.bad_files:
         print(f"tuner predict: skipped {path}: {why}", file=sys.stderr)
     return EXIT_USER_ERROR if outcome.bad_files else 0
+
+
+_STORE = ("storage", "artifacts")
+_COMMANDS = (
+    _Command(
+        "search",
+        "run (or continue) a study's search",
+        _search,
+        ("gpus", *_STORE),
+        _search_arguments,
+    ),
+    _Command(
+        "worker",
+        "join an existing study from this host (reads everything else from the study)",
+        _worker,
+        ("study", "device", "gpus", *_STORE),
+        _worker_arguments,
+    ),
+    _Command(
+        "status",
+        "studies in the storage and their trials",
+        _status,
+        ("study", "storage"),
+        _status_arguments,
+    ),
+    _Command(
+        "export-best",
+        "export the best trial's model",
+        _export_best,
+        ("study", *_STORE),
+        _export_arguments,
+    ),
+    _Command(
+        "confirm",
+        "re-train the top trials with fresh seeds: a real winner or a lucky seed?",
+        _confirm,
+        ("study", "device", *_STORE),
+        _confirm_arguments,
+    ),
+    _Command(
+        "dashboard",
+        "browse the studies in optuna-dashboard, checkpoints and figures attached",
+        _dashboard,
+        _STORE,
+        _dashboard_arguments,
+    ),
+    _Command(
+        "report",
+        "HTML report, PNG figures and CSV tables of a study's search",
+        _report,
+        ("study", "storage"),
+        _report_arguments,
+    ),
+    _Command(
+        "predict",
+        "classify images with an exported model",
+        _predict,
+        (),
+        _predict_arguments,
+    ),
+)
 
 
 if __name__ == "__main__":

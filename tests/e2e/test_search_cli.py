@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,17 @@ def test_search_prints_config_progress_and_summary(searched: Path) -> None:
     assert "config (tiny.yaml):" in out and "image_size: 16" in out
     assert "storage:   sqlite:///tuner.db" in out
     assert "enqueued 3 classic recipes" in out
-    assert "best" in err and "5/5" in err  # the progress bar (tqdm writes to stderr)
+    # stderr is no terminal here: plain progress lines, no tqdm redraws
+    assert "\r" not in err
+    assert re.search(
+        r"^search tiny: 0/5 trials \(running 0, complete 0, pruned 0, failed 0\)", err, re.M
+    )
+    assert re.search(
+        r"^search tiny: 5/5 trials \(running 0, complete \d, pruned \d, failed \d\), "
+        r"[\d.]+ trials/(s|min), took [\dhms]+, best 0\.\d{4} \(#\d\)$",
+        err,
+        re.M,
+    ), err
     assert "study tiny: 5 of 5 trials finished" in out
     assert "classic recipes vs the best trial:" in out
     assert "next: tuner export-best --study tiny" in out

@@ -75,7 +75,21 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             attrs.FAIL_REASON, ""
         )
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _keep_integers(pd.DataFrame(rows))
+
+
+_INTEGER_COLUMNS = ("trial", "best_epoch", "epochs", "freeze_depth", "batch_size", "unfreeze_epoch")
+
+
+def _keep_integers(table: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as nullable Int64: pandas makes a column with a gap float (32.0).
+
+    A column that holds anything but numbers (an old trial's ``"never"``) stays as it is.
+    """
+    for column in _INTEGER_COLUMNS:
+        if column in table and pd.api.types.is_numeric_dtype(table[column]):
+            table[column] = table[column].astype("Int64")
+    return table
 
 
 def _checkpoint_state(study: optuna.Study, trial: FrozenTrial) -> str:
@@ -120,9 +134,9 @@ def _format(table: pd.DataFrame) -> pd.DataFrame:
         shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
     shown["val_acc"] = shown["val_acc"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     shown["unfreeze_epoch"] = shown["unfreeze_epoch"].map(
-        lambda v: "never" if v is None or pd.isna(v) else str(int(v))
+        lambda v: "never" if pd.isna(v) else str(v)
     )
-    return shown.fillna("")
+    return shown.astype(object).fillna("")  # Int64 columns take no "" as a value
 
 
 def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: float) -> str:

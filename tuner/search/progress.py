@@ -1,60 +1,64 @@
-"""The search's progress bar: trials finished of the budget, by state, and the best so far."""
+"""The search's progress: trials finished of the budget, by state, and the best so far.
+
+A bar on a terminal, plain periodic lines in a log (see :mod:`tuner.progress`).
+"""
 
 from __future__ import annotations
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
-from tqdm import tqdm
 
+from tuner.progress import Progress
 from tuner.search import study as study_mod
 
 
 class DataProgress:
-    """A bar for building the data cache; it appears only when there is something to build."""
+    """Progress of building the data cache; it appears only when there is something to build."""
 
     def __init__(self) -> None:
-        self._bar: tqdm | None = None
+        self._progress: Progress | None = None
 
     def __call__(self, done: int, total: int) -> None:
-        if self._bar is None or self._bar.total != total:
+        if self._progress is None or self._progress.total != total:
             self.close()
-            self._bar = tqdm(total=total, unit="img", dynamic_ncols=True, desc="preparing data")
-        self._bar.n = done
-        self._bar.refresh()
+            self._progress = Progress("preparing data", total, "images", rate_unit="img")
+        self._progress.update(done)
         if done >= total:
             self.close()
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
 
 
 class SearchProgress:
-    """An Optuna callback that keeps one bar for the whole study (all workers' trials)."""
+    """An Optuna callback that keeps one progress display for the whole study (all workers)."""
 
     def __init__(self, study: optuna.Study, budget: int) -> None:
-        self._bar = tqdm(total=budget, unit="trial", dynamic_ncols=True, desc=study.study_name)
+        self._progress = Progress(f"search {study.study_name}", budget, "trials")
         self.refresh(study)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.refresh(study)
 
     def refresh(self, study: optuna.Study) -> None:
-        """Redraw from the study itself, so other workers' and hosts' trials show too."""
+        """Update from the study itself, so other workers' and hosts' trials show too."""
         trials = study.get_trials(deepcopy=False)
         counts = {s: sum(t.state == s for t in trials) for s in TrialState}
-        self._bar.n = min(study_mod.finished_count(study), self._bar.total)
         ranked = study_mod.ranked_trials(study)
         best = f"{ranked[0].value:.4f} (#{ranked[0].number})" if ranked else "-"
-        self._bar.set_postfix_str(
-            f"running {counts[TrialState.RUNNING]} done {counts[TrialState.COMPLETE]} "
-            f"pruned {counts[TrialState.PRUNED]} failed {counts[TrialState.FAIL]} best {best}"
+        self._progress.update(
+            min(study_mod.finished_count(study), self._progress.total),
+            breakdown=f"running {counts[TrialState.RUNNING]}, "
+            f"complete {counts[TrialState.COMPLETE]}, pruned {counts[TrialState.PRUNED]}, "
+            f"failed {counts[TrialState.FAIL]}",
+            note=f"best {best}",
         )
 
     def write(self, line: str) -> None:
-        """Print a line above the bar without breaking it."""
-        self._bar.write(line)
+        """Print a line without breaking the bar."""
+        self._progress.write(line)
 
     def close(self) -> None:
-        self._bar.close()
+        self._progress.close()
