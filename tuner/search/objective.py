@@ -33,6 +33,7 @@ from tuner.engine import (
     evaluate,
     train,
 )
+from tuner.recipe import TrialParams
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.signals import raise_if_stop_requested
@@ -92,61 +93,28 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     trial enqueued with a ``seed`` attribute trains with that seed instead.
     """
     config = context.config
-    params = sample(trial, config.space)
-    origin = trial.user_attrs.get(attrs.ORIGIN, trial.number)
-    trial.set_user_attr(attrs.ORIGIN, origin)
-    trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
-    trial.set_user_attr(attrs.WORKER, _describe_worker(context))
-    seed = trial.user_attrs.get(attrs.SEED, config.train.seed + origin)
-    trial.set_user_attr(attrs.SEED, seed)
+    params, origin, seed = _begin(trial, context)
     torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(config.model.arch, context.data.num_classes, context.weights)
-    resume = _load_resume(trial, context)
-    history: list[EpochMetrics] = list(resume.history) if resume else []
-    if resume is not None:
-        trial.set_user_attr(attrs.RESUMED_AFTER_EPOCH, resume.epoch)
-        for metrics in history:  # the pruner compares this trial's whole curve
-            trial.report(metrics.val_accuracy, metrics.epoch)
-
-    def on_epoch(metrics: EpochMetrics) -> bool:
-        raise_if_stop_requested()
-        history.append(metrics)
-        _record_curves(trial, history)
-        trial.report(metrics.val_accuracy, metrics.epoch)
-        return trial.should_prune()
-
-    recorded = trial.user_attrs.get(attrs.RESUME)
-    saved: list[str] = [recorded["artifact"]] if recorded else []  # removed when the trial ends
-
-    def on_checkpoint(checkpoint: TrainCheckpoint) -> None:
-        name = f"resume-{trial.study.study_name}-trial{origin}-epoch{checkpoint.epoch}.pt"
-        context.store.write(name, io.BytesIO(checkpoint.to_bytes()))
-        # recorded only once fully written: a worker killed mid-write leaves the old one valid
-        trial.set_user_attr(attrs.RESUME, {"artifact": name, "epoch": checkpoint.epoch})
-        _remove_artifacts(context.store, saved)
-        saved[:] = [name]
-
+    reporter = _TrialReporter(trial, context, origin, _load_resume(trial, context))
     weights = context.data.class_weights() if config.data.class_weights == "auto" else None
+    environment = TrainEnvironment(
+        device=context.device,
+        seed=seed,
+        augment=config.data.augment,
+        class_weights=weights,
+        feature_cache=context.feature_cache,
+    )
+    hooks = TrainHooks(reporter.on_epoch, reporter.on_checkpoint if config.search.resume else None)
     try:
         result = train(
-            model,
-            context.data,
-            params,
-            config.train,
-            TrainEnvironment(
-                device=context.device,
-                seed=seed,
-                augment=config.data.augment,
-                class_weights=weights,
-                feature_cache=context.feature_cache,
-            ),
-            TrainHooks(on_epoch, on_checkpoint if config.search.resume else None),
-            resume=resume,
+            model, context.data, params, config.train, environment, hooks, resume=reporter.resume
         )
         trial.set_user_attr(attrs.BEST_EPOCH, result.best_epoch)
         if result.stopped_early:
-            trial.set_user_attr(attrs.STOPPED, f"pruned after epoch {history[-1].epoch}")
-            raise optuna.TrialPruned(f"pruned after epoch {history[-1].epoch}")
+            why = f"pruned after epoch {reporter.history[-1].epoch}"
+            trial.set_user_attr(attrs.STOPPED, why)
+            raise optuna.TrialPruned(why)
         _keep_checkpoint(trial, result, context, model)
         return result.best_accuracy
     except NonFiniteLossError as exc:
@@ -155,7 +123,63 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     finally:
         # Last, after the trial's checkpoint and figures: a worker killed before Optuna
         # stores the outcome leaves the resume checkpoint its trial's retry resumes from.
-        _remove_artifacts(context.store, saved)
+        reporter.remove_resume_checkpoints()
+
+
+def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, int, int]:
+    """Sample the recipe and record what the trial is: (params, origin trial, seed)."""
+    params = sample(trial, context.config.space)
+    origin = trial.user_attrs.get(attrs.ORIGIN, trial.number)
+    trial.set_user_attr(attrs.ORIGIN, origin)
+    trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
+    trial.set_user_attr(attrs.WORKER, _describe_worker(context))
+    seed = trial.user_attrs.get(attrs.SEED, context.config.train.seed + origin)
+    trial.set_user_attr(attrs.SEED, seed)
+    return params, origin, seed
+
+
+class _TrialReporter:
+    """The engine's hooks for one trial: report and maybe prune each epoch, keep resume points.
+
+    Only the newest resume checkpoint is kept; the ones this trial (or the dead trial it
+    retries) wrote are removed when it ends.
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        context: SearchContext,
+        origin: int,
+        resume: TrainCheckpoint | None,
+    ) -> None:
+        self._trial, self._context, self._origin = trial, context, origin
+        self.resume = resume
+        self.history: list[EpochMetrics] = list(resume.history) if resume else []
+        recorded = trial.user_attrs.get(attrs.RESUME)
+        self._saved: list[str] = [recorded["artifact"]] if recorded else []
+        if resume is not None:
+            trial.set_user_attr(attrs.RESUMED_AFTER_EPOCH, resume.epoch)
+            for metrics in self.history:  # the pruner compares this trial's whole curve
+                trial.report(metrics.val_accuracy, metrics.epoch)
+
+    def on_epoch(self, metrics: EpochMetrics) -> bool:
+        raise_if_stop_requested()
+        self.history.append(metrics)
+        _record_curves(self._trial, self.history)
+        self._trial.report(metrics.val_accuracy, metrics.epoch)
+        return self._trial.should_prune()
+
+    def on_checkpoint(self, checkpoint: TrainCheckpoint) -> None:
+        study = self._trial.study.study_name
+        name = f"resume-{study}-trial{self._origin}-epoch{checkpoint.epoch}.pt"
+        self._context.store.write(name, io.BytesIO(checkpoint.to_bytes()))
+        # recorded only once fully written: a worker killed mid-write leaves the old one valid
+        self._trial.set_user_attr(attrs.RESUME, {"artifact": name, "epoch": checkpoint.epoch})
+        self.remove_resume_checkpoints()
+        self._saved = [name]
+
+    def remove_resume_checkpoints(self) -> None:
+        _remove_artifacts(self._context.store, self._saved)
 
 
 def _describe_worker(context: SearchContext) -> dict[str, object]:
