@@ -1,6 +1,6 @@
 """Local worker processes: one per slot, each pinned to its device, all sharing one study.
 
-The parent starts ``tuner worker`` processes, shows one progress bar for the whole study,
+The parent starts ``tuner worker`` processes, shows one progress display for the whole study,
 replaces a worker that dies (its trial is failed and retried from its last epoch
 checkpoint at once, without waiting for the heartbeat grace period), and on Ctrl-C or
 SIGTERM stops them all within seconds, leaving no trial RUNNING.
