@@ -202,3 +202,11 @@ def test_declared_choices_are_what_the_validator_enforces() -> None:
         )
         checked += 1
     assert checked >= 10
+
+
+def test_never_as_a_range_bound_is_a_clear_error() -> None:
+    with pytest.raises(TunerError) as caught:
+        load_config(None, ["space.unfreeze_epoch={low: never, high: 2}"])
+    message = str(caught.value)
+    assert "space.unfreeze_epoch.low: a range takes numbers" in message
+    assert "choices" in message

@@ -222,6 +222,13 @@ def _parse_range(key: str, value: dict[str, Any], rule: Rule, where: _Where) -> 
         raise where.error(key, "a range needs both low and high.")
     low = _check(f"{key}.low", value["low"], rule, where)
     high = _check(f"{key}.high", value["high"], rule, where)
+    for end, bound in (("low", low), ("high", high)):
+        if bound in rule.also:
+            raise where.error(
+                f"{key}.{end}",
+                f"a range takes numbers; list {bound!r} in choices instead, "
+                f"e.g. {{choices: [{bound}, 1, 2]}}.",
+            )
     if low > high:
         raise where.error(key, f"low ({low}) is greater than high ({high}).")
     if rule.kind is int:
