@@ -236,6 +236,7 @@ def _worker(args: argparse.Namespace) -> None:
         request = workers.JoinRequest(name, url, artifacts, identity, args.device)
         pinned, context = workers.join(request)
         progress = None
+        print(f"worker {identity.name}: data {context.placement.describe()}")
         if not args.quiet:
             print(f"worker {identity.name}: study {name!r} in {redact(url)}, on {context.device}")
             progress = SearchProgress(pinned.study, pinned.config.search.trials)

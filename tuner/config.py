@@ -26,6 +26,7 @@ LR_SCHEDULES = ("none", "cosine", "step")
 PRUNERS = ("hyperband", "median", "successive_halving", "none")
 SAMPLERS = ("tpe", "random")
 AMP_MODES = ("auto", "bf16", "off")
+DATA_ON_DEVICE = ("auto", "always", "never")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -299,6 +300,7 @@ class DataConfig:
     class_weights: str = _key("none", choices=("none", "auto"))
     skip_bad_images: bool = _key(False)
     cache_dir: str = _key("tuner-cache", per_run=True)
+    prepare_workers: int = _key(0, low=0, per_run=True)  # 0: one per CPU core of the host
 
 
 @dataclass(frozen=True)
@@ -324,6 +326,8 @@ class TrainConfig:
     seed: int = _key(0)
     eval_batch_size: int = _key(256, low=1)
     feature_cache_mb: int = _key(1024, low=0, per_run=True)
+    data_on_device: str = _key("auto", choices=DATA_ON_DEVICE, per_run=True)
+    data_on_device_share: float = _key(0.5, low=0.0, high=1.0, per_run=True)
 
 
 @dataclass(frozen=True)

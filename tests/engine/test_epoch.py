@@ -16,6 +16,7 @@ from tuner.engine.evaluate import evaluate, validate
 from tuner.engine.features import FeatureCache, FrozenPrefix
 from tuner.engine.model import set_frozen, set_train_mode
 from tuner.engine.optim import make_optimizer
+from tuner.engine.transfer import ResidentImages
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,8 +49,9 @@ def _one_epoch(
     optimizer = make_optimizer(model, PARAMS, DEPTH)
     generator = torch.Generator().manual_seed(1)
     frozen = _prefix(model, cache)
+    images = ResidentImages(data.train_images)
     source = BatchSource(
-        data.train_images, data.train_labels, augment, generator, frozen, 0, PARAMS.batch_size
+        images, data.train_labels, augment, generator, frozen, 0, PARAMS.batch_size
     )
     batches = source.epoch(model, 0, DEPTH, epochs_left=2)
     with _frozen_stage_calls(model) as calls:
@@ -85,7 +87,7 @@ def test_augmentation_that_moves_pixels_runs_the_frozen_stages_every_step(
 def test_validate_on_cached_features_equals_validate_on_images(toy: PreparedData) -> None:
     model = _model()
     set_frozen(model, DEPTH)
-    images, labels = toy.val_images, toy.val_labels
+    images, labels = ResidentImages(toy.val_images), toy.val_labels
     with _frozen_stage_calls(model) as calls:
         plain = validate(model, images, labels, DEPTH, None, 16)
     assert len(calls) == 2  # 32 images in batches of 16
@@ -100,4 +102,4 @@ def test_validate_on_cached_features_equals_validate_on_images(toy: PreparedData
     with _frozen_stage_calls(model) as calls:
         unfrozen = validate(model, images, labels, 0, prefix, 16)
     assert len(calls) == 2 and len(cache) == 1
-    assert unfrozen == evaluate(model, images, labels, CPU, 16)[0]
+    assert unfrozen == evaluate(model, toy.val_images, labels, CPU, 16)[0]

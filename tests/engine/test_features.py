@@ -21,6 +21,7 @@ from tuner.engine.features import (
 from tuner.engine.model import set_train_mode
 from tuner.engine.records import TrainResult
 from tuner.engine.train import TrainEnvironment, TrainHooks, train
+from tuner.engine.transfer import ResidentImages
 from tuner.recipe import STAGES, TrialParams
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -33,7 +34,7 @@ def _prefix(model: nn.Module, cache: FeatureCache, fingerprint: str = "toy") -> 
 def _features(
     prefix: FrozenPrefix, images: torch.Tensor, depth: int, split: str = "val"
 ) -> torch.Tensor | None:
-    return prefix.features(split, images, depth, amp=False, prepare=normalize)
+    return prefix.features(split, ResidentImages(images), depth, amp=False, prepare=normalize)
 
 
 @pytest.mark.parametrize("depth", range(len(STAGES) + 1))

@@ -8,7 +8,8 @@ another image size, split or class list) makes a new key and a rebuild. Arrays a
 
 An entry is built in a private temporary folder and renamed into place, which is atomic: two
 workers building at once each write their own and one rename wins; nobody ever reads a half
-written entry. The cache folder belongs on a local disk of each host.
+written entry, and an interrupted build leaves nothing behind. The cache folder belongs on a
+local disk of each host.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import importlib.util
 import json
 import os
 import shutil
+import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +34,18 @@ from tuner.config import DataConfig
 from tuner.data.sources import torchvision_folder
 from tuner.errors import TunerError
 
-FORMAT = 1  # bump when the layout or the preparation changes, so old entries are not read
-_ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
-_NOT_SHAPING = ("download", "augment", "class_weights", "cache_dir")  # don't change the tensors
+FORMAT = 2  # bump when the layout or the preparation changes, so old entries are not read
+ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
+"""The arrays of an entry, each ``<name>.npy``, in the order the fingerprint hashes them."""
+META = "meta.json"
+_BUILDING = ".building-"
+_NOT_SHAPING = (
+    "download",
+    "augment",
+    "class_weights",
+    "cache_dir",
+    "prepare_workers",
+)  # don't change the tensors
 
 
 def cache_path(cfg: DataConfig) -> Path | None:
@@ -55,43 +67,79 @@ def source_key(cfg: DataConfig) -> str:
 
 def load(cache_dir: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(arrays memory-mapped as tensors, meta) of an entry, or None when absent or unreadable."""
-    folder = cache_dir / key
+    return read(cache_dir / key)
+
+
+def read(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """The arrays of an entry folder, memory-mapped copy-on-write (a write never reaches the
+    file), and its meta; None when it is incomplete or unreadable."""
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json.loads((folder / META).read_text())
         arrays = {
             name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
-            for name in _ARRAYS
+            for name in ARRAYS
         }
     except (OSError, ValueError):
         return None
     return arrays, meta
 
 
-def store(cache_dir: Path, key: str, arrays: dict[str, torch.Tensor], meta: dict) -> None:
-    """Write an entry atomically; if another process got there first, keep theirs.
+@contextlib.contextmanager
+def build(cache_dir: Path, key: str) -> Iterator[Path]:
+    """A private folder to write an entry into; renamed into place if the block succeeds.
 
-    An unreadable entry under the same key (a disk that filled up mid-write before this
-    scheme, a hand edit) is replaced.
+    The block writes the arrays and then ``meta.json`` (last: it marks the entry complete).
+    On any exception, Ctrl-C included, the folder is removed; one left by a process that
+    was killed outright is removed by the next build on this host. If another process
+    renamed its copy into place first, theirs is kept. An unreadable entry under the same
+    key (a disk that filled up mid-write, a hand edit) is replaced.
     """
-    building = cache_dir / f".building-{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        building.mkdir(parents=True)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        _sweep_abandoned(cache_dir)
+        building = (
+            cache_dir / f"{_BUILDING}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        building.mkdir()
     except OSError as exc:
         raise TunerError(
             f"data.cache_dir: cannot write the data cache in {cache_dir} ({exc.strerror}); "
             "set data.cache_dir to a writable local folder, or none to go without it"
         ) from exc
     try:
-        for name in _ARRAYS:
-            np.save(building / f"{name}.npy", arrays[name].contiguous().numpy())
-        (building / "meta.json").write_text(json.dumps(meta))  # written last: marks it complete
+        yield building
         final = cache_dir / key
         if final.exists() and load(cache_dir, key) is None:
             shutil.rmtree(final, ignore_errors=True)
         with contextlib.suppress(OSError):  # another process renamed its copy into place first
             building.rename(final)
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise TunerError(
+            f"data.cache_dir: writing the prepared data in {cache_dir} failed ({reason}); free "
+            "some space or set data.cache_dir to another local folder"
+        ) from exc
     finally:
         shutil.rmtree(building, ignore_errors=True)
+
+
+def _sweep_abandoned(cache_dir: Path) -> None:
+    """Remove build folders of this host's processes that no longer run (killed mid-build)."""
+    host = socket.gethostname()
+    for folder in cache_dir.glob(f"{_BUILDING}{host}-*"):
+        pid = folder.name[len(f"{_BUILDING}{host}-") :].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def _source_files(cfg: DataConfig) -> list[Path]:

@@ -1,18 +1,21 @@
 """A data source -> one prepared, split, fixed-size uint8 dataset.
 
 Every source (:mod:`tuner.sources`: scikit-learn's digits, four torchvision datasets, an
-image-folder tree) is decoded once, filtered (``classes``), merged (``relabel``), capped
-(``per_class``), split and resized to ``image_size`` (:mod:`tuner.images`). The result is a
-handful of uint8 tensors small enough to move to the accelerator once, so that training
-never touches files or PIL again; augmentation happens on the device (see
-:mod:`tuner.augment`). The same ``DataConfig`` always yields the same tensors, checked by
-:attr:`PreparedData.fingerprint`.
+image-folder tree) is decoded once (on every core, :mod:`tuner.data.decode`), filtered
+(``classes``), merged (``relabel``), capped (``per_class``), split and resized to
+``image_size`` (:mod:`tuner.data.images`), and written as memory-mapped uint8 arrays, so
+training never touches files or PIL again and no process holds the dataset in its own
+memory. Training keeps it on the device or streams batches from the map
+(:mod:`tuner.engine.placement`); augmentation happens on the device
+(:mod:`tuner.data.augment`). The same ``DataConfig`` always yields the same arrays, checked
+by :attr:`PreparedData.fingerprint`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +25,10 @@ import torch
 from tuner.config import DataConfig
 from tuner.data import cache as datacache
 from tuner.data.images import fit_square
-from tuner.data.sources import Progress, load_source
+from tuner.data.sources import Progress, Split, load_source
 from tuner.errors import TunerError
 
-_RESIZE_CHUNK = 1024  # images resized per call: bounds the float buffers of the resize
+_WRITE_BYTES = 64 << 20  # output bytes gathered and resized per step: bounds the memory of a write
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,32 +67,28 @@ def prepare_data(
 ) -> PreparedData:
     """The dataset every trial uses, from the host's disk cache when it has it.
 
-    With ``cache_dir`` the result is read from (or, the first time, written to) the
-    :mod:`tuner.datacache` entry for this config and these source files, memory-mapped,
-    so every worker process on the host shares one copy and nothing is decoded twice.
-    ``progress`` follows the decoding and resizing when the data has to be built.
+    The arrays are written to disk as they are built and memory-mapped, never held whole
+    in memory. With ``cache_dir`` they stay in the :mod:`tuner.data.cache` entry for this
+    config and these source files, so every worker process on the host shares one copy and
+    nothing is decoded twice; without, they are built in a temporary folder that is gone
+    once mapped. ``progress`` follows the decoding and writing when there is a build.
     """
     if cache_dir is None:
-        return _prepare(cfg, progress)
+        with tempfile.TemporaryDirectory(prefix="tuner-data-") as scratch:
+            _build(cfg, Path(scratch), progress)
+            return _opened(datacache.read(Path(scratch)))  # the mappings outlive the files
     key = datacache.source_key(cfg)
     found = datacache.load(cache_dir, key)
     if found is None:
-        data = _prepare(cfg, progress)
-        arrays = {
-            "train_images": data.train_images,
-            "train_labels": data.train_labels,
-            "val_images": data.val_images,
-            "val_labels": data.val_labels,
-        }
-        meta = {
-            "class_names": data.class_names,
-            "fingerprint": data.fingerprint,
-            "skipped_files": data.skipped_files,
-        }
-        datacache.store(cache_dir, key, arrays, meta)
+        with datacache.build(cache_dir, key) as folder:
+            _build(cfg, folder, progress)
         found = datacache.load(cache_dir, key)
-        if found is None:  # written, but not readable back (a full disk): go on without it
-            return data
+    return _opened(found)
+
+
+def _opened(found: tuple[dict[str, torch.Tensor], dict] | None) -> PreparedData:
+    if found is None:  # only when the disk lost what was just written
+        raise TunerError("data.cache_dir: the prepared data just written cannot be read back")
     arrays, meta = found
     return PreparedData(
         **arrays,
@@ -99,19 +98,20 @@ def prepare_data(
     )
 
 
-def _prepare(cfg: DataConfig, progress: Progress | None) -> PreparedData:
-    """Read ``cfg.source`` and return the dataset every trial uses.
+def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
+    """Read ``cfg.source`` and write the dataset every trial uses into ``folder``.
 
     Steps, in order: load; keep ``classes`` (in the given order); merge with ``relabel``;
     cap each final class at ``per_class`` images (a seeded sample; only the training side
     when the validation set is given by the source, the whole pool before splitting
-    otherwise); split a stratified holdout when needed; resize with :func:`fit_square`.
+    otherwise); split a stratified holdout when needed; resize with :func:`fit_square` while
+    writing each array in chunks; ``meta.json`` last.
 
     Raises:
         TunerError: for every unusable input (missing files, unknown class names, a class
             left without training or validation images, ...), naming the key or path.
     """
-    loaded = load_source(cfg, progress)
+    loaded = load_source(cfg, folder, progress)
     if cfg.classes is not None:
         loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
@@ -125,15 +125,61 @@ def _prepare(cfg: DataConfig, progress: Progress | None) -> PreparedData:
         train, val = train.take(train_index), train.take(val_index)
     _check_classes(names, train.labels, val.labels, cfg)
 
-    total = len(train.labels) + len(val.labels)
-    train_images = _fit_all(train.images, cfg.image_size, progress, 0, total)
-    tensors = (
-        train_images,
-        torch.from_numpy(train.labels),
-        _fit_all(val.images, cfg.image_size, progress, len(train_images), total),
-        torch.from_numpy(val.labels),
-    )
-    return PreparedData(*tensors, names, _fingerprint(names, tensors), loaded.skipped)
+    writer = _ArrayWriter(folder, names, progress, len(train.labels) + len(val.labels))
+    writer.images("train_images", train, cfg.image_size)
+    writer.labels("train_labels", train.labels)
+    writer.images("val_images", val, cfg.image_size)
+    writer.labels("val_labels", val.labels)
+    (folder / "decoded.npy").unlink(missing_ok=True)  # the folder source's pool: copied out
+    meta = {
+        "class_names": names,
+        "fingerprint": writer.fingerprint(),
+        "skipped_files": loaded.skipped,
+    }
+    (folder / datacache.META).write_text(json.dumps(meta))
+
+
+class _ArrayWriter:
+    """Writes the prepared arrays as ``.npy`` files, chunk by chunk, hashing as it goes.
+
+    The fingerprint covers the class names, then each array's dtype, shape and bytes in
+    :data:`tuner.data.cache.ARRAYS` order: two builds agree on it only for equal data.
+    """
+
+    def __init__(
+        self, folder: Path, names: tuple[str, ...], progress: Progress | None, total: int
+    ) -> None:
+        self._folder = folder
+        self._digest = hashlib.sha256(json.dumps(names).encode())
+        self._progress = progress
+        self._done, self._total = 0, total
+
+    def images(self, name: str, split: Split, size: int) -> None:
+        """``split``'s images fitted to ``size``, gathered and resized in ``_WRITE_BYTES`` steps."""
+        shape = (len(split.labels), 3, size, size)
+        out = np.lib.format.open_memmap(self._folder / f"{name}.npy", "w+", np.uint8, shape)
+        self._header(torch.uint8, shape)
+        per_chunk = max(1, _WRITE_BYTES // (3 * size * size))
+        for start in range(0, len(split.labels), per_chunk):
+            stop = min(start + per_chunk, len(split.labels))
+            fitted = fit_square(split.images(start, stop), size).numpy()
+            out[start:stop] = fitted
+            self._digest.update(fitted.data)
+            self._done += stop - start
+            if self._progress is not None:
+                self._progress(self._done, self._total)
+        out.flush()
+
+    def labels(self, name: str, labels: np.ndarray) -> None:
+        np.save(self._folder / f"{name}.npy", labels)
+        self._header(torch.int64, labels.shape)
+        self._digest.update(np.ascontiguousarray(labels).data)
+
+    def fingerprint(self) -> str:
+        return self._digest.hexdigest()
+
+    def _header(self, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
+        self._digest.update(f"{dtype}{tuple(shape)}".encode())
 
 
 # --- selection and split -------------------------------------------------------------------
@@ -222,23 +268,3 @@ def _check_classes(
                 f"data: class {name!r} has no validation images ({n_train} in training); raise "
                 f"data.val_fraction (now {cfg.val_fraction}) or add images of that class."
             )
-
-
-def _fit_all(
-    images: torch.Tensor, size: int, progress: Progress | None, done: int, total: int
-) -> torch.Tensor:
-    fitted = []
-    for chunk in images.split(_RESIZE_CHUNK):
-        fitted.append(fit_square(chunk, size))
-        done += len(chunk)
-        if progress is not None:
-            progress(done, total)
-    return torch.cat(fitted) if fitted else fit_square(images, size)
-
-
-def _fingerprint(names: tuple[str, ...], tensors: tuple[torch.Tensor, ...]) -> str:
-    digest = hashlib.sha256(json.dumps(names).encode())
-    for tensor in tensors:
-        digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-        digest.update(tensor.contiguous().numpy().data)
-    return digest.hexdigest()

@@ -15,7 +15,7 @@ import torch
 from torchvision import datasets
 
 from tuner.config import DATA_SOURCES, DataConfig
-from tuner.data.images import fit_square, load_image_file
+from tuner.data.decode import decode_into, host_cores
 from tuner.errors import TunerError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -29,19 +29,32 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Split:
-    """One side of the data before resizing: uint8 [N, 1 or 3, H, W] and labels."""
+    """One side of the data before resizing: ``rows`` of a uint8 [M, 1 or 3, H, W] ``pool``.
 
-    images: torch.Tensor
+    Selecting (:meth:`take`, :meth:`remap`) only narrows ``rows``; pixels are copied once,
+    when the prepared arrays are written, so a memory-mapped pool is never loaded whole.
+    """
+
+    pool: torch.Tensor
     labels: np.ndarray
+    rows: np.ndarray  # one index into ``pool`` per label
+
+    @classmethod
+    def whole(cls, pool: torch.Tensor, labels: np.ndarray) -> Split:
+        return cls(pool, labels, np.arange(len(labels)))
 
     def take(self, index: np.ndarray) -> Split:
-        return Split(self.images[torch.from_numpy(index)], self.labels[index])
+        return Split(self.pool, self.labels[index], self.rows[index])
 
     def remap(self, mapping: np.ndarray) -> Split:
         """Relabel with ``mapping[old] = new``, dropping the samples whose new label is -1."""
         new = mapping[self.labels]
         kept = np.flatnonzero(new >= 0)
-        return Split(self.images[torch.from_numpy(kept)], new[kept])
+        return Split(self.pool, new[kept], self.rows[kept])
+
+    def images(self, start: int, stop: int) -> torch.Tensor:
+        """The pixels of samples [start, stop), gathered from the pool."""
+        return self.pool[torch.from_numpy(self.rows[start:stop])]
 
 
 @dataclass(frozen=True)
@@ -58,16 +71,17 @@ class LoadedSource:
         return replace(self, train=self.train.remap(mapping), val=val, class_names=class_names)
 
 
-def load_source(cfg: DataConfig, progress: Progress | None = None) -> LoadedSource:
-    """Read ``cfg.source`` as it is on disk (no subset, cap, split or resize yet).
+def load_source(cfg: DataConfig, scratch: Path, progress: Progress | None = None) -> LoadedSource:
+    """Read ``cfg.source`` as it is on disk (no subset, cap or split yet).
 
-    ``progress`` follows the decoding of image files (the folder source; the others are
-    read in bulk).
+    The folder source decodes its files, already fitted to ``image_size``, into a
+    memory-mapped pool in the folder ``scratch``, on ``data.prepare_workers`` processes;
+    ``progress`` follows that decoding. The others are read in bulk, at their own size.
     """
     if cfg.source == "digits":
         return _load_digits(cfg)
     if cfg.source == "folder":
-        return _load_folder(cfg, progress)
+        return _load_folder(cfg, scratch / "decoded.npy", progress)
     if cfg.source in _TORCHVISION:
         return _load_torchvision(cfg, _TORCHVISION[cfg.source])
     raise TunerError(f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}.")
@@ -84,7 +98,7 @@ def _load_digits(cfg: DataConfig) -> LoadedSource:
 
     digits = load_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)  # 0..16 -> 0..255
-    split = Split(torch.from_numpy(images).unsqueeze(1), digits.target.astype(np.int64))
+    split = Split.whole(torch.from_numpy(images).unsqueeze(1), digits.target.astype(np.int64))
     return LoadedSource(split, None, tuple(str(name) for name in digits.target_names))
 
 
@@ -159,14 +173,15 @@ def _open_torchvision(spec: _TorchvisionSource, root: Path, *, train: bool, down
 def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
     data = torch.as_tensor(dataset.data)  # CIFAR: numpy [N, H, W, 3]; MNIST: tensor [N, H, W]
     images = data.unsqueeze(1) if data.ndim == 3 else data.permute(0, 3, 1, 2)
-    return Split(images, np.asarray(dataset.targets, dtype=np.int64))
+    return Split.whole(images, np.asarray(dataset.targets, dtype=np.int64))
 
 
-def _load_folder(cfg: DataConfig, progress: Progress | None) -> LoadedSource:
+def _load_folder(cfg: DataConfig, pool_path: Path, progress: Progress | None) -> LoadedSource:
     """An ImageFolder tree; ``train/`` and ``val/`` subfolders, when both exist, are the split.
 
-    Files are decoded and resized one at a time, so memory holds only the small versions
-    (the same result as resizing later: :func:`fit_square` works per image).
+    Every wanted file (both trees) is decoded into one pool at ``pool_path``, already fitted
+    to ``image_size`` (the same result as fitting later: :func:`fit_square` works per image);
+    unreadable files are listed before anything trains.
     """
     hint = "point it at a folder with one subfolder per class"
     if cfg.path is None:
@@ -193,24 +208,34 @@ def _load_folder(cfg: DataConfig, progress: Progress | None) -> LoadedSource:
         _require_holdout(cfg, f"{root} has no train/ and val/ subfolders")
         trees = [_scan_classes(root)]
     names = tuple(trees[0])
-    bad: list[Path] = []
     wanted = set(cfg.classes or names)
-    total = sum(len(files) for tree in trees for name, files in tree.items() if name in wanted)
+    listed = [_wanted_files(tree, wanted) for tree in trees]
+    paths = [path for files, _ in listed for path in files]
     done = [0]
 
-    def decoded() -> None:
-        done[0] += 1
+    def decoded(count: int) -> None:
+        done[0] += count
         if progress is not None:
-            progress(done[0], total)
+            progress(done[0], len(paths))
 
-    splits = [_decode_tree(tree, wanted, cfg.image_size, bad, decoded) for tree in trees]
+    processes = cfg.prepare_workers or host_cores()
+    bad_rows = decode_into(paths, cfg.image_size, pool_path, processes, decoded)
+    bad = [paths[row] for row in bad_rows]
     if bad and not cfg.skip_bad_images:
-        listed = "".join(f"\n  {path}" for path in bad[:_MAX_LISTED])
+        shown = "".join(f"\n  {path}" for path in bad[:_MAX_LISTED])
         more = f"\n  and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
         raise TunerError(
-            f"data.path: {len(bad)} image file(s) could not be read:{listed}{more}\n"
+            f"data.path: {len(bad)} image file(s) could not be read:{shown}{more}\n"
             "Fix or remove them, or set data.skip_bad_images: true to leave them out."
         )
+    pool = torch.from_numpy(np.load(pool_path, mmap_mode="c"))
+    good = np.ones(len(paths), dtype=bool)
+    good[bad_rows] = False
+    splits, offset = [], 0
+    for files, labels in listed:
+        rows = np.arange(offset, offset + len(files))
+        splits.append(Split(pool, labels[good[rows]], rows[good[rows]]))
+        offset += len(files)
     val = splits[1] if len(splits) > 1 else None
     return LoadedSource(splits[0], val, names, tuple(map(str, bad)))
 
@@ -243,24 +268,11 @@ def find_images(folder: Path) -> list[Path]:
     )
 
 
-def _decode_tree(
-    tree: dict[str, list[Path]],
-    wanted: set[str],
-    size: int,
-    bad: list[Path],
-    decoded: Callable[[], None],
-) -> Split:
-    """Decode and resize the wanted classes' files; unreadable ones are appended to ``bad``."""
-    images, labels = [], []
-    for label, (name, files) in enumerate(tree.items()):
-        if name not in wanted:
-            continue  # dropped by data.classes: no need to decode it
-        for path in files:
-            try:
-                images.append(fit_square(load_image_file(path), size))
-                labels.append(label)
-            except TunerError:
-                bad.append(path)
-            decoded()
-    stacked = torch.stack(images) if images else torch.empty((0, 3, size, size), dtype=torch.uint8)
-    return Split(stacked, np.asarray(labels, dtype=np.int64))
+def _wanted_files(tree: dict[str, list[Path]], wanted: set[str]) -> tuple[list[Path], np.ndarray]:
+    """The files of the wanted classes, in tree order, and their labels (class index)."""
+    files, labels = [], []
+    for label, (name, class_files) in enumerate(tree.items()):
+        if name in wanted:  # a class dropped by data.classes is never decoded
+            files += class_files
+            labels += [label] * len(class_files)
+    return files, np.asarray(labels, dtype=np.int64)

@@ -8,19 +8,23 @@ from tuner.engine.device import resolve_device
 from tuner.engine.evaluate import confusion_matrix, evaluate
 from tuner.engine.features import FeatureCache
 from tuner.engine.model import build_model
+from tuner.engine.placement import WORKERS_ON_DEVICE_ENV, Placement, choose_placement
 from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
 from tuner.engine.train import TrainEnvironment, TrainHooks, train
 from tuner.engine.weights import file_sha256, resolve_weights
 
 __all__ = [
+    "WORKERS_ON_DEVICE_ENV",
     "EpochMetrics",
     "FeatureCache",
     "NonFiniteLossError",
+    "Placement",
     "TrainCheckpoint",
     "TrainEnvironment",
     "TrainHooks",
     "TrainResult",
     "build_model",
+    "choose_placement",
     "confusion_matrix",
     "evaluate",
     "file_sha256",

@@ -1,14 +1,15 @@
 """One pass over the training split: the batches it draws and the optimizer steps it takes.
 
-:class:`BatchSource` owns batching (as airbench's loader does): the split stays on the device,
-each epoch is shuffled by its own generator, and it alone decides whether an epoch feeds the
-network cached frozen-prefix features or augmented images. :func:`train_one_epoch` then only
+:class:`BatchSource` owns batching (as airbench's loader does): each epoch is shuffled by its
+own generator, the split's images arrive from the device or streamed from the host
+(:mod:`tuner.engine.transfer`), and it alone decides whether an epoch feeds the network
+cached frozen-prefix features or augmented images. :func:`train_one_epoch` then only
 steps the optimizer, whichever it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,35 +26,32 @@ from tuner.engine.features import (
     train_features,
 )
 from tuner.engine.records import NonFiniteLossError
+from tuner.engine.transfer import ImageSource
 
 
 @dataclass(frozen=True)
 class EpochBatches:
-    """One epoch's shuffled batches: ``(inputs, labels)`` pairs and the ``forward`` they need."""
+    """One epoch's shuffled ``(inputs, labels)`` batches and the ``forward`` they need."""
 
-    order: Tensor  # a permutation of the training split, on its device
-    batch_size: int
-    labels: Tensor
-    inputs: Callable[[Tensor], Tensor]  # indices -> the network's (or its suffix's) input
+    batches: Iterable[tuple[Tensor, Tensor]]
     forward: Callable[[Tensor], Tensor]  # inputs -> logits
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        # stop before a final batch of one image: BatchNorm cannot train on it
-        for start in range(0, len(self.order) - 1, self.batch_size):
-            batch = self.order[start : start + self.batch_size]
-            yield self.inputs(batch), self.labels[batch]
+        return iter(self.batches)
 
 
 @dataclass(frozen=True)
 class BatchSource:
-    """The training split on the device and how every epoch of one run batches it.
+    """The training split (resident or streamed) and how every epoch of one run batches it.
 
-    ``generator`` draws every augmentation (and the flips of cached features), so it is part
-    of a checkpoint; the shuffle comes from a fresh generator per epoch (:func:`_shuffle`).
+    ``generator`` (on the compute device) draws every augmentation (and the flips of cached
+    features), so it is part of a checkpoint; the shuffle comes from a fresh CPU generator per
+    epoch (:func:`_shuffle`). Images are augmented in batch order as they arrive, so the
+    resident and streamed paths draw the same numbers and train identically.
     """
 
-    images: Tensor  # uint8 [N, 3, S, S]
-    labels: Tensor
+    images: ImageSource  # uint8 [N, 3, S, S]
+    labels: Tensor  # on the compute device
     augment: str
     generator: torch.Generator
     frozen: FrozenPrefix | None  # None: frozen stages run every step, as in the plain model
@@ -67,17 +65,28 @@ class BatchSource:
         augmented images, with the frozen prefix run under no_grad when there is a cache.
         """
         cached = train_features(self.frozen, self.images, depth, self.augment, epochs_left)
-        order = _shuffle(len(self.images), self.seed, epoch).to(self.images.device)
+        order = _shuffle(len(self.images), self.seed, epoch)
+        # stop before a final batch of one image: BatchNorm cannot train on it
+        spans = [
+            (start, min(start + self.batch_size, len(order)))
+            for start in range(0, len(order) - 1, self.batch_size)
+        ]
+        on_device = order.to(self.labels.device)
+        labels = (self.labels[on_device[start:stop]] for start, stop in spans)
         if cached is not None:
-            inputs = partial(pick_features, cached, generator=self.generator)
-            forward = partial(forward_suffix, model, depth=depth)
-        else:
-            inputs = self._augmented
-            forward = model if self.frozen is None else partial(forward_frozen, model, depth=depth)
-        return EpochBatches(order, self.batch_size, self.labels, inputs, forward)
-
-    def _augmented(self, batch: Tensor) -> Tensor:
-        return augment_batch(self.images[batch], self.augment, self.generator)
+            picked = (
+                pick_features(cached, on_device[start:stop], self.generator)
+                for start, stop in spans
+            )
+            return EpochBatches(
+                zip(picked, labels, strict=True), partial(forward_suffix, model, depth=depth)
+            )
+        augmented = (
+            augment_batch(images, self.augment, self.generator)
+            for images in self.images.gather(order, spans)
+        )
+        forward = model if self.frozen is None else partial(forward_frozen, model, depth=depth)
+        return EpochBatches(zip(augmented, labels, strict=True), forward)
 
 
 def train_one_epoch(

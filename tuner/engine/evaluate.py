@@ -6,13 +6,14 @@ is the training run's single entry point and picks the cheaper of the two inputs
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
 
 from tuner.data import normalize
 from tuner.engine.features import FrozenPrefix, forward_suffix
+from tuner.engine.transfer import ImageSource, image_source
 
 
 @torch.no_grad()
@@ -21,25 +22,22 @@ def evaluate(
 ) -> tuple[float, Tensor]:
     """Accuracy (0..1) and the predicted labels (CPU) of ``model`` in eval mode, in float32.
 
-    Images are uint8 on any device; each batch is moved to ``device`` and normalised there.
+    Images are uint8 on any device; host images are streamed to ``device`` batch by batch.
     """
-    if len(labels) == 0:
-        raise ValueError("cannot evaluate on zero images")
-    model.eval()
-    predictions = _predict(lambda x: model(normalize(x.to(device))), images_uint8, batch_size)
-    return _accuracy(predictions, labels), predictions
+    source = image_source(images_uint8, device, resident=images_uint8.device == device)
+    return _evaluate_source(model, source, labels, batch_size)
 
 
 @torch.no_grad()
 def validate(
     model: nn.Module,
-    images_uint8: Tensor,
+    images: ImageSource,
     labels: Tensor,
     depth: int,
     frozen: FrozenPrefix | None,
     batch_size: int,
 ) -> float:
-    """:func:`evaluate`'s accuracy on images already on their device, reusing frozen stages.
+    """:func:`evaluate`'s accuracy on a run's validation split, reusing frozen stages.
 
     With ``frozen`` stages (``depth`` > 0) and room in the cache, the prefix outputs are
     computed once per split and depth (:mod:`tuner.engine.features`) and only the rest of the
@@ -47,12 +45,25 @@ def validate(
     """
     features = None
     if frozen is not None and depth > 0:
-        features = frozen.features("val", images_uint8, depth, amp=False, prepare=normalize)
+        features = frozen.features("val", images, depth, amp=False, prepare=normalize)
     if features is None:
-        return evaluate(model, images_uint8, labels, images_uint8.device, batch_size)[0]
+        return _evaluate_source(model, images, labels, batch_size)[0]
     model.eval()
-    predictions = _predict(lambda batch: forward_suffix(model, batch, depth), features, batch_size)
+    batches = (
+        features[start : start + batch_size] for start in range(0, len(features), batch_size)
+    )
+    predictions = _predict(lambda batch: forward_suffix(model, batch, depth), batches)
     return _accuracy(predictions, labels)
+
+
+def _evaluate_source(
+    model: nn.Module, images: ImageSource, labels: Tensor, batch_size: int
+) -> tuple[float, Tensor]:
+    if len(labels) == 0:
+        raise ValueError("cannot evaluate on zero images")
+    model.eval()
+    predictions = _predict(lambda x: model(normalize(x)), images.chunks(batch_size))
+    return _accuracy(predictions, labels), predictions
 
 
 def confusion_matrix(labels: Tensor, predictions: Tensor, classes: int) -> Tensor:
@@ -63,14 +74,9 @@ def confusion_matrix(labels: Tensor, predictions: Tensor, classes: int) -> Tenso
     return matrix
 
 
-def _predict(forward: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int) -> Tensor:
-    """CPU predicted labels of ``forward`` over ``inputs`` in batches (one host sync)."""
-    return torch.cat(
-        [
-            forward(inputs[start : start + batch_size]).argmax(dim=1)
-            for start in range(0, len(inputs), batch_size)
-        ]
-    ).cpu()
+def _predict(forward: Callable[[Tensor], Tensor], batches: Iterable[Tensor]) -> Tensor:
+    """CPU predicted labels of ``forward`` over ``batches`` (one host sync at the end)."""
+    return torch.cat([forward(batch).argmax(dim=1) for batch in batches]).cpu()
 
 
 def _accuracy(predictions: Tensor, labels: Tensor) -> float:

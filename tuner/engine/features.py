@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from tuner.config import TrainConfig
 from tuner.data import flip_draw, normalize
 from tuner.engine.model import stage_modules
+from tuner.engine.transfer import ImageSource
 from tuner.recipe import STAGES
 
 
@@ -148,7 +149,7 @@ class FrozenPrefix:
     def features(
         self,
         split: str,
-        images: Tensor,
+        images: ImageSource,
         depth: int,
         *,
         amp: bool,
@@ -161,30 +162,26 @@ class FrozenPrefix:
         ``amp`` says whether the prefix runs under the training autocast (train splits) or in
         float32 (validation, as :func:`tuner.engine.evaluate.evaluate`). With ``build`` False
         only a cached result is returned (None on a miss): for when computing it would not pay
-        off.
+        off. The outputs live on the compute device, however the images arrive.
         """
-        device = images.device
         key = FeatureKey(
             self._digest(1),
             self._digest(depth),
             depth,
             self._fingerprint,
             split,
-            str(device),
+            str(images.device),
             amp and self._amp,
         )
         found = self._cache.get(key)
         if found is not None or not build:
             return found
-        first = self._compute(prepare(images[:1]), depth, amp)
-        if not self._cache.fits(_nbytes(first) * len(images)):
+        chunks = images.chunks(self._batch_size)
+        first = self._compute(prepare(next(chunks)), depth, amp)
+        if not self._cache.fits(_nbytes(first) // len(first) * len(images)):
+            chunks.close()
             return None
-        features = torch.cat(
-            [
-                self._compute(prepare(images[start : start + self._batch_size]), depth, amp)
-                for start in range(0, len(images), self._batch_size)
-            ]
-        )
+        features = torch.cat([first, *(self._compute(prepare(c), depth, amp) for c in chunks)])
         self._cache.put(key, features)
         return features
 
@@ -210,7 +207,7 @@ class FrozenPrefix:
 
 
 def train_features(
-    frozen: FrozenPrefix | None, images: Tensor, depth: int, augment: str, epochs_left: int
+    frozen: FrozenPrefix | None, images: ImageSource, depth: int, augment: str, epochs_left: int
 ) -> tuple[Tensor, Tensor | None] | None:
     """The frozen prefix's outputs for the training split: (plain, mirrored) or None.
 

@@ -2,7 +2,8 @@
 
 Knows nothing of Optuna: after every epoch it hands an EpochMetrics to ``hooks.on_epoch``,
 which may ask it to stop (a pruner, a time limit). The data lives on the device as uint8
-tensors for the whole run; :mod:`tuner.engine.epoch` batches, augments and steps, and
+tensors for the whole run, or is streamed from the host's memory map (``env.resident``,
+:mod:`tuner.engine.placement`); :mod:`tuner.engine.epoch` batches, augments and steps, and
 :mod:`tuner.engine.evaluate` validates.
 """
 
@@ -24,6 +25,7 @@ from tuner.engine.features import FeatureCache, FrozenPrefix
 from tuner.engine.model import set_frozen, set_train_mode
 from tuner.engine.optim import make_optimizer, schedule_lr, unfreeze
 from tuner.engine.records import EpochMetrics, TrainCheckpoint, TrainResult, cpu_copy
+from tuner.engine.transfer import image_source
 from tuner.errors import TunerError
 from tuner.recipe import TrialParams, frozen_depth_at
 
@@ -42,6 +44,7 @@ class TrainEnvironment:
     augment: str  # one of config.AUGMENTATIONS
     class_weights: Tensor | None = None  # per-class loss weights; None: all equal
     feature_cache: FeatureCache | None = None
+    resident: bool = True  # the data on the device; False: streamed (tuner.engine.placement)
 
 
 def _go_on(metrics: EpochMetrics) -> bool:
@@ -105,13 +108,14 @@ class TrainingRun:
         torch.manual_seed(env.seed)
         device = env.device
         model.to(device)
-        train_x, train_y = data.train_images.to(device), data.train_labels.to(device)
-        self.val_x, self.val_y = data.val_images.to(device), data.val_labels.to(device)
-        if len(train_x) < 2:
+        if len(data.train_labels) < 2:
             raise TunerError(
-                f"data: the training split has {len(train_x)} image(s) and training needs at "
-                "least 2; raise data.per_class or lower data.val_fraction"
+                f"data: the training split has {len(data.train_labels)} image(s) and training "
+                "needs at least 2; raise data.per_class or lower data.val_fraction"
             )
+        train_x = image_source(data.train_images, device, resident=env.resident)
+        self.val_x = image_source(data.val_images, device, resident=env.resident)
+        train_y, self.val_y = data.train_labels.to(device), data.val_labels.to(device)
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)  # convs follow their weights' layout
         self.model, self.params, self.cfg = model, params, cfg

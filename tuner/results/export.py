@@ -192,7 +192,8 @@ def _config_json(
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "image_size": config.data.image_size,
-        "preprocessing": "RGB uint8, shorter side resized to image_size (bilinear, antialias), "
+        "preprocessing": "RGB uint8 (a JPEG decoded at the smallest 1/2, 1/4 or 1/8 scale whose "
+        "sides stay >= image_size), shorter side resized to image_size (bilinear, antialias), "
         "center crop, scaled to 0..1, normalised with mean/std",
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
@@ -330,14 +331,14 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
 
     def preprocess(images: Any) -> torch.Tensor:
         items = images if isinstance(images, (list, tuple)) else [images]
-        return normalize(torch.stack([fit_square(_as_uint8(item), size) for item in items]))
+        return normalize(torch.stack([fit_square(_as_uint8(item, size), size) for item in items]))
 
     return LoadedModel(model, preprocess, tuple(config["class_names"]), config)
 
 
-def _as_uint8(item: Any) -> torch.Tensor:
+def _as_uint8(item: Any, size: int) -> torch.Tensor:
     if isinstance(item, torch.Tensor):
         return item
     if isinstance(item, Image.Image):
         return pil_to_tensor(item)
-    return load_image_file(Path(item))
+    return load_image_file(Path(item), fit_to=size)

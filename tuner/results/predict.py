@@ -82,7 +82,7 @@ def predict(
         decoded = []
         for path in files[start : start + batch_size]:
             try:
-                decoded.append((path, load_image_file(path)))
+                decoded.append((path, load_image_file(path, fit_to=loaded.config["image_size"])))
             except TunerError as exc:
                 bad.append((path, str(exc.__cause__ or exc)))
         if not decoded:

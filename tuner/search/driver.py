@@ -96,6 +96,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     )  # fmt: skip
     say(_describe_data(context.data))
     say(f"device:    {context.device}, {torch.get_num_threads()} CPU threads")
+    say(f"data:      {context.placement.describe()}")
     if existing is not None:
         pinned = study_mod.set_budget(existing, config.search.trials)
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from tuner.config import ResolvedWeights, StudyConfig
 from tuner.data import PreparedData, Progress, cache_path, prepare_data
-from tuner.engine import FeatureCache, build_model, resolve_device
+from tuner.engine import FeatureCache, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
 from tuner.search.objective import SearchContext, WorkerIdentity
 from tuner.search.storage import artifact_store
@@ -59,8 +59,9 @@ def prepare_host(
     """Everything this host's trials share, checked before the first one starts.
 
     The data is loaded and checked, the model is built once (so unloadable or changed
-    weights fail here, not in every trial), the device resolved, the artifact store opened
-    and the frozen-feature cache sized from ``train.feature_cache_mb``.
+    weights fail here, not in every trial), the device resolved, where the data lives on it
+    chosen (``train.data_on_device``), the artifact store opened and the frozen-feature
+    cache sized from ``train.feature_cache_mb``.
     """
     data = load_study_data(config, study_name, fingerprint, progress)
     try:
@@ -72,14 +73,16 @@ def prepare_host(
             f"study {study_name!r}: this host cannot load the study's weights "
             f"({weights.describe()}): {exc}"
         ) from None
+    device = resolve_device(config.train.device)
     return SearchContext(
         config,
         data,
         weights,
-        resolve_device(config.train.device),
+        device,
         artifact_store(artifacts),
         worker or WorkerIdentity(),
         FeatureCache(config.train.feature_cache_mb << 20),
+        choose_placement(data, device, config.train),
     )
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from tuner.engine import WORKERS_ON_DEVICE_ENV
 from tuner.errors import TunerError
 from tuner.search import attrs
 from tuner.search import study as study_mod
@@ -46,6 +47,7 @@ class Slot:
     index: int
     gpu: str | None
     threads: int
+    sharing: int = 1  # workers on this slot's GPU (--per-gpu), each with its own data copy
 
 
 def plan_slots(workers: int | None, gpus: str | None, per_gpu: int) -> list[Slot]:
@@ -65,7 +67,8 @@ def plan_slots(workers: int | None, gpus: str | None, per_gpu: int) -> list[Slot
             raise TunerError(f"--workers {workers}: must be at least 1.")
         placed = [None] * (workers or 1)
     threads = max(1, (os.cpu_count() or 1) // len(placed))
-    return [Slot(index, gpu, threads) for index, gpu in enumerate(placed)]
+    sharing = per_gpu if gpus is not None else 1
+    return [Slot(index, gpu, threads, sharing) for index, gpu in enumerate(placed)]
 
 
 def _parse_gpus(text: str) -> list[str]:
@@ -106,6 +109,7 @@ def worker_environment(slot: Slot, storage_url: str, artifacts: str) -> dict[str
     if slot.gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = slot.gpu
         env["TUNER_GPU"] = slot.gpu
+        env[WORKERS_ON_DEVICE_ENV] = str(slot.sharing)
     return env
 
 

@@ -24,6 +24,7 @@ from tuner.engine import (
     EpochMetrics,
     FeatureCache,
     NonFiniteLossError,
+    Placement,
     TrainCheckpoint,
     TrainEnvironment,
     TrainHooks,
@@ -67,6 +68,7 @@ class SearchContext:
     store: ArtifactStore
     worker: WorkerIdentity = field(default_factory=WorkerIdentity)
     feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
+    placement: Placement | None = None  # None: resident (tuner.engine.placement decides)
 
 
 def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
@@ -104,6 +106,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         augment=config.data.augment,
         class_weights=weights,
         feature_cache=context.feature_cache,
+        resident=context.placement is None or context.placement.resident,
     )
     hooks = TrainHooks(reporter.on_epoch, reporter.on_checkpoint if config.search.resume else None)
     try:
@@ -187,7 +190,14 @@ def _describe_worker(context: SearchContext) -> dict[str, object]:
     device = str(context.device)
     if worker.gpu is not None:
         device += f" (GPU {worker.gpu})"
-    return {"host": worker.host, "worker": worker.name, "pid": worker.pid, "device": device}
+    data = "resident" if context.placement is None else context.placement.mode
+    return {
+        "host": worker.host,
+        "worker": worker.name,
+        "pid": worker.pid,
+        "device": device,
+        "data": data,
+    }
 
 
 def _load_resume(trial: optuna.Trial, context: SearchContext) -> TrainCheckpoint | None:
