@@ -15,6 +15,7 @@ from tuner import cli
 
 COMMANDS = (
     "search",
+    "prepare",
     "worker",
     "status",
     "export-best",

@@ -96,6 +96,13 @@ def _search_arguments(search: argparse.ArgumentParser) -> None:
     )
 
 
+def _prepare_arguments(prepare: argparse.ArgumentParser) -> None:
+    prepare.add_argument("config", nargs="?", type=Path, help="study YAML (default: built-in)")
+    prepare.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+
+
 def _worker_arguments(worker: argparse.ArgumentParser) -> None:
     """Set by the local launcher for the processes it starts, so hidden from --help."""
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
@@ -201,6 +208,42 @@ def _before_trials() -> None:
     interval_seconds()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     signals.stop_on_signals()
+
+
+def _prepare(args: argparse.Namespace) -> None:
+    from tuner.config import load_config
+    from tuner.data import cache_path, entry_path, host_cores, prepare_data
+    from tuner.progress import duration
+    from tuner.search.progress import DataProgress
+
+    data_cfg = load_config(args.config, args.set).data
+    entry = entry_path(data_cfg)
+    if entry is None:
+        raise TunerError(
+            "data.cache_dir: none, so there is no cache to prepare; set it to a local folder "
+            "(--set data.cache_dir=tuner-cache)"
+        )
+    existed, started = entry.is_dir(), time.monotonic()
+    data = prepare_data(data_cfg, cache_path(data_cfg), DataProgress())
+    seconds = time.monotonic() - started
+    count = len(data.train_labels) + len(data.val_labels)
+    size = data.train_images.shape[-1]
+    on_disk = sum(f.stat().st_size for f in entry.iterdir()) / 1e6
+    print(
+        f"data ready: {len(data.train_labels)} training and {len(data.val_labels)} validation "
+        f"images, {size}x{size} px, {data.num_classes} classes, {on_disk:.0f} MB in {entry}"
+    )
+    if existed:
+        print("it was already prepared on this host: nothing decoded")
+    else:
+        processes = data_cfg.prepare_workers or host_cores()
+        print(
+            f"prepared in {duration(seconds)} ({count / seconds:.0f} images/s, up to "
+            f"{processes} processes)"
+        )
+    if data.skipped_files:
+        print(f"left out {len(data.skipped_files)} unreadable file(s) (data.skip_bad_images)")
+    print("`tuner search` and `tuner worker` on this host now start without decoding.")
 
 
 def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
@@ -394,6 +437,13 @@ _COMMANDS = (
         _search,
         ("gpus", *_STORE),
         _search_arguments,
+    ),
+    _Command(
+        "prepare",
+        "decode and cache a study's data on this host ahead of its workers",
+        _prepare,
+        (),
+        _prepare_arguments,
     ),
     _Command(
         "worker",

@@ -4,7 +4,8 @@ torch, never optuna. Other layers use the names below; the modules hold the rest
 """
 
 from tuner.data.augment import augment_batch, flip_draw, normalize
-from tuner.data.cache import cache_path
+from tuner.data.cache import cache_path, entry_path
+from tuner.data.decode import host_cores
 from tuner.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -23,9 +24,11 @@ __all__ = [
     "Progress",
     "augment_batch",
     "cache_path",
+    "entry_path",
     "find_images",
     "fit_square",
     "flip_draw",
+    "host_cores",
     "load_image_file",
     "normalize",
     "pil_to_tensor",

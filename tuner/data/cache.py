@@ -53,6 +53,12 @@ def cache_path(cfg: DataConfig) -> Path | None:
     return None if cfg.cache_dir == "none" else Path(cfg.cache_dir).expanduser()
 
 
+def entry_path(cfg: DataConfig) -> Path | None:
+    """The folder this config's prepared data is (or will be) kept in; None without a cache."""
+    folder = cache_path(cfg)
+    return None if folder is None else folder / source_key(cfg)
+
+
 def source_key(cfg: DataConfig) -> str:
     """SHA-256 of the shaping config and of the source files' paths, sizes and mtimes."""
     shaping = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SHAPING}
