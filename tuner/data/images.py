@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -73,7 +73,8 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     transparent colour) over white, so hidden pixels do not leak into the image; scales
     16-bit greyscale to 8 bits instead of clipping it as PIL's ``convert`` would.
     """
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:  # else exif_transpose copies
+        image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I"):  # I;16 variants, and I (32-bit) as TIFF gives 16-bit data
         wide = np.clip(np.asarray(image).astype(np.float64), 0, 65535)
         grey = torch.from_numpy(np.round(wide / 257).astype(np.uint8))
@@ -81,5 +82,6 @@ def pil_to_tensor(image: Image.Image) -> torch.Tensor:
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    rgb = np.array(image.convert("RGB"))  # a writable copy, as torch.from_numpy wants
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
+    rgb = np.array(image if image.mode == "RGB" else image.convert("RGB"))  # a writable copy
+    # a [3, H, W] view of the [H, W, 3] pixels: resizing reads this layout fastest
+    return torch.from_numpy(rgb).permute(2, 0, 1)

@@ -24,11 +24,13 @@ import torch
 
 from tuner.config import DataConfig
 from tuner.data import cache as datacache
+from tuner.data.decode import decode_into, host_cores
 from tuner.data.images import fit_square
 from tuner.data.sources import Progress, Split, load_source
 from tuner.errors import TunerError
 
-_WRITE_BYTES = 64 << 20  # output bytes gathered and resized per step: bounds the memory of a write
+_WRITE_BYTES = 16 << 20  # bytes gathered, resized or hashed per step: bounds a build's memory
+_MAX_LISTED = 20  # unreadable files named in one error message
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,17 +103,19 @@ def _opened(found: tuple[dict[str, torch.Tensor], dict] | None) -> PreparedData:
 def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
     """Read ``cfg.source`` and write the dataset every trial uses into ``folder``.
 
-    Steps, in order: load; keep ``classes`` (in the given order); merge with ``relabel``;
-    cap each final class at ``per_class`` images (a seeded sample; only the training side
-    when the validation set is given by the source, the whole pool before splitting
-    otherwise); split a stratified holdout when needed; resize with :func:`fit_square` while
-    writing each array in chunks; ``meta.json`` last.
+    Steps, in order: load (a folder source only lists its files); keep ``classes`` (in the
+    given order); merge with ``relabel``; cap each final class at ``per_class`` images (a
+    seeded sample; only the training side when the validation set is given by the source,
+    the whole pool before splitting otherwise); split a stratified holdout when needed;
+    write each array fitted to ``image_size`` (:class:`_ArrayWriter`), leaving out the
+    unreadable files when ``skip_bad_images`` allows it; ``meta.json`` last.
 
     Raises:
-        TunerError: for every unusable input (missing files, unknown class names, a class
-            left without training or validation images, ...), naming the key or path.
+        TunerError: for every unusable input (missing or unreadable files, unknown class
+            names, a class left without training or validation images, ...), naming the key
+            or path.
     """
-    loaded = load_source(cfg, folder, progress)
+    loaded = load_source(cfg)
     if cfg.classes is not None:
         loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
@@ -125,61 +129,97 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
         train, val = train.take(train_index), train.take(val_index)
     _check_classes(names, train.labels, val.labels, cfg)
 
-    writer = _ArrayWriter(folder, names, progress, len(train.labels) + len(val.labels))
-    writer.images("train_images", train, cfg.image_size)
-    writer.labels("train_labels", train.labels)
-    writer.images("val_images", val, cfg.image_size)
-    writer.labels("val_labels", val.labels)
-    (folder / "decoded.npy").unlink(missing_ok=True)  # the folder source's pool: copied out
+    processes = cfg.prepare_workers or host_cores()
+    total = len(train.labels) + len(val.labels)
+    writer = _ArrayWriter(folder, cfg.image_size, processes, progress, total)
+    bad_train, bad_val = writer.images("train_images", train), writer.images("val_images", val)
+    skipped = [str(train.pool[train.rows[i]]) for i in bad_train]
+    skipped += [str(val.pool[val.rows[i]]) for i in bad_val]
+    if skipped and not cfg.skip_bad_images:
+        raise _unreadable(skipped)
+    train_labels, val_labels = np.delete(train.labels, bad_train), np.delete(val.labels, bad_val)
+    if skipped:  # left out after the split: the other files keep their side
+        writer.drop_rows("train_images", bad_train)
+        writer.drop_rows("val_images", bad_val)
+        _check_classes(names, train_labels, val_labels, cfg)
+    np.save(folder / "train_labels.npy", train_labels)
+    np.save(folder / "val_labels.npy", val_labels)
     meta = {
         "class_names": names,
-        "fingerprint": writer.fingerprint(),
-        "skipped_files": loaded.skipped,
+        "fingerprint": _fingerprint(folder, names),
+        "skipped_files": skipped,
     }
     (folder / datacache.META).write_text(json.dumps(meta))
 
 
 class _ArrayWriter:
-    """Writes the prepared arrays as ``.npy`` files, chunk by chunk, hashing as it goes.
+    """Writes a split's images as a uint8 [N, 3, S, S] ``.npy``, never holding it whole.
 
-    The fingerprint covers the class names, then each array's dtype, shape and bytes in
-    :data:`tuner.data.cache.ARRAYS` order: two builds agree on it only for equal data.
+    Image files are decoded straight into their rows on ``processes`` processes
+    (:mod:`tuner.data.decode`); tensors read in bulk are gathered and fitted ``_WRITE_BYTES``
+    at a time.
     """
 
     def __init__(
-        self, folder: Path, names: tuple[str, ...], progress: Progress | None, total: int
+        self, folder: Path, size: int, processes: int, progress: Progress | None, total: int
     ) -> None:
-        self._folder = folder
-        self._digest = hashlib.sha256(json.dumps(names).encode())
+        self._folder, self._size, self._processes = folder, size, processes
         self._progress = progress
         self._done, self._total = 0, total
 
-    def images(self, name: str, split: Split, size: int) -> None:
-        """``split``'s images fitted to ``size``, gathered and resized in ``_WRITE_BYTES`` steps."""
-        shape = (len(split.labels), 3, size, size)
-        out = np.lib.format.open_memmap(self._folder / f"{name}.npy", "w+", np.uint8, shape)
-        self._header(torch.uint8, shape)
-        per_chunk = max(1, _WRITE_BYTES // (3 * size * size))
+    def images(self, name: str, split: Split) -> list[int]:
+        """Write ``split``'s images as ``name``.npy; the rows whose file was unreadable."""
+        out = self._folder / f"{name}.npy"
+        if isinstance(split.pool, tuple):
+            return decode_into(split.files(), self._size, out, self._processes, self._advance)
+        shape = (len(split.labels), 3, self._size, self._size)
+        rows = np.lib.format.open_memmap(out, "w+", np.uint8, shape)
+        per_chunk = max(1, _WRITE_BYTES // (3 * self._size * self._size))
         for start in range(0, len(split.labels), per_chunk):
             stop = min(start + per_chunk, len(split.labels))
-            fitted = fit_square(split.images(start, stop), size).numpy()
-            out[start:stop] = fitted
-            self._digest.update(fitted.data)
-            self._done += stop - start
-            if self._progress is not None:
-                self._progress(self._done, self._total)
-        out.flush()
+            rows[start:stop] = fit_square(split.images(start, stop), self._size).numpy()
+            self._advance(stop - start)
+        return []
 
-    def labels(self, name: str, labels: np.ndarray) -> None:
-        np.save(self._folder / f"{name}.npy", labels)
-        self._header(torch.int64, labels.shape)
-        self._digest.update(np.ascontiguousarray(labels).data)
+    def drop_rows(self, name: str, bad: list[int]) -> None:
+        """Rewrite ``name``.npy without the rows ``bad``, a chunk at a time."""
+        source = np.load(self._folder / f"{name}.npy", mmap_mode="r")
+        kept = np.delete(np.arange(len(source)), bad)
+        target = self._folder / f"{name}.kept.npy"
+        rows = np.lib.format.open_memmap(target, "w+", np.uint8, (len(kept), *source.shape[1:]))
+        per_chunk = max(1, _WRITE_BYTES // max(1, source[0].nbytes))
+        for start in range(0, len(kept), per_chunk):
+            rows[start : start + per_chunk] = source[kept[start : start + per_chunk]]
+        del rows, source
+        target.replace(self._folder / f"{name}.npy")
 
-    def fingerprint(self) -> str:
-        return self._digest.hexdigest()
+    def _advance(self, count: int) -> None:
+        self._done += count
+        if self._progress is not None:
+            self._progress(self._done, self._total)
 
-    def _header(self, dtype: torch.dtype, shape: tuple[int, ...]) -> None:
-        self._digest.update(f"{dtype}{tuple(shape)}".encode())
+
+def _unreadable(paths: list[str]) -> TunerError:
+    listed = "".join(f"\n  {path}" for path in paths[:_MAX_LISTED])
+    more = f"\n  and {len(paths) - _MAX_LISTED} more" if len(paths) > _MAX_LISTED else ""
+    return TunerError(
+        f"data.path: {len(paths)} image file(s) could not be read:{listed}{more}\n"
+        "Fix or remove them, or set data.skip_bad_images: true to leave them out."
+    )
+
+
+def _fingerprint(folder: Path, names: tuple[str, ...]) -> str:
+    """SHA-256 of the class names, then each array's dtype, shape and bytes, in
+    :data:`tuner.data.cache.ARRAYS` order, read back in chunks: equal only for equal data."""
+    digest = hashlib.sha256(json.dumps(names).encode())
+    for name in datacache.ARRAYS:
+        array = np.load(folder / f"{name}.npy", mmap_mode="r")
+        dtype = torch.from_numpy(np.empty(0, array.dtype)).dtype  # torch's name, e.g. torch.uint8
+        digest.update(f"{dtype}{tuple(array.shape)}".encode())
+        flat = array.reshape(-1)
+        for start in range(0, len(flat), _WRITE_BYTES):
+            digest.update(flat[start : start + _WRITE_BYTES].data)
+    return digest.hexdigest()
 
 
 # --- selection and split -------------------------------------------------------------------

@@ -15,13 +15,10 @@ import torch
 from torchvision import datasets
 
 from tuner.config import DATA_SOURCES, DataConfig
-from tuner.data.decode import decode_into, host_cores
 from tuner.errors import TunerError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) that the folder source treats as images."""
-
-_MAX_LISTED = 20  # bad files named in one error message
 
 Progress = Callable[[int, int], None]
 """Called as (images done, images in all) while a dataset is decoded or resized."""
@@ -29,18 +26,19 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class Split:
-    """One side of the data before resizing: ``rows`` of a uint8 [M, 1 or 3, H, W] ``pool``.
+    """One side of the data before resizing: the ``rows`` of a ``pool`` that it keeps.
 
-    Selecting (:meth:`take`, :meth:`remap`) only narrows ``rows``; pixels are copied once,
-    when the prepared arrays are written, so a memory-mapped pool is never loaded whole.
+    The pool is uint8 [M, 1 or 3, H, W] for the sources read in bulk, or the image files of
+    the folder source, which are decoded only when the prepared arrays are written, and only
+    those selected. Selecting (:meth:`take`, :meth:`remap`) only narrows ``rows``.
     """
 
-    pool: torch.Tensor
+    pool: torch.Tensor | tuple[Path, ...]
     labels: np.ndarray
     rows: np.ndarray  # one index into ``pool`` per label
 
     @classmethod
-    def whole(cls, pool: torch.Tensor, labels: np.ndarray) -> Split:
+    def whole(cls, pool: torch.Tensor | tuple[Path, ...], labels: np.ndarray) -> Split:
         return cls(pool, labels, np.arange(len(labels)))
 
     def take(self, index: np.ndarray) -> Split:
@@ -53,8 +51,12 @@ class Split:
         return Split(self.pool, new[kept], self.rows[kept])
 
     def images(self, start: int, stop: int) -> torch.Tensor:
-        """The pixels of samples [start, stop), gathered from the pool."""
+        """The pixels of samples [start, stop) of a tensor pool."""
         return self.pool[torch.from_numpy(self.rows[start:stop])]
+
+    def files(self) -> list[Path]:
+        """The image file of every sample of a folder pool, in order."""
+        return [self.pool[row] for row in self.rows]
 
 
 @dataclass(frozen=True)
@@ -64,24 +66,21 @@ class LoadedSource:
     train: Split
     val: Split | None
     class_names: tuple[str, ...]
-    skipped: tuple[str, ...] = ()
 
     def remap(self, mapping: np.ndarray, class_names: tuple[str, ...]) -> LoadedSource:
         val = self.val.remap(mapping) if self.val is not None else None
         return replace(self, train=self.train.remap(mapping), val=val, class_names=class_names)
 
 
-def load_source(cfg: DataConfig, scratch: Path, progress: Progress | None = None) -> LoadedSource:
+def load_source(cfg: DataConfig) -> LoadedSource:
     """Read ``cfg.source`` as it is on disk (no subset, cap or split yet).
 
-    The folder source decodes its files, already fitted to ``image_size``, into a
-    memory-mapped pool in the folder ``scratch``, on ``data.prepare_workers`` processes;
-    ``progress`` follows that decoding. The others are read in bulk, at their own size.
+    The folder source only lists its files here; the others are read in bulk.
     """
     if cfg.source == "digits":
         return _load_digits(cfg)
     if cfg.source == "folder":
-        return _load_folder(cfg, scratch / "decoded.npy", progress)
+        return _load_folder(cfg)
     if cfg.source in _TORCHVISION:
         return _load_torchvision(cfg, _TORCHVISION[cfg.source])
     raise TunerError(f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}.")
@@ -176,12 +175,10 @@ def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
     return Split.whole(images, np.asarray(dataset.targets, dtype=np.int64))
 
 
-def _load_folder(cfg: DataConfig, pool_path: Path, progress: Progress | None) -> LoadedSource:
+def _load_folder(cfg: DataConfig) -> LoadedSource:
     """An ImageFolder tree; ``train/`` and ``val/`` subfolders, when both exist, are the split.
 
-    Every wanted file (both trees) is decoded into one pool at ``pool_path``, already fitted
-    to ``image_size`` (the same result as fitting later: :func:`fit_square` works per image);
-    unreadable files are listed before anything trains.
+    Only the files of the classes in ``data.classes`` are kept; nothing is decoded yet.
     """
     hint = "point it at a folder with one subfolder per class"
     if cfg.path is None:
@@ -209,35 +206,8 @@ def _load_folder(cfg: DataConfig, pool_path: Path, progress: Progress | None) ->
         trees = [_scan_classes(root)]
     names = tuple(trees[0])
     wanted = set(cfg.classes or names)
-    listed = [_wanted_files(tree, wanted) for tree in trees]
-    paths = [path for files, _ in listed for path in files]
-    done = [0]
-
-    def decoded(count: int) -> None:
-        done[0] += count
-        if progress is not None:
-            progress(done[0], len(paths))
-
-    processes = cfg.prepare_workers or host_cores()
-    bad_rows = decode_into(paths, cfg.image_size, pool_path, processes, decoded)
-    bad = [paths[row] for row in bad_rows]
-    if bad and not cfg.skip_bad_images:
-        shown = "".join(f"\n  {path}" for path in bad[:_MAX_LISTED])
-        more = f"\n  and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        raise TunerError(
-            f"data.path: {len(bad)} image file(s) could not be read:{shown}{more}\n"
-            "Fix or remove them, or set data.skip_bad_images: true to leave them out."
-        )
-    pool = torch.from_numpy(np.load(pool_path, mmap_mode="c"))
-    good = np.ones(len(paths), dtype=bool)
-    good[bad_rows] = False
-    splits, offset = [], 0
-    for files, labels in listed:
-        rows = np.arange(offset, offset + len(files))
-        splits.append(Split(pool, labels[good[rows]], rows[good[rows]]))
-        offset += len(files)
-    val = splits[1] if len(splits) > 1 else None
-    return LoadedSource(splits[0], val, names, tuple(map(str, bad)))
+    splits = [Split.whole(*_wanted_files(tree, wanted)) for tree in trees]
+    return LoadedSource(splits[0], splits[1] if len(splits) > 1 else None, names)
 
 
 def _scan_classes(folder: Path) -> dict[str, list[Path]]:
@@ -275,4 +245,4 @@ def _wanted_files(tree: dict[str, list[Path]], wanted: set[str]) -> tuple[list[P
         if name in wanted:  # a class dropped by data.classes is never decoded
             files += class_files
             labels += [label] * len(class_files)
-    return files, np.asarray(labels, dtype=np.int64)
+    return tuple(files), np.asarray(labels, dtype=np.int64)
