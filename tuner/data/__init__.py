@@ -13,8 +13,8 @@ from tuner.data.images import (
     load_image_file,
     pil_to_tensor,
 )
-from tuner.data.prepare import PreparedData, prepare_data
-from tuner.data.sources import IMAGE_EXTENSIONS, Progress, find_images
+from tuner.data.prepare import PreparedData, Progress, prepare_data
+from tuner.data.sources import IMAGE_EXTENSIONS, find_images
 
 __all__ = [
     "IMAGENET_MEAN",

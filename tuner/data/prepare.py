@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,11 @@ from tuner.config import DataConfig
 from tuner.data import cache as datacache
 from tuner.data.decode import decode_into, host_cores
 from tuner.data.images import fit_square
-from tuner.data.sources import Progress, Split, load_source
+from tuner.data.sources import Split, load_source
 from tuner.errors import TunerError
+
+Progress = Callable[[int, int], None]
+"""Called as (images done, images in all) while the prepared arrays are written."""
 
 _WRITE_BYTES = 16 << 20  # bytes gathered, resized or hashed per step: bounds a build's memory
 _MAX_LISTED = 20  # unreadable files named in one error message

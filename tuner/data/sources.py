@@ -6,7 +6,6 @@ validation side when the source defines one (a test split, a val/ folder).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -19,10 +18,6 @@ from tuner.errors import TunerError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) that the folder source treats as images."""
-
-Progress = Callable[[int, int], None]
-"""Called as (images done, images in all) while a dataset is decoded or resized."""
-
 
 @dataclass(frozen=True)
 class Split:
