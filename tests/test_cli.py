@@ -16,6 +16,7 @@ from tuner import cli
 COMMANDS = (
     "search",
     "prepare",
+    "submit",
     "worker",
     "status",
     "export-best",
@@ -57,12 +58,15 @@ def test_every_command_has_its_own_handler() -> None:
 @pytest.mark.parametrize(
     ("flag", "commands"),
     [
-        ("--storage", {"search", "worker", "status", "export-best", "confirm", "dashboard"}),
-        ("--artifacts", {"search", "worker", "export-best", "confirm", "dashboard"}),
+        (
+            "--storage",
+            {"search", "submit", "worker", "status", "export-best", "confirm", "dashboard"},
+        ),
+        ("--artifacts", {"search", "submit", "worker", "export-best", "confirm", "dashboard"}),
         ("--gpus", {"search", "worker"}),
         ("--per-gpu", {"search", "worker"}),
         ("--device", {"worker", "confirm"}),
-        ("--study", {"worker", "status", "export-best", "confirm", "report"}),
+        ("--study", {"submit", "worker", "status", "export-best", "confirm", "report"}),
     ],
 )
 def test_shared_options_are_one_definition(flag: str, commands: set[str]) -> None:

@@ -103,6 +103,28 @@ def _prepare_arguments(prepare: argparse.ArgumentParser) -> None:
     )
 
 
+def _submit_arguments(submit: argparse.ArgumentParser) -> None:
+    submit.add_argument(
+        "config", nargs="?", type=Path, help="study YAML: create the study from it first"
+    )
+    submit.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of the study to create")  # fmt: skip
+    submit.add_argument("--trials", type=int, help="the study's budget of finished trials")
+    submit.add_argument("--workers", type=int, required=True, help="array tasks: one worker each")
+    submit.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    submit.add_argument("--gpus-per-worker", type=int, default=0, metavar="G",
+                        help="GPUs per task (--gpus-per-task: CUDA_VISIBLE_DEVICES)")  # fmt: skip
+    submit.add_argument("--cpus-per-worker", type=int, default=1, metavar="C")
+    submit.add_argument("--mem", metavar="M", help="memory per task, e.g. 32G")
+    submit.add_argument("--time", metavar="T", help="time limit per task, e.g. 12:00:00")
+    submit.add_argument("--grace", type=int, default=120, metavar="S",
+                        help="seconds between SIGTERM and the time limit (120)")  # fmt: skip
+    submit.add_argument("--sbatch-arg", action="append", default=[], metavar="ARG",
+                        help="an extra sbatch option, e.g. --sbatch-arg=--qos=high")  # fmt: skip
+    submit.add_argument("--logs", type=Path, help="task logs (default: tuner-logs/STUDY/slurm)")
+    submit.add_argument("--dry-run", action="store_true", help="print the batch script only")
+
+
 def _worker_arguments(worker: argparse.ArgumentParser) -> None:
     """Set by the local launcher for the processes it starts, so hidden from --help."""
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
@@ -212,38 +234,22 @@ def _before_trials() -> None:
 
 def _prepare(args: argparse.Namespace) -> None:
     from tuner.config import load_config
-    from tuner.data import cache_path, entry_path, host_cores, prepare_data
-    from tuner.progress import duration
-    from tuner.search.progress import DataProgress
+    from tuner.search.host import prepare_ahead
 
-    data_cfg = load_config(args.config, args.set).data
-    entry = entry_path(data_cfg)
-    if entry is None:
-        raise TunerError(
-            "data.cache_dir: none, so there is no cache to prepare; set it to a local folder "
-            "(--set data.cache_dir=tuner-cache)"
-        )
-    existed, started = entry.is_dir(), time.monotonic()
-    data = prepare_data(data_cfg, cache_path(data_cfg), DataProgress())
-    seconds = time.monotonic() - started
-    count = len(data.train_labels) + len(data.val_labels)
-    size = data.train_images.shape[-1]
-    on_disk = sum(f.stat().st_size for f in entry.iterdir()) / 1e6
-    print(
-        f"data ready: {len(data.train_labels)} training and {len(data.val_labels)} validation "
-        f"images, {size}x{size} px, {data.num_classes} classes, {on_disk:.0f} MB in {entry}"
-    )
-    if existed:
-        print("it was already prepared on this host: nothing decoded")
-    else:
-        processes = data_cfg.prepare_workers or host_cores()
-        print(
-            f"prepared in {duration(seconds)} ({count / seconds:.0f} images/s, up to "
-            f"{processes} processes)"
-        )
-    if data.skipped_files:
-        print(f"left out {len(data.skipped_files)} unreadable file(s) (data.skip_bad_images)")
-    print("`tuner search` and `tuner worker` on this host now start without decoding.")
+    for line in prepare_ahead(load_config(args.config, args.set).data):
+        print(line)
+
+
+def _submit(args: argparse.Namespace) -> None:
+    from tuner.search import submit
+
+    request = submit.SubmitRequest(
+        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
+        workers=args.workers, partition=args.partition, gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker, mem=args.mem, time=args.time, grace=args.grace,
+        sbatch_args=tuple(args.sbatch_arg), logs=args.logs, dry_run=args.dry_run,
+    )  # fmt: skip
+    submit.run(request, print, lambda line: print(line, file=sys.stderr))
 
 
 def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
@@ -444,6 +450,13 @@ _COMMANDS = (
         _prepare,
         (),
         _prepare_arguments,
+    ),
+    _Command(
+        "submit",
+        "run a study's workers as one Slurm job array (sbatch)",
+        _submit,
+        ("study", *_STORE),
+        _submit_arguments,
     ),
     _Command(
         "worker",

@@ -8,13 +8,16 @@ the same words, before any trial starts.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-from tuner.config import ResolvedWeights, StudyConfig
-from tuner.data import PreparedData, Progress, cache_path, prepare_data
+from tuner.config import DataConfig, ResolvedWeights, StudyConfig
+from tuner.data import PreparedData, Progress, cache_path, entry_path, host_cores, prepare_data
 from tuner.engine import FeatureCache, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
+from tuner.progress import duration
 from tuner.search.objective import SearchContext, WorkerIdentity
+from tuner.search.progress import DataProgress
 from tuner.search.storage import artifact_store
 
 
@@ -84,6 +87,44 @@ def prepare_host(
         FeatureCache(config.train.feature_cache_mb << 20),
         choose_placement(data, device, config.train),
     )
+
+
+def prepare_ahead(data_cfg: DataConfig) -> list[str]:
+    """``tuner prepare``: build this host's cache entry (with a progress bar); what to print.
+
+    Raises:
+        TunerError: without a cache to fill, or for data that cannot be prepared.
+    """
+    entry = entry_path(data_cfg)
+    if entry is None:
+        raise TunerError(
+            "data.cache_dir: none, so there is no cache to prepare; set it to a local folder "
+            "(--set data.cache_dir=tuner-cache)"
+        )
+    existed, started = entry.is_dir(), time.monotonic()
+    data = prepare_data(data_cfg, cache_path(data_cfg), DataProgress())
+    seconds = time.monotonic() - started
+    size = data.train_images.shape[-1]
+    on_disk = sum(f.stat().st_size for f in entry.iterdir()) / 1e6
+    lines = [
+        f"data ready: {len(data.train_labels)} training and {len(data.val_labels)} validation "
+        f"images, {size}x{size} px, {data.num_classes} classes, {on_disk:.0f} MB in {entry}"
+    ]
+    if existed:
+        lines.append("it was already prepared on this host: nothing decoded")
+    else:
+        count = len(data.train_labels) + len(data.val_labels)
+        processes = data_cfg.prepare_workers or host_cores()
+        lines.append(
+            f"prepared in {duration(seconds)} ({count / seconds:.0f} images/s, up to "
+            f"{processes} processes)"
+        )
+    if data.skipped_files:
+        lines.append(
+            f"left out {len(data.skipped_files)} unreadable file(s) (data.skip_bad_images)"
+        )
+    lines.append("`tuner search` and `tuner worker` on this host now start without decoding.")
+    return lines
 
 
 def describe_artifacts(artifacts: str) -> str:

@@ -109,6 +109,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         resident=context.placement is None or context.placement.resident,
     )
     hooks = TrainHooks(reporter.on_epoch, reporter.on_checkpoint if config.search.resume else None)
+    stopped = False
     try:
         result = train(
             model, context.data, params, config.train, environment, hooks, resume=reporter.resume
@@ -123,10 +124,14 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     except NonFiniteLossError as exc:
         trial.set_user_attr(attrs.STOPPED, f"non-finite loss: {exc}")
         raise optuna.TrialPruned(f"non-finite loss: {exc}") from None
+    except KeyboardInterrupt:
+        stopped = True  # the worker queues a retry that resumes from it (leave_for_retry)
+        raise
     finally:
         # Last, after the trial's checkpoint and figures: a worker killed before Optuna
         # stores the outcome leaves the resume checkpoint its trial's retry resumes from.
-        reporter.remove_resume_checkpoints()
+        if not stopped:
+            reporter.remove_resume_checkpoints()
 
 
 def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, int, int]:

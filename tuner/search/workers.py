@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import optuna
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
-from tuner.search import notes
+from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.host import prepare_host
 from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
+from tuner.search.optuna_internals import study_storage
 from tuner.search.signals import raise_if_stop_requested
 from tuner.search.storage import open_storage, redact
 
@@ -91,15 +94,51 @@ def run_worker(
             study.stop()
 
     if study_mod.finished_count(study) < study_mod.stored_budget(study):
-        study.optimize(
-            make_objective(context),
-            callbacks=[
-                *callbacks,
-                notes.note_when_ended(context.config.train.epochs),
-                stop_when_done,
-            ],
-            catch=(Exception,),
-        )
+        try:
+            study.optimize(
+                make_objective(context),
+                callbacks=[
+                    *callbacks,
+                    notes.note_when_ended(context.config.train.epochs),
+                    stop_when_done,
+                ],
+                catch=(Exception,),
+            )
+        except KeyboardInterrupt:
+            leave_for_retry(study, context)
+            raise
     return WorkerOutcome(
         study_mod.finished_count(study), study_mod.stored_budget(study), state["reason"]
     )
+
+
+def leave_for_retry(study: optuna.Study, context: SearchContext) -> int | None:
+    """Queue again the trial this worker was running when it was stopped; its number.
+
+    A stop (Ctrl-C, SIGTERM from a launcher, Slurm's preemption, time limit or ``scancel``,
+    a Kubernetes eviction) fails the running trial; its retry carries the trial's resume
+    checkpoint, so whichever worker takes it next (a requeued task too) goes on from the
+    last finished epoch, as for a worker that died (within ``search.max_retries``; past
+    them, the checkpoint is removed).
+    """
+    worker = context.worker
+    mine = [
+        trial
+        for trial in study.get_trials(deepcopy=False)
+        if trial.user_attrs.get(attrs.WORKER, {}).get("pid") == worker.pid
+        and trial.user_attrs.get(attrs.WORKER, {}).get("host") == worker.host
+    ]
+    if not mine or max(mine, key=lambda trial: trial.number).state != TrialState.FAIL:
+        return None
+    last = max(mine, key=lambda trial: trial.number)
+    before = len(study.get_trials(deepcopy=False))
+    retry = study_storage(study).get_heartbeat_stale_trial_callback()
+    if retry is not None:
+        retry(study, last)
+    if len(study.get_trials(deepcopy=False)) > before:
+        return last.number
+    recorded = last.user_attrs.get(attrs.RESUME)
+    if recorded:  # no retry will read it
+        with contextlib.suppress(ArtifactNotFound, FileNotFoundError):
+            context.store.remove(recorded["artifact"])
+    return None
