@@ -18,7 +18,8 @@ start() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
   fi
   if sinfo -h >/dev/null 2>&1; then
-    echo "slurm: a cluster is already up; using it"
+    echo "slurm: a cluster is already up; using it (and leaving it up)"
+    rm -f "$STATE"  # its daemons are not this run's to stop
     return
   fi
   mkdir -p /etc/munge /var/lib/munge /var/log/munge /run/munge /var/spool/slurmd \

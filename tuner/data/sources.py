@@ -19,6 +19,7 @@ from tuner.errors import TunerError
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 """File name endings (case-insensitive) that the folder source treats as images."""
 
+
 @dataclass(frozen=True)
 class Split:
     """One side of the data before resizing: the ``rows`` of a ``pool`` that it keeps.
