@@ -70,21 +70,26 @@ def _cache_folders(cache: Path) -> list[str]:
     return sorted(p.name for p in cache.iterdir()) if cache.is_dir() else []
 
 
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3000 small JPEGs: a prepare that takes a few seconds, long enough to interrupt."""
+    return _jpeg_tree(tmp_path_factory.mktemp("photos"), per_class=1500, size=(160, 120))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_an_interrupted_prepare_leaves_no_entry_and_the_next_one_builds_it(
-    tmp_path: Path, how: str
+    tmp_path: Path, photos: Path, how: str
 ) -> None:
-    root = _jpeg_tree(tmp_path / "images", per_class=1500, size=(320, 240))
-    sets = ["--set", "data.source=folder", "--set", f"data.path={root}"]
+    sets = ["--set", "data.source=folder", "--set", f"data.path={photos}"]
     sets += ["--set", "data.image_size=64"]
-    cfg = DataConfig(source="folder", path=str(root), image_size=64, cache_dir="tuner-cache")
+    cfg = DataConfig(source="folder", path=str(photos), image_size=64, cache_dir="tuner-cache")
     process = start_tuner(tmp_path, "prepare", *sets, log="prepare.log",
                           env={"TUNER_PROGRESS_SECONDS": "0"})  # fmt: skip
     deadline = time.monotonic() + 120
     while "preparing data: " not in (tmp_path / "prepare.log").read_text():
         assert process.poll() is None and time.monotonic() < deadline, "no progress shown"
-        time.sleep(0.05)
+        time.sleep(0.02)
     process.send_signal(getattr(signal, how))
     code = process.wait(timeout=60)
     entry = tmp_path / entry_path(cfg)
