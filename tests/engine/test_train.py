@@ -93,8 +93,8 @@ def steps() -> Iterator[list[_Step]]:
         seen.append(
             _Step(
                 optimizer=optimizer,
-                stages=[g["stage"] for g in optimizer.param_groups],
-                lrs=[g["lr"] for g in optimizer.param_groups],
+                stages=list(dict.fromkeys(g["stage"] for g in optimizer.param_groups)),
+                lrs=list({g["stage"]: g["lr"] for g in optimizer.param_groups}.values()),
                 head_state=dict(optimizer.state[head]),
                 head_steps=float(optimizer.state[head].get("step", math.nan)),
                 grad_norm=float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))),

@@ -52,6 +52,26 @@ def test_the_pruner_stops_a_trial_after_its_report(make_context) -> None:
         assert "checkpoint_artifact" not in trial.user_attrs
 
 
+def test_a_trial_that_trained_all_its_epochs_is_never_pruned(make_context) -> None:
+    pinned, context = make_context()  # 2 epochs
+    study = optuna.load_study(
+        study_name=pinned.study.study_name,
+        storage=pinned.study._storage,
+        # would prune at the second (last) epoch's report, and only there
+        pruner=optuna.pruners.ThresholdPruner(lower=1.1, n_warmup_steps=1),
+    )
+    study.optimize(make_objective(context), n_trials=2)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    for trial in study.trials:
+        assert len(trial.user_attrs["val_accuracy"]) == 2 and "stopped" not in trial.user_attrs
+        assert trial.value is not None and trial.user_attrs["checkpoint_artifact"]
+
+
+def test_the_objective_is_named_for_the_dashboard(make_context) -> None:
+    pinned, _ = make_context()
+    assert pinned.study.metric_names == ["val_accuracy"]
+
+
 @pytest.mark.filterwarnings("ignore:Fixed parameter:UserWarning")
 def test_a_diverging_trial_is_pruned_with_its_reason_and_the_search_goes_on(make_context) -> None:
     pinned, context = make_context("search.trials=2")

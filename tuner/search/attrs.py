@@ -21,6 +21,8 @@ CHECKPOINT_REMOVED_PREFIX = "tuner:checkpoint_removed:"  # + trial number: its c
 PARENT_STUDY = "tuner:parent_study"  # on a confirm study: the study it confirms
 CONFIRM_REQUEST = "tuner:confirm_request"  # the last `tuner confirm` request: candidates, seeds
 
+OBJECTIVE = "val_accuracy"  # the objective's name (set_metric_names): the dashboard's label
+
 # --- on a trial: what it is --------------------------------------------------------------
 PARAMS = "params"  # the full TrialParams as a dict, fixed dimensions included
 RECIPE = "recipe"  # the classic recipe's name, on the trials enqueued for them

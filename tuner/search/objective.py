@@ -171,11 +171,17 @@ class _TrialReporter:
                 trial.report(metrics.val_accuracy, metrics.epoch)
 
     def on_epoch(self, metrics: EpochMetrics) -> bool:
+        """Record and report the epoch; ask the pruner whether to stop, except after the last.
+
+        A trial that trained all its epochs is complete: pruning it then would save nothing
+        and throw away its value, its checkpoint and its place in the ranking.
+        """
         raise_if_stop_requested()
         self.history.append(metrics)
         _record_curves(self._trial, self.history)
         self._trial.report(metrics.val_accuracy, metrics.epoch)
-        return self._trial.should_prune()
+        last = metrics.epoch == self._context.config.train.epochs - 1
+        return not last and self._trial.should_prune()
 
     def on_checkpoint(self, checkpoint: TrainCheckpoint) -> None:
         study = self._trial.study.study_name

@@ -247,6 +247,9 @@ def create_pinned(
         sampler=make_sampler(config.search),
         pruner=make_pruner(config.search, config.train.epochs),
     )
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([attrs.OBJECTIVE])  # optuna-dashboard shows it, not "Objective 0"
     study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
     study.set_user_attr(attrs.WEIGHTS, weights.to_dict())
     study.set_user_attr(attrs.FINGERPRINT, fingerprint)
