@@ -8,11 +8,13 @@ from typing import BinaryIO
 
 import optuna
 import pytest
+from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
-from tuner.config import Fixed, SearchConfig
+from tuner.config import Fixed
 from tuner.search import study as study_mod
 from tuner.search.objective import make_objective
+from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.storage import ArtifactStore
 from tuner.search.workers import run_worker
 
@@ -172,18 +174,16 @@ def test_consecutive_failures_stop_the_worker_with_the_reason(make_context) -> N
     assert "rmsprop" in outcome.stopped_reason
 
 
-@pytest.mark.parametrize("pruner", ["hyperband", "median", "successive_halving", "none"])
-def test_pruner_factory(pruner: str) -> None:
-    plain = study_mod.make_pruner(SearchConfig(pruner=pruner, prune_after_unfreeze=False), 4)
-    made = study_mod.make_pruner(SearchConfig(pruner=pruner), epochs=4)
-    if pruner != "none":  # the default wraps it: no decision before a trial unfreezes
-        assert isinstance(made, study_mod.ScheduleAwarePruner)
-        assert type(made.pruner) is type(plain)
-        made = made.pruner
-    expected = {
-        "hyperband": optuna.pruners.HyperbandPruner,
-        "median": optuna.pruners.MedianPruner,
-        "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-        "none": optuna.pruners.NopPruner,
-    }[pruner]
-    assert isinstance(made, expected)
+def test_a_worker_waits_for_a_trial_in_flight_and_runs_its_retry_within_the_budget(
+    make_context,
+) -> None:
+    pinned, context = make_context(
+        "search.trials=1", "search.heartbeat_seconds=1", "search.grace_seconds=2"
+    )
+    study = pinned.study
+    dead = study.ask()  # a worker on another host claimed the one trial, then died
+    study_storage(study).record_heartbeat(trial_id(dead))
+    outcome = run_worker(study, context)  # waits: the dead trial holds the budget's one place
+    assert outcome.finished == outcome.budget == 1
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert RetryFailedTrialCallback.retried_trial_number(study.trials[1]) == dead.number

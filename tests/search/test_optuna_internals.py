@@ -6,6 +6,7 @@ An Optuna (or optuna-dashboard) upgrade that renames or drops one fails here by 
 from __future__ import annotations
 
 import inspect
+import time
 from pathlib import Path
 
 import optuna
@@ -56,6 +57,31 @@ def test_set_heartbeat_is_what_the_storage_reports(tmp_path: Path) -> None:
     assert storage.get_heartbeat_interval() == 7
     assert storage.get_heartbeat_stale_trial_callback() is on_stale
     assert storage.grace_period == 30
+
+
+def test_the_heartbeat_thread_records_a_running_trials_heartbeat(tmp_path: Path) -> None:
+    storage, study = _study(tmp_path)
+    optuna_internals.set_heartbeat(storage, 1, 30, lambda study, trial: None)
+    trial = study.ask()
+    with optuna_internals.heartbeat(study, trial):
+        pass
+    stale = storage._get_stale_trial_ids(storage.get_study_id_from_name("internals"))
+    assert stale == []  # a heartbeat was recorded, and it is fresh
+    storage.grace_period = 0
+    time.sleep(1.1)
+    assert storage._get_stale_trial_ids(storage.get_study_id_from_name("internals")) == [
+        optuna_internals.trial_id(trial)
+    ]
+
+
+def test_requeue_puts_a_running_trial_back_for_the_next_ask(tmp_path: Path) -> None:
+    _, study = _study(tmp_path)
+    trial = study.ask()
+    trial.set_user_attr("resume", {"artifact": "r.pt", "epoch": 1})
+    optuna_internals.requeue(study, trial)
+    assert study.trials[trial.number].state == TrialState.WAITING
+    again = study.ask()
+    assert again.number == trial.number and again.user_attrs["resume"]["epoch"] == 1
 
 
 def test_rdb_internal_calls_exist_as_methods() -> None:

@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from tuner.config import ResolvedWeights, load_config
 from tuner.errors import TunerError
 from tuner.search import study as study_mod
+from tuner.search.optuna_internals import requeue
 from tuner.search.storage import open_storage
 
 
@@ -86,99 +87,16 @@ def test_a_failure_streak_counts_the_whole_study_from_a_start(tmp_path: Path) ->
     assert study_mod.failure_streak(study, limit=2, since=4) is None  # a re-run starts afresh
 
 
-# --- the schedule-aware pruner ----------------------------------------------------------------
-
-
-def _prune_decisions(study: optuna.Study, recipe: dict, curve: list[float]) -> list[bool]:
-    """Run one real trial with ``recipe`` as its params attribute; should_prune after each step."""
-    trial = study.ask()
-    trial.set_user_attr("params", recipe)
-    decisions = []
-    for step, value in enumerate(curve):
-        trial.report(value, step)
-        decisions.append(bool(trial.should_prune()))
-    study.tell(trial, state=TrialState.PRUNED)
-    return decisions
-
-
-@pytest.mark.parametrize("wrapped", [True, False])
-def test_a_late_unfreezer_is_not_pruned_before_it_unfreezes(tmp_path: Path, wrapped: bool) -> None:
-    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    pruner = study_mod.ScheduleAwarePruner(median) if wrapped else median
-    storage = open_storage(f"sqlite:///{tmp_path / 'p.db'}")
-    study = optuna.create_study(storage=storage, direction="maximize", pruner=pruner)
-    for _ in range(2):  # two fine-tuning trials that did well from the first epoch
-        trial = study.ask()
-        for step in range(4):
-            trial.report(0.9, step)
-        study.tell(trial, 0.9)
-
-    late = {"freeze_depth": 5, "unfreeze_epoch": 2, "unfreeze_mode": "all"}
-    never = {"freeze_depth": 5, "unfreeze_epoch": None, "unfreeze_mode": "all"}
-    plateau = [0.2, 0.2, 0.2, 0.2]
-    if wrapped:
-        assert _prune_decisions(study, late, plateau) == [False, False, False, True]
-    else:
-        assert _prune_decisions(study, late, plateau)[0] is True
-    assert _prune_decisions(study, never, plateau)[0] is True  # nothing to wait for
-    unfrozen = {"freeze_depth": 0, "unfreeze_epoch": None, "unfreeze_mode": "all"}
-    assert _prune_decisions(study, unfrozen, plateau)[0] is True
-
-
-def test_before_it_unfreezes_a_trial_is_compared_with_like_schedules(tmp_path: Path) -> None:
-    median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
-    pruner = study_mod.ScheduleAwarePruner(median, like_startup=2)
-    storage = open_storage(f"sqlite:///{tmp_path / 'l.db'}")
-    study = optuna.create_study(storage=storage, direction="maximize", pruner=pruner)
-    late = {"freeze_depth": 5, "unfreeze_epoch": 2, "unfreeze_mode": "all"}
-    for _ in range(2):  # two late unfreezers that plateaued at 0.5, then jumped
-        trial = study.ask()
-        trial.set_user_attr("params", late)
-        for step, value in enumerate([0.5, 0.5, 0.5, 0.95]):
-            trial.report(value, step)
-        study.tell(trial, 0.95)
-    fine_tuned = study.ask()  # a fine-tuning trial far ahead from the start: not a like schedule
-    for step in range(4):
-        fine_tuned.report(0.99, step)
-    study.tell(fine_tuned, 0.99)
-
-    assert _prune_decisions(study, late, [0.6, 0.6, 0.6, 0.9]) == [False, False, False, True]
-    assert _prune_decisions(study, late, [0.1])[0] is True  # worse than its like: cut at once
-    other = {"freeze_depth": 3, "unfreeze_epoch": 2, "unfreeze_mode": "all"}
-    assert _prune_decisions(study, other, [0.1, 0.1]) == [False, False]  # no like trials yet
-
-
-def test_on_its_plateau_a_late_unfreezer_is_compared_with_every_trial_frozen_alike(
-    tmp_path: Path,
-) -> None:
-    median = optuna.pruners.MedianPruner(n_startup_trials=0, n_warmup_steps=0)
-    pruner = study_mod.ScheduleAwarePruner(median, like_startup=2)
-    storage = open_storage(f"sqlite:///{tmp_path / 'a.db'}")
-    study = optuna.create_study(storage=storage, direction="maximize", pruner=pruner)
-    extractor = {"freeze_depth": 5, "unfreeze_epoch": None, "unfreeze_mode": "all"}
-    for _ in range(2):  # two feature extractors: the plateau a depth-5 trial is on at first
-        trial = study.ask()
-        trial.set_user_attr("params", extractor)
-        for step in range(4):
-            trial.report(0.6, step)
-        study.tell(trial, 0.6)
-
-    late = {"freeze_depth": 5, "unfreeze_epoch": 2, "unfreeze_mode": "all"}
-    assert _prune_decisions(study, late, [0.1])[0] is True  # a bad head: cut on the plateau
-    # a good one stays; in its unfreeze epoch only trials that unfroze alike compare (none)
-    assert _prune_decisions(study, late, [0.6, 0.6, 0.3]) == [False, False, False]
-    shallower = {"freeze_depth": 4, "unfreeze_epoch": 2, "unfreeze_mode": "all"}
-    assert _prune_decisions(study, shallower, [0.1])[0] is False  # frozen otherwise: no peers
-
-
-def test_the_schedule_aware_pruner_is_the_default() -> None:
-    config = load_config(None, [])
-    pruner = study_mod.make_pruner(config.search, config.train.epochs)
-    assert isinstance(pruner, study_mod.ScheduleAwarePruner)
-    assert isinstance(pruner.pruner, optuna.pruners.HyperbandPruner)
-    plain = load_config(None, ["search.prune_after_unfreeze=false"])
-    assert isinstance(
-        study_mod.make_pruner(plain.search, plain.train.epochs), optuna.pruners.HyperbandPruner
-    )
-    off = load_config(None, ["search.pruner=none"])
-    assert isinstance(study_mod.make_pruner(off.search, 4), optuna.pruners.NopPruner)
+def test_of_two_trials_claimed_at_once_the_later_goes_back_to_the_queue(tmp_path: Path) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
+    config = load_config(None, ["search.study=budget", "search.trials=2"])
+    study = study_mod.create_pinned(storage, config, ResolvedWeights.random_init(), "fp").study
+    done = study.ask()
+    study.tell(done, 0.5)
+    first, second = study.ask(), study.ask()  # two workers found room and claimed at once
+    assert not study_mod.has_room(study)  # 1 finished + 2 in flight: no room for a third
+    assert study_mod.has_room(study, before=first.number)  # the earlier claim keeps its place
+    assert not study_mod.has_room(study, before=second.number)  # the later one gives it up
+    requeue(study, second)
+    assert study.trials[second.number].state == TrialState.WAITING
+    assert study.ask().number == second.number  # the next worker that asks gets it back

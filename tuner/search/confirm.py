@@ -24,6 +24,7 @@ from tuner.recipe import describe_schedule
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.objective import SearchContext, make_objective
+from tuner.search.workers import ask, run_trial
 
 _PENDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -146,9 +147,9 @@ def run(
 ) -> None:
     """Run every waiting confirm run, one at a time; a failed run is left for a re-run."""
     objective = make_objective(context)
-    noted = [*callbacks, notes.note_when_ended(context.config.train.epochs)]
-    while linked.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        linked.study.optimize(objective, n_trials=1, callbacks=noted, catch=(Exception,))
+    noted = (*callbacks, notes.note_when_ended(context.config.train.epochs))
+    while pending_runs(linked):
+        run_trial(linked.study, ask(linked.study), objective, noted)
 
 
 def pending_runs(linked: study_mod.PinnedStudy) -> int:

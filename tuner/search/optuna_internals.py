@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import optuna
 from optuna.storages import BaseStorage, RDBStorage
-from optuna.trial import FrozenTrial
+from optuna.storages._heartbeat import BaseHeartbeatThread, get_heartbeat_thread
+from optuna.trial import FrozenTrial, TrialState
 
 StaleTrialCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -36,13 +37,32 @@ def study_storage(study: optuna.Study) -> BaseStorage:
     return study._storage
 
 
-def trial_id(trial: FrozenTrial) -> int:
+def trial_id(trial: FrozenTrial | optuna.Trial) -> int:
     """The storage's id of a trial (not its number), which storage calls take.
 
     Public alternative: ``get_trial_id_from_study_id_trial_number``, one more query per call
     and it needs the study's private id too.
     """
     return trial._trial_id
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> BaseHeartbeatThread:
+    """The thread that records a running trial's heartbeat (a no-op without heartbeats).
+
+    ``study.optimize`` runs it around each trial; a worker that claims its trials itself (to
+    keep the budget exact, see ``workers.run_trial``) runs them the same way.
+    """
+    return get_heartbeat_thread(trial_id(trial), study_storage(study))
+
+
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Put a just-claimed trial back in the queue (WAITING) for the next worker that asks.
+
+    Optuna offers no public way back from RUNNING; RDBStorage (and the cache over it) allows
+    the state change, and ``study.ask`` pops the trial again like an enqueued one, with its
+    user attributes (a retry's resume checkpoint) intact.
+    """
+    study_storage(study).set_trial_state_values(trial_id(trial), state=TrialState.WAITING)
 
 
 def set_heartbeat(

@@ -19,9 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner import config as config_mod
 from tuner.config import ResolvedWeights, SearchConfig, StudyConfig
 from tuner.errors import TunerError
-from tuner.recipe import NEVER, Schedule, frozen_depth_at
 from tuner.search import attrs
 from tuner.search.optuna_internals import set_heartbeat
+from tuner.search.pruners import make_pruner
 from tuner.search.storage import ArtifactStore
 
 CONFIRM_SUFFIX = "-confirm"
@@ -53,87 +53,6 @@ def make_sampler(search: SearchConfig, worker: str | None = None) -> optuna.samp
         return optuna.samplers.TPESampler(
             seed=seed, multivariate=True, group=True, constant_liar=True, n_startup_trials=8
         )
-
-
-def make_pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """Pruners read per-epoch validation accuracy; steps are 0-based epochs.
-
-    With ``search.prune_after_unfreeze`` (the default) the pruner is wrapped in a
-    :class:`ScheduleAwarePruner`, so late unfreezers are judged after they unfreeze.
-    """
-    if search.pruner == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=3
-        )
-    elif search.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    elif search.pruner == "successive_halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    else:
-        return optuna.pruners.NopPruner()
-    return ScheduleAwarePruner(pruner) if search.prune_after_unfreeze else pruner
-
-
-class ScheduleAwarePruner(optuna.pruners.BasePruner):
-    """A pruner that judges a trial before its unfreeze epoch + 1 only against like trials.
-
-    A trial that unfreezes at epoch u plateaus at frozen-backbone accuracy until then and
-    usually jumps after it; a plain pruner compares that plateau with trials already
-    fine-tuning and cuts it for a curve it was never going to have. So until epoch u + 1 the
-    trial at epoch s is compared only with complete trials that trained the same way in
-    epochs 0..s (the same frozen depth in each: while it still waits, every trial frozen at
-    its depth, feature extractors included; in the epoch it unfreezes, trials with the same
-    unfreeze epoch and mode), by their median at epoch s, once ``like_startup`` of them
-    exist: a bad head learning rate is still cut on the plateau, a good late unfreezer is not.
-    From epoch u + 1 on (and for trials that never unfreeze, from the start) the wrapped
-    pruner decides as usual, catching up on the rungs it skipped with the trial's current
-    value. The schedule is read from the trial's ``params`` user attribute (the full recipe,
-    fixed dimensions included), else its Optuna params.
-
-    The wrapped pruner still buckets trials into its own brackets when it prunes; only the
-    sampler no longer filters trials by Hyperband bracket, since it sees this wrapper instead.
-    """
-
-    def __init__(self, pruner: optuna.pruners.BasePruner, like_startup: int = 3) -> None:
-        self.pruner = pruner
-        self._like = optuna.pruners.MedianPruner(n_startup_trials=like_startup, n_warmup_steps=0)
-
-    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        step = trial.last_step
-        if step is None:
-            return False
-        schedule = schedule_of(trial)
-        if schedule.unfreeze_epoch is not None and step < schedule.unfreeze_epoch + 1:
-            return self._like.prune(_TrainedAlike(study, schedule, step), trial)
-        return self.pruner.prune(study, trial)
-
-
-class _TrainedAlike:
-    """The part of a study that a percentile pruner reads, narrowed to trials that trained
-    with the same frozen depth as ``schedule`` in every epoch up to ``step``."""
-
-    def __init__(self, study: optuna.Study, schedule: Schedule, step: int) -> None:
-        self._study = study
-        self._step = step
-        self._path = _depth_path(schedule, step)
-        self.direction = study.direction
-
-    def get_trials(self, deepcopy: bool = True, states: tuple | None = None) -> list[FrozenTrial]:
-        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
-        return [t for t in trials if _depth_path(schedule_of(t), self._step) == self._path]
-
-
-def _depth_path(schedule: Schedule, step: int) -> tuple[int, ...]:
-    return tuple(frozen_depth_at(schedule, epoch) for epoch in range(step + 1))
-
-
-def schedule_of(trial: FrozenTrial) -> Schedule:
-    """The trial's schedule; ``unfreeze_epoch`` is None when it never unfreezes."""
-    recipe = attrs.recipe_params(trial)
-    depth = int(recipe.get("freeze_depth") or 0)
-    value = recipe.get("unfreeze_epoch") if depth else None
-    unfreeze = None if value in (None, NEVER) else int(value)
-    return Schedule(depth, unfreeze, str(recipe.get("unfreeze_mode", "all")))
 
 
 @dataclass(frozen=True)
@@ -289,6 +208,34 @@ def failure_streak(study: optuna.Study, limit: int, since: int = 0) -> str | Non
 def finished_count(study: optuna.Study) -> int:
     """Trials that count towards the budget: complete and pruned."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def budget_met(study: optuna.Study) -> bool:
+    return finished_count(study) >= stored_budget(study)
+
+
+def has_room(study: optuna.Study, before: int | None = None) -> bool:
+    """Whether the finished trials and those in flight leave room in the budget for one more.
+
+    ``before``: the number of a trial just claimed; only the trials in flight numbered below
+    it count, so of two workers that claimed a trial at once the earlier one keeps it.
+    """
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    taken = [
+        t for t in trials if t.state != TrialState.RUNNING or before is None or t.number < before
+    ]
+    return len(taken) < stored_budget(study)
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """Fail the running trials whose worker stopped sending heartbeats; their retries queue.
+
+    Optuna does this only when a worker starts a trial; a worker that waits on the trials in
+    flight must do it too, or a dead worker's trial would hold its place forever.
+    """
+    with warnings.catch_warnings():  # experimental since Optuna 2.9, unchanged since
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:

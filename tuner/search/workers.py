@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -15,11 +17,14 @@ from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.host import prepare_host
 from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
-from tuner.search.optuna_internals import study_storage
+from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
 from tuner.search.signals import raise_if_stop_requested
 from tuner.search.storage import open_storage, redact
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
+
+WAIT_SECONDS = 2.0
+"""How often a worker waiting on the trials in flight looks at the study again."""
 
 
 @dataclass(frozen=True)
@@ -74,42 +79,89 @@ def run_worker(
     """Run trials until the study holds its budget of finished trials (complete + pruned).
 
     The budget counts the whole study, all workers on all hosts, and is read from the study
-    after every trial, so a re-run only runs what is missing and a raised budget reaches
-    running workers. A worker starts a trial only while the budget is unmet, so the study
-    ends with at most (workers - 1) trials more than the budget. Failed trials don't count;
-    after ``search.max_consecutive_failures`` of them in a row in the study, every worker
-    stops with the last failure's reason instead of looping.
+    before every trial, so a re-run only runs what is missing and a raised budget reaches
+    running workers. It is exact: a worker starts a trial only while the finished trials and
+    those in flight fall short of it, and while they don't it waits, since a trial in flight
+    may yet fail (its worker died, or it raised) and leave a place to run, its retry first.
+    Failed trials don't count; after ``search.max_consecutive_failures`` of them in a row in
+    the study, every worker stops with the last failure's reason instead of looping.
     """
     limit = context.config.search.max_consecutive_failures
     first = len(study.get_trials(deepcopy=False))  # failures of an earlier run don't count
-    state: dict[str, str | None] = {"reason": None}
+    objective = make_objective(context)
+    ended = (*callbacks, notes.note_when_ended(context.config.train.epochs))
+    reason = None
+    try:
+        while reason is None and not study_mod.budget_met(study):
+            trial = _claim_trial(study)
+            if trial is None:
+                time.sleep(WAIT_SECONDS)
+                continue
+            if run_trial(study, trial, objective, ended).state == TrialState.FAIL:
+                reason = study_mod.failure_streak(study, limit, since=first)
+    except KeyboardInterrupt:
+        leave_for_retry(study, context)
+        raise
+    return WorkerOutcome(study_mod.finished_count(study), study_mod.stored_budget(study), reason)
 
-    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        raise_if_stop_requested()
-        if trial.state == TrialState.FAIL:
-            state["reason"] = study_mod.failure_streak(study, limit, since=first)
-            if state["reason"]:
-                study.stop()
-        if study_mod.finished_count(study) >= study_mod.stored_budget(study):
-            study.stop()
 
-    if study_mod.finished_count(study) < study_mod.stored_budget(study):
+def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
+    """A trial to run within the budget, or None while the trials in flight may fill it.
+
+    The trials of dead workers are failed first (after the heartbeat grace period), which
+    queues their retries. Two workers may pass the first check at once; the trial numbers
+    then decide, and the one whose trial came later puts it back in the queue untouched.
+    """
+    raise_if_stop_requested()
+    study_mod.fail_stale_trials(study)
+    if not study_mod.has_room(study):
+        return None
+    trial = ask(study)
+    if study_mod.has_room(study, before=trial.number):
+        return trial
+    requeue(study, trial)
+    return None
+
+
+def ask(study: optuna.Study) -> optuna.Trial:
+    """``study.ask()``, the next queued trial first, for :func:`run_trial` to run.
+
+    Optuna warns that heartbeats belong to ``study.optimize``; run_trial runs them as it does.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+        return study.ask()
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    objective: Callable[[optuna.Trial], float],
+    callbacks: tuple[TrialCallback, ...] = (),
+) -> FrozenTrial:
+    """Run ``objective`` on ``trial`` with heartbeats, store the outcome, call ``callbacks``.
+
+    What ``study.optimize`` does for one trial, for a trial the worker has already claimed:
+    pruned trials are PRUNED with their last value, an exception fails the trial (its reason
+    is recorded by the objective), and Ctrl-C fails it before it propagates, never leaving
+    it RUNNING.
+    """
+    value, state = None, None
+    with heartbeat(study, trial):
         try:
-            study.optimize(
-                make_objective(context),
-                callbacks=[
-                    *callbacks,
-                    notes.note_when_ended(context.config.train.epochs),
-                    stop_when_done,
-                ],
-                catch=(Exception,),
-            )
+            value = objective(trial)
+        except optuna.TrialPruned:
+            state = TrialState.PRUNED
+        except Exception:
+            state = TrialState.FAIL
         except KeyboardInterrupt:
-            leave_for_retry(study, context)
+            study.tell(trial, state=TrialState.FAIL)
             raise
-    return WorkerOutcome(
-        study_mod.finished_count(study), study_mod.stored_budget(study), state["reason"]
-    )
+    study.tell(trial, value, state=state)
+    frozen = study_storage(study).get_trial(trial_id(trial))
+    for callback in callbacks:
+        callback(study, frozen)
+    return frozen
 
 
 def leave_for_retry(study: optuna.Study, context: SearchContext) -> int | None:
