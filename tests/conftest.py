@@ -142,7 +142,7 @@ def cifar_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture(scope="module")
 def digits() -> PreparedData:
-    return prepare_data(DataConfig(source="digits", image_size=16))
+    return prepare_data(DataConfig(source="digits", image_size=16), with_test=True)
 
 
 POSTGRES_URL = os.environ.get(

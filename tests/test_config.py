@@ -107,6 +107,12 @@ def test_study_name_defaults_to_file_stem(tmp_path: Path) -> None:
         ("data: {relabel: {a: [cat], b: [cat]}}", "data.relabel", "mapped to both"),
         ("data: {source: digits, val_source: test}", "data.val_source", "has none: use holdout"),
         ("search: {study: 'a b'}", "search.study", "letters, digits"),
+        (
+            "data: {val_fraction: 0.5, test_fraction: 0.45}",
+            "data.test_fraction",
+            "data.val_fraction (0.5) + data.test_fraction (0.45) leave less than 10%",
+        ),
+        ("data: {test_source: val}", "data.test_source", "must be one of auto, holdout, none"),
     ],
 )
 def test_validation_errors_name_file_and_key(

@@ -27,6 +27,7 @@ PRUNERS = ("asha", "hyperband", "median", "successive_halving", "none")
 SAMPLERS = ("tpe", "random")
 AMP_MODES = ("auto", "bf16", "off")
 DATA_ON_DEVICE = ("auto", "always", "never")
+TEST_SOURCES = ("auto", "holdout", "none")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -294,6 +295,8 @@ class DataConfig:
     )
     val_source: str = _key("holdout", choices=("holdout", "test"))
     val_fraction: float = _key(0.2, low=0.01, high=0.9)
+    test_source: str = _key("auto", choices=TEST_SOURCES)
+    test_fraction: float = _key(0.2, low=0.01, high=0.9)
     split_seed: int = _key(0)
     image_size: int = _key(32, low=8, high=1024)
     augment: str = _key("flip", choices=AUGMENTATIONS)
@@ -454,6 +457,19 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+# Keys added after studies were stored without them, with the value that reproduces what those
+# studies did then (a YAML file that omits them gets the default instead).
+_STORED_BEFORE = {("data", "test_source"): "none"}
+
+
+def from_stored(raw: dict[str, Any]) -> StudyConfig:
+    """The config a study stored, as it was meant when it was stored (see ``_STORED_BEFORE``)."""
+    raw = {name: dict(body) if isinstance(body, dict) else body for name, body in raw.items()}
+    for (section, key), value in _STORED_BEFORE.items():
+        raw.setdefault(section, {}).setdefault(key, value)
+    return from_dict(raw)
+
+
 def from_dict(raw: dict[str, Any], where: _Where | None = None) -> StudyConfig:
     """Build and validate a StudyConfig from plain data (YAML or the study's stored JSON)."""
     where = where or _Where("stored study config")
@@ -497,6 +513,15 @@ def _check_cross_keys(config: StudyConfig, where: _Where) -> None:
         raise where.error(
             "data.val_source",
             f"'test' needs a dataset with a test split; {data.source} has none: use holdout.",
+        )
+    holdouts = [("data.val_fraction", data.val_fraction)] if data.val_source == "holdout" else []
+    if data.test_source == "holdout" or (data.test_source == "auto" and data.source == "digits"):
+        holdouts.append(("data.test_fraction", data.test_fraction))
+    if sum(fraction for _, fraction in holdouts) > 0.9:
+        raise where.error(
+            holdouts[-1][0],
+            f"{' + '.join(f'{key} ({fraction})' for key, fraction in holdouts)} leave less than "
+            "10% of each class for training; lower them.",
         )
     epochs = config.train.epochs
     for value in dimension_values(config.space.unfreeze_epoch):

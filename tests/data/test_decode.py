@@ -39,13 +39,17 @@ def _folder_config(root: Path, **keys: object) -> DataConfig:
 def test_two_processes_prepare_the_same_bytes_as_one(tmp_path: Path) -> None:
     root = _jpeg_tree(tmp_path / "images", per_class=4 * CHUNK + 10)  # enough for 2 processes
     (root / "class1" / "broken.jpg").write_bytes(b"not a jpeg")
-    one = prepare_data(_folder_config(root, prepare_workers=1, skip_bad_images=True))
-    two = prepare_data(_folder_config(root, prepare_workers=2, skip_bad_images=True))
+    config = {"skip_bad_images": True}
+    one = prepare_data(_folder_config(root, prepare_workers=1, **config), with_test=True)
+    two = prepare_data(_folder_config(root, prepare_workers=2, **config), with_test=True)
     assert one.fingerprint == two.fingerprint
-    for name in ("train_images", "train_labels", "val_images", "val_labels"):
-        assert torch.equal(getattr(one, name), getattr(two, name)), name
+    for name in ("train", "val", "test"):
+        for part in ("images", "labels"):
+            key = f"{name}_{part}"
+            assert torch.equal(getattr(one, key), getattr(two, key)), key
     assert one.skipped_files == two.skipped_files == (str(root / "class1" / "broken.jpg"),)
-    assert len(one.train_labels) + len(one.val_labels) == 2 * (4 * CHUNK + 10)
+    sizes = (len(one.train_labels), len(one.val_labels), len(one.test_labels))
+    assert sum(sizes) == 2 * (4 * CHUNK + 10) and sizes[2] == one.test_count > 0
 
 
 def test_decoded_rows_are_what_prediction_time_loading_gives(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.helpers import CIFAR_NAMES, red_label
-from tuner.config import DataConfig
+from tuner.config import DataConfig, from_stored, load_config, to_dict
 from tuner.data.prepare import PreparedData, prepare_data
 from tuner.errors import TunerError
 
@@ -22,12 +22,47 @@ from tuner.errors import TunerError
 
 
 def test_holdout_is_stratified(digits: PreparedData) -> None:
-    train_counts = torch.bincount(digits.train_labels, minlength=10).float()
-    val_counts = torch.bincount(digits.val_labels, minlength=10).float()
-    assert bool((val_counts > 0).all())
-    assert torch.allclose(
-        val_counts / (train_counts + val_counts), torch.full((10,), 0.2), atol=0.01
-    )
+    counts = [
+        torch.bincount(labels, minlength=10).float()
+        for labels in (digits.train_labels, digits.val_labels, digits.test_labels)
+    ]
+    assert all(bool((side > 0).all()) for side in counts)
+    for held in counts[1:]:  # val and test: 20% of each class each
+        assert torch.allclose(held / sum(counts), torch.full((10,), 0.2), atol=0.01)
+
+
+def test_without_a_test_split_the_data_is_what_it_was_before_test_splits(
+    digits: PreparedData,
+) -> None:
+    """Studies made before held-out test splits existed store no data.test_source; read back
+    as "none", their data and its fingerprint must be exactly what they pinned."""
+    old = prepare_data(DataConfig(source="digits", test_source="none"))
+    assert old.fingerprint.startswith("3b261c1f")  # the default study's, before this change
+    assert (len(old.train_labels), len(old.val_labels), old.test_count) == (1438, 359, 0)
+    assert load_config(None, []).data.test_source == "auto"  # new studies hold out a test split
+    stored = to_dict(load_config(None, []))
+    del stored["data"]["test_source"]
+    assert from_stored(stored).data.test_source == "none"
+
+
+def test_the_test_split_is_disjoint_from_train_and_val(cifar_root: Path) -> None:
+    """The green channel of the fixture's images is a per-image id: 0..99 train, 100..149 test."""
+
+    def ids(images: torch.Tensor) -> set[int]:
+        return set(images[:, 1, 0, 0].tolist())
+
+    own = prepare_data(DataConfig(source="cifar10", root=str(cifar_root)), with_test=True)
+    assert ids(own.test_images) == set(range(100, 150))  # the dataset's test batch, whole
+    assert ids(own.train_images) | ids(own.val_images) == set(range(100))
+
+    cfg = DataConfig(source="cifar10", root=str(cifar_root), test_source="holdout")
+    held = prepare_data(cfg, with_test=True)
+    sides = [ids(held.train_images), ids(held.val_images), ids(held.test_images)]
+    assert [len(side) for side in sides] == [60, 20, 20]
+    assert set.union(*sides) == set(range(100))  # disjoint, and together the training pool
+    assert torch.bincount(held.test_labels).tolist() == [2] * 10
+    assert torch.equal(red_label(held.test_images, 20), held.test_labels)
+    assert held.fingerprint != own.fingerprint  # the test split is part of the fingerprint
 
 
 def test_split_is_deterministic_and_depends_on_the_seed(digits: PreparedData) -> None:
@@ -70,12 +105,15 @@ def test_cifar10_classes_subset_cap_and_test_split(cifar_root: Path) -> None:
         source="cifar10",
         root=str(cifar_root),
         classes=("cat", "airplane", "truck"),
-        per_class=4,
+        per_class=5,
         val_source="test",
     )
-    data = prepare_data(cfg)
+    data = prepare_data(cfg, with_test=True)
     assert data.class_names == ("cat", "airplane", "truck")  # the given order sets the labels
+    # validation takes the test split, so the test images are held out of the 5 kept
     assert torch.bincount(data.train_labels).tolist() == [4, 4, 4]
+    assert torch.bincount(data.test_labels).tolist() == [1, 1, 1]
+    assert bool((data.test_images[:, 1, 0, 0] < 100).all())
     assert torch.bincount(data.val_labels).tolist() == [5, 5, 5]  # the whole test split
     original = torch.tensor([CIFAR_NAMES.index(n) for n in data.class_names])
     assert torch.equal(red_label(data.train_images, 20), original[data.train_labels])
@@ -91,6 +129,7 @@ def test_cifar10_relabel_caps_each_new_class(cifar_root: Path) -> None:
         relabel=(("animal", ("cat", "dog")), ("vehicle", ("automobile", "truck"))),
         per_class=12,
         val_source="test",
+        test_source="none",
     )
     data = prepare_data(cfg)
     assert data.class_names == ("animal", "vehicle")

@@ -55,7 +55,8 @@ def _write_folder(root: Path, counts: dict[str, int], size: tuple[int, int] = (1
 def test_digits_shapes_dtypes_and_classes(digits: PreparedData) -> None:
     assert digits.class_names == tuple(str(i) for i in range(10))
     assert digits.num_classes == 10
-    assert len(digits.train_labels) + len(digits.val_labels) == 1797
+    sizes = [len(digits.train_labels), len(digits.val_labels), len(digits.test_labels)]
+    assert sum(sizes) == 1797 and sizes[2] == digits.test_count
     assert digits.train_images.shape == (len(digits.train_labels), 3, 16, 16)
     assert digits.val_images.shape == (len(digits.val_labels), 3, 16, 16)
     assert digits.train_images.dtype == torch.uint8 and digits.train_labels.dtype == torch.int64
@@ -63,7 +64,9 @@ def test_digits_shapes_dtypes_and_classes(digits: PreparedData) -> None:
     assert digits.train_images.max().item() == 255 and digits.train_images.min().item() == 0
     # greyscale fed as three identical channels
     assert torch.equal(digits.train_images[:, 0], digits.train_images[:, 2])
-    assert abs(len(digits.val_labels) / 1797 - 0.2) < 0.01
+    assert abs(len(digits.val_labels) / 1797 - 0.2) < 0.01  # val_fraction of the whole
+    assert abs(len(digits.test_labels) / 1797 - 0.2) < 0.01  # test_fraction likewise
+    assert digits.test_split == "a stratified holdout"
     assert digits.skipped_files == ()
 
 
@@ -84,6 +87,7 @@ def test_cifar10_holdout_reads_the_real_format(cifar_root: Path) -> None:
     assert data.val_images[:, 2, 0, 0].eq(255).all() and data.val_images[:, 2, -1, 0].eq(0).all()
     ids = torch.cat([data.train_images[:, 1, 0, 0], data.val_images[:, 1, 0, 0]])
     assert sorted(ids.tolist()) == list(range(100))  # every train image exactly once
+    assert data.test_images is None and data.test_count == 50  # not mapped unless asked for
 
 
 def test_missing_cifar_files_name_the_root(tmp_path: Path) -> None:
@@ -112,7 +116,9 @@ def test_mnist_idx_files_with_the_test_split(
     _write_mnist(tmp_path, folder)
     data = prepare_data(DataConfig(source=source, root=str(tmp_path), val_source="test"))
     assert data.class_names[0] == first and data.num_classes == 10
-    assert data.train_images.shape == (30, 3, 32, 32) and data.val_images.shape == (20, 3, 32, 32)
+    assert data.train_images.shape == (20, 3, 32, 32) and data.val_images.shape == (20, 3, 32, 32)
+    # validation takes the test split, so the test images are a holdout of training: 1 of 3
+    assert (data.test_count, data.test_split) == (10, "a stratified holdout")
     assert torch.equal(red_label(data.train_images, 25), data.train_labels)
     assert torch.equal(data.val_images[:, 0], data.val_images[:, 1])  # greyscale -> 3 channels
 
@@ -129,7 +135,9 @@ def test_missing_mnist_files_name_the_folder(tmp_path: Path) -> None:
 def test_folder_single_tree_is_split_stratified(tmp_path: Path) -> None:
     _write_folder(tmp_path, {"ant": 6, "bee": 5, "cow": 2})
     data = prepare_data(
-        DataConfig(source="folder", path=str(tmp_path), image_size=8, val_fraction=0.2)
+        DataConfig(
+            source="folder", path=str(tmp_path), image_size=8, val_fraction=0.2, test_source="none"
+        )
     )
     assert data.class_names == ("ant", "bee", "cow")
     assert torch.bincount(data.val_labels).tolist() == [1, 1, 1]  # cow: 2 images -> 1 in val
@@ -141,10 +149,27 @@ def test_folder_single_tree_is_split_stratified(tmp_path: Path) -> None:
 def test_folder_train_and_val_subfolders_are_the_split(tmp_path: Path) -> None:
     _write_folder(tmp_path / "train", {"ant": 3, "bee": 4})
     _write_folder(tmp_path / "val", {"ant": 2, "bee": 1}, size=(30, 20))
-    data = prepare_data(DataConfig(source="folder", path=str(tmp_path), image_size=8))
+    config = DataConfig(source="folder", path=str(tmp_path), image_size=8, test_source="none")
+    data = prepare_data(config)
     assert torch.bincount(data.train_labels).tolist() == [3, 4]
     assert torch.bincount(data.val_labels).tolist() == [2, 1]
     assert torch.equal(red_label(data.val_images, 40), data.val_labels)
+
+
+@pytest.mark.parametrize("with_val", [True, False])
+def test_a_test_subfolder_is_the_test_split(tmp_path: Path, with_val: bool) -> None:
+    _write_folder(tmp_path / "train", {"ant": 5, "bee": 5})
+    _write_folder(tmp_path / "test", {"ant": 2, "bee": 3}, size=(30, 20))
+    if with_val:
+        _write_folder(tmp_path / "val", {"ant": 1, "bee": 1})
+    config = DataConfig(source="folder", path=str(tmp_path), image_size=8)
+    data = prepare_data(config, with_test=True)
+    assert torch.bincount(data.test_labels).tolist() == [2, 3]
+    assert data.test_split == "the source's own test split"
+    assert torch.equal(red_label(data.test_images, 40), data.test_labels)
+    expected_val = [1, 1]  # val/, or one held out of each class's 5 training images
+    assert torch.bincount(data.val_labels).tolist() == expected_val
+    assert torch.bincount(data.train_labels).tolist() == ([5, 5] if with_val else [4, 4])
 
 
 def test_folder_val_class_missing_from_train_is_an_error(tmp_path: Path) -> None:
@@ -167,7 +192,7 @@ def test_corrupt_files_are_listed_together(tmp_path: Path) -> None:
 
 
 def test_many_corrupt_files_are_summarised(tmp_path: Path) -> None:
-    _write_folder(tmp_path, {"ant": 2, "bee": 2})
+    _write_folder(tmp_path, {"ant": 3, "bee": 3})
     for i in range(25):
         (tmp_path / "ant" / f"bad{i:02}.png").write_bytes(b"junk")
     with pytest.raises(TunerError, match="and 5 more") as error:
@@ -182,7 +207,7 @@ def test_skip_bad_images_records_them(tmp_path: Path) -> None:
     broken.write_bytes(good[: len(good) // 2])
     data = prepare_data(DataConfig(source="folder", path=str(tmp_path), skip_bad_images=True))
     assert data.skipped_files == (str(broken),)
-    assert len(data.train_labels) + len(data.val_labels) == 6
+    assert len(data.train_labels) + len(data.val_labels) + data.test_count == 6
 
 
 def test_folder_classes_subset_skips_decoding_dropped_classes(tmp_path: Path) -> None:
@@ -201,7 +226,7 @@ def test_folder_classes_subset_skips_decoding_dropped_classes(tmp_path: Path) ->
         ("no_classes", "no class folders in"),
         ("empty_class", "has no images"),
         ("one_class", "at least 2"),
-        ("train_only", "only one of train/ and val/"),
+        ("train_only", "has train/ but no val/ or test/"),
     ],
 )
 def test_unusable_folders_are_tuner_errors(tmp_path: Path, layout: str, message: str) -> None:

@@ -34,9 +34,11 @@ from tuner.config import DataConfig
 from tuner.data.sources import torchvision_folder
 from tuner.errors import TunerError
 
-FORMAT = 2  # bump when the layout or the preparation changes, so old entries are not read
+FORMAT = 3  # bump when the layout or the preparation changes, so old entries are not read
 ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
 """The arrays of an entry, each ``<name>.npy``, in the order the fingerprint hashes them."""
+TEST_ARRAYS = ("test_images", "test_labels")
+"""The held-out test split's arrays (empty without one), mapped only when asked for."""
 META = "meta.json"
 _BUILDING = ".building-"
 _NOT_SHAPING = (
@@ -71,19 +73,22 @@ def source_key(cfg: DataConfig) -> str:
     return digest.hexdigest()
 
 
-def load(cache_dir: Path, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+def load(
+    cache_dir: Path, key: str, with_test: bool = False
+) -> tuple[dict[str, torch.Tensor], dict] | None:
     """(arrays memory-mapped as tensors, meta) of an entry, or None when absent or unreadable."""
-    return read(cache_dir / key)
+    return read(cache_dir / key, with_test)
 
 
-def read(folder: Path) -> tuple[dict[str, torch.Tensor], dict] | None:
+def read(folder: Path, with_test: bool = False) -> tuple[dict[str, torch.Tensor], dict] | None:
     """The arrays of an entry folder, memory-mapped copy-on-write (a write never reaches the
-    file), and its meta; None when it is incomplete or unreadable."""
+    file), and its meta; None when it is incomplete or unreadable. The test arrays are
+    mapped only ``with_test``."""
+    names = ARRAYS + TEST_ARRAYS if with_test else ARRAYS
     try:
         meta = json.loads((folder / META).read_text())
         arrays = {
-            name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c"))
-            for name in ARRAYS
+            name: torch.from_numpy(np.load(folder / f"{name}.npy", mmap_mode="c")) for name in names
         }
     except (OSError, ValueError):
         return None

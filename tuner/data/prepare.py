@@ -27,11 +27,16 @@ from tuner.config import DataConfig
 from tuner.data import cache as datacache
 from tuner.data.decode import decode_into, host_cores
 from tuner.data.images import fit_square
-from tuner.data.sources import Split, load_source
+from tuner.data.sources import LoadedSource, Split, load_source
 from tuner.errors import TunerError
 
 Progress = Callable[[int, int], None]
 """Called as (images done, images in all) while the prepared arrays are written."""
+
+TEST_SOURCE = "the source's own test split"
+TEST_HOLDOUT = "a stratified holdout"
+TEST_NONE = "none"
+"""Where a dataset's held-out test images come from (:attr:`PreparedData.test_split`)."""
 
 _WRITE_BYTES = 16 << 20  # bytes gathered, resized or hashed per step: bounds a build's memory
 _MAX_LISTED = 20  # unreadable files named in one error message
@@ -42,8 +47,10 @@ class PreparedData:
     """The decoded, split and resized dataset every trial trains and validates on.
 
     Images are uint8 [N, 3, S, S] on the CPU (S = ``DataConfig.image_size``); labels are
-    int64 indices into ``class_names``. ``fingerprint`` hashes the content, so a worker can
-    verify it rebuilt exactly the data the study was created with.
+    int64 indices into ``class_names``. ``fingerprint`` hashes the content, the test split
+    included, so a worker can verify it rebuilt exactly the data the study was created with.
+    The test images themselves are left out unless asked for: nothing that selects a model
+    (the search, ``tuner confirm``) ever holds them, only the export that evaluates one.
     """
 
     train_images: torch.Tensor
@@ -53,6 +60,10 @@ class PreparedData:
     class_names: tuple[str, ...]
     fingerprint: str
     skipped_files: tuple[str, ...] = ()
+    test_split: str = TEST_NONE  # where the held-out test images come from, in words
+    test_count: int = 0
+    test_images: torch.Tensor | None = None  # only when asked for (prepare_data(with_test=True))
+    test_labels: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +80,10 @@ class PreparedData:
 
 
 def prepare_data(
-    cfg: DataConfig, cache_dir: Path | None = None, progress: Progress | None = None
+    cfg: DataConfig,
+    cache_dir: Path | None = None,
+    progress: Progress | None = None,
+    with_test: bool = False,
 ) -> PreparedData:
     """The dataset every trial uses, from the host's disk cache when it has it.
 
@@ -78,17 +92,19 @@ def prepare_data(
     config and these source files, so every worker process on the host shares one copy and
     nothing is decoded twice; without, they are built in a temporary folder that is gone
     once mapped. ``progress`` follows the decoding and writing when there is a build.
+    ``with_test`` maps the held-out test images too (``tuner export-best`` evaluates on them).
     """
     if cache_dir is None:
         with tempfile.TemporaryDirectory(prefix="tuner-data-") as scratch:
             _build(cfg, Path(scratch), progress)
-            return _opened(datacache.read(Path(scratch)))  # the mappings outlive the files
+            # the mappings outlive the files
+            return _opened(datacache.read(Path(scratch), with_test))
     key = datacache.source_key(cfg)
-    found = datacache.load(cache_dir, key)
+    found = datacache.load(cache_dir, key, with_test)
     if found is None:
         with datacache.build(cache_dir, key) as folder:
             _build(cfg, folder, progress)
-        found = datacache.load(cache_dir, key)
+        found = datacache.load(cache_dir, key, with_test)
     return _opened(found)
 
 
@@ -101,6 +117,8 @@ def _opened(found: tuple[dict[str, torch.Tensor], dict] | None) -> PreparedData:
         class_names=tuple(meta["class_names"]),
         fingerprint=meta["fingerprint"],
         skipped_files=tuple(meta["skipped_files"]),
+        test_split=meta["test_split"],
+        test_count=meta["test_count"],
     )
 
 
@@ -109,51 +127,72 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
 
     Steps, in order: load (a folder source only lists its files); keep ``classes`` (in the
     given order); merge with ``relabel``; cap each final class at ``per_class`` images (a
-    seeded sample; only the training side when the validation set is given by the source,
-    the whole pool before splitting otherwise); split a stratified holdout when needed;
-    write each array fitted to ``image_size`` (:class:`_ArrayWriter`), leaving out the
-    unreadable files when ``skip_bad_images`` allows it; ``meta.json`` last.
+    seeded sample of the training pool; a validation or test side the source gives is not
+    capped); hold out, per class and seeded, what the source does not give: ``val_fraction``
+    for validation, ``test_fraction`` for test (``data.test_source``); write each array
+    fitted to ``image_size`` (:class:`_ArrayWriter`), leaving out the unreadable files when
+    ``skip_bad_images`` allows it; ``meta.json`` last.
 
     Raises:
         TunerError: for every unusable input (missing or unreadable files, unknown class
-            names, a class left without training or validation images, ...), naming the key
-            or path.
+            names, a class left without training, validation or test images, ...), naming the
+            key or path.
     """
     loaded = load_source(cfg)
     if cfg.classes is not None:
         loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
         loaded = loaded.remap(*_relabel_mapping(loaded.class_names, cfg.relabel))
-    train, val, names = loaded.train, loaded.val, loaded.class_names
+    train, names = loaded.train, loaded.class_names
     cap_rng, split_rng = (np.random.default_rng([cfg.split_seed, i]) for i in range(2))
     if cfg.per_class is not None:
         train = train.take(_cap_per_class(train.labels, cfg.per_class, cap_rng))
-    if val is None:
-        train_index, val_index = _stratified_split(train.labels, cfg.val_fraction, split_rng)
-        train, val = train.take(train_index), train.take(val_index)
-    _check_classes(names, train.labels, val.labels, cfg)
+    test_split = _test_split(cfg, loaded)
+    held = _stratified_split(
+        train.labels,
+        cfg.val_fraction if loaded.val is None else 0.0,
+        cfg.test_fraction if test_split == TEST_HOLDOUT else 0.0,
+        split_rng,
+    )
+    sides = {
+        "train": train.take(held[0]),
+        "val": loaded.val if loaded.val is not None else train.take(held[1]),
+        "test": loaded.test if test_split == TEST_SOURCE else train.take(held[2]),  # none: empty
+    }
+    labels = {side: split.labels for side, split in sides.items()}
+    _check_classes(names, labels, cfg, test_split)
 
     processes = cfg.prepare_workers or host_cores()
-    total = len(train.labels) + len(val.labels)
+    total = sum(len(side) for side in labels.values())
     writer = _ArrayWriter(folder, cfg.image_size, processes, progress, total)
-    bad_train, bad_val = writer.images("train_images", train), writer.images("val_images", val)
-    skipped = [str(train.pool[train.rows[i]]) for i in bad_train]
-    skipped += [str(val.pool[val.rows[i]]) for i in bad_val]
+    bad = {side: writer.images(f"{side}_images", split) for side, split in sides.items()}
+    skipped = [str(split.pool[split.rows[i]]) for side, split in sides.items() for i in bad[side]]
     if skipped and not cfg.skip_bad_images:
         raise _unreadable(skipped)
-    train_labels, val_labels = np.delete(train.labels, bad_train), np.delete(val.labels, bad_val)
     if skipped:  # left out after the split: the other files keep their side
-        writer.drop_rows("train_images", bad_train)
-        writer.drop_rows("val_images", bad_val)
-        _check_classes(names, train_labels, val_labels, cfg)
-    np.save(folder / "train_labels.npy", train_labels)
-    np.save(folder / "val_labels.npy", val_labels)
+        for side in sides:
+            labels[side] = np.delete(labels[side], bad[side])
+            writer.drop_rows(f"{side}_images", bad[side])
+        _check_classes(names, labels, cfg, test_split)
+    for side, side_labels in labels.items():
+        np.save(folder / f"{side}_labels.npy", side_labels)
     meta = {
         "class_names": names,
         "fingerprint": _fingerprint(folder, names),
         "skipped_files": skipped,
+        "test_split": test_split,
+        "test_count": len(labels["test"]),
     }
     (folder / datacache.META).write_text(json.dumps(meta))
+
+
+def _test_split(cfg: DataConfig, loaded: LoadedSource) -> str:
+    """Where the test images come from: the source's test split, a holdout, or nowhere."""
+    if cfg.test_source == "none":
+        return TEST_NONE
+    if cfg.test_source == "auto" and loaded.test is not None:
+        return TEST_SOURCE
+    return TEST_HOLDOUT
 
 
 class _ArrayWriter:
@@ -214,9 +253,16 @@ def _unreadable(paths: list[str]) -> TunerError:
 
 def _fingerprint(folder: Path, names: tuple[str, ...]) -> str:
     """SHA-256 of the class names, then each array's dtype, shape and bytes, in
-    :data:`tuner.data.cache.ARRAYS` order, read back in chunks: equal only for equal data."""
+    :data:`tuner.data.cache.ARRAYS` order, read back in chunks: equal only for equal data.
+
+    The test arrays count only when they hold images, so data without a test split keeps the
+    fingerprint it had before test splits existed (a study made then still runs).
+    """
     digest = hashlib.sha256(json.dumps(names).encode())
-    for name in datacache.ARRAYS:
+    arrays = datacache.ARRAYS
+    if len(np.load(folder / "test_labels.npy", mmap_mode="r")):
+        arrays += datacache.TEST_ARRAYS
+    for name in arrays:
         array = np.load(folder / f"{name}.npy", mmap_mode="r")
         dtype = torch.from_numpy(np.empty(0, array.dtype)).dtype  # torch's name, e.g. torch.uint8
         digest.update(f"{dtype}{tuple(array.shape)}".encode())
@@ -281,34 +327,51 @@ def _cap_per_class(labels: np.ndarray, cap: int, rng: np.random.Generator) -> np
 
 
 def _stratified_split(
-    labels: np.ndarray, fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) indices: per class a seeded ``fraction`` to val, at least 1 if it has 2."""
-    train, val = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    labels: np.ndarray, val_fraction: float, test_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices: per class a seeded share to val and to test (each at least 1
+    where the fraction is not 0 and the class has room), the rest to train.
+
+    With no test share this draws exactly what it did before test splits existed.
+    """
+    sides: list[list[np.ndarray]] = [[np.empty(0, dtype=np.int64)] for _ in range(3)]
     for label in np.unique(labels):
         members = rng.permutation(np.flatnonzero(labels == label))
-        n_val = min(max(round(len(members) * fraction), 1), len(members) - 1)
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+        n = len(members)
+        n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction else 0
+        n_test = min(max(round(n * test_fraction), 1), n - 1 - n_val) if test_fraction else 0
+        cuts = np.split(members, [n_val, n_val + n_test])
+        for side, part in zip((1, 2, 0), cuts, strict=True):
+            sides[side].append(part)
+    train, val, test = (np.sort(np.concatenate(side)) for side in sides)
+    return train, val, test
 
 
 def _check_classes(
-    names: tuple[str, ...], train: np.ndarray, val: np.ndarray, cfg: DataConfig
+    names: tuple[str, ...], labels: dict[str, np.ndarray], cfg: DataConfig, test_split: str
 ) -> None:
     if len(names) < 2:
         raise TunerError(
             f"data: {len(names)} class ({', '.join(names)}) left from source {cfg.source!r}; a "
             "classifier needs at least 2. Add classes, or widen data.classes / data.relabel."
         )
-    val_counts = np.bincount(val, minlength=len(names))
-    for name, n_train, n_val in zip(
-        names, np.bincount(train, minlength=len(names)), val_counts, strict=True
-    ):
+    counts = {side: np.bincount(found, minlength=len(names)) for side, found in labels.items()}
+    for i, name in enumerate(names):
+        n_train = counts["train"][i]
         if n_train == 0:
             raise TunerError(f"data: class {name!r} has no training images; add some or drop it.")
-        if n_val == 0:
+        if counts["val"][i] == 0:
             raise TunerError(
                 f"data: class {name!r} has no validation images ({n_train} in training); raise "
                 f"data.val_fraction (now {cfg.val_fraction}) or add images of that class."
+            )
+        if test_split != TEST_NONE and counts["test"][i] == 0:
+            fix = (
+                f"raise data.test_fraction (now {cfg.test_fraction})"
+                if test_split == TEST_HOLDOUT
+                else "add test images of that class"
+            )
+            raise TunerError(
+                f"data: class {name!r} has no test images ({n_train} in training); {fix}, add "
+                "images of that class, or set data.test_source: none."
             )

@@ -57,21 +57,25 @@ class Split:
 
 @dataclass(frozen=True)
 class LoadedSource:
-    """A source as read: ``val`` is None when the validation side is a holdout of train."""
+    """A source as read: ``val`` (``test``) is None when the source gives no validation (test)
+    side of its own, or validation already takes the source's test split."""
 
     train: Split
     val: Split | None
     class_names: tuple[str, ...]
+    test: Split | None = None
 
     def remap(self, mapping: np.ndarray, class_names: tuple[str, ...]) -> LoadedSource:
-        val = self.val.remap(mapping) if self.val is not None else None
-        return replace(self, train=self.train.remap(mapping), val=val, class_names=class_names)
+        val, test = (s.remap(mapping) if s is not None else None for s in (self.val, self.test))
+        return LoadedSource(self.train.remap(mapping), val, class_names, test)
 
 
 def load_source(cfg: DataConfig) -> LoadedSource:
     """Read ``cfg.source`` as it is on disk (no subset, cap or split yet).
 
-    The folder source only lists its files here; the others are read in bulk.
+    The folder source only lists its files here; the others are read in bulk. The source's
+    own test split (a torchvision test set, a ``test/`` folder) is read only where
+    ``data.test_source: auto`` may use it.
     """
     if cfg.source == "digits":
         return _load_digits(cfg)
@@ -133,10 +137,13 @@ def torchvision_folder(source: str) -> str:
 def _load_torchvision(cfg: DataConfig, spec: _TorchvisionSource) -> LoadedSource:
     root = Path(cfg.root).expanduser()
     train = _open_torchvision(spec, root, train=True, download=cfg.download)
-    if cfg.val_source != "test":
-        return LoadedSource(_torchvision_split(train), None, tuple(train.classes))
-    test = _open_torchvision(spec, root, train=False, download=False)
-    return LoadedSource(_torchvision_split(train), _torchvision_split(test), tuple(train.classes))
+    source = LoadedSource(_torchvision_split(train), None, tuple(train.classes))
+    if cfg.val_source != "test" and cfg.test_source != "auto":
+        return source
+    test = _torchvision_split(_open_torchvision(spec, root, train=False, download=False))
+    if cfg.val_source == "test":  # validation takes the test split; a holdout is the test
+        return replace(source, val=test)
+    return replace(source, test=test)
 
 
 def _open_torchvision(spec: _TorchvisionSource, root: Path, *, train: bool, download: bool):
@@ -171,8 +178,12 @@ def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
     return Split.whole(images, np.asarray(dataset.targets, dtype=np.int64))
 
 
+_FOLDER_SPLITS = ("train", "val", "test")
+
+
 def _load_folder(cfg: DataConfig) -> LoadedSource:
-    """An ImageFolder tree; ``train/`` and ``val/`` subfolders, when both exist, are the split.
+    """An ImageFolder tree: one folder per class, or ``train/`` with ``val/``, ``test/`` or both,
+    each with the same class folders; a side without its folder is a holdout of ``train/``.
 
     Only the files of the classes in ``data.classes`` are kept; nothing is decoded yet.
     """
@@ -183,27 +194,32 @@ def _load_folder(cfg: DataConfig) -> LoadedSource:
     if not root.is_dir():
         problem = "is not a directory" if root.exists() else "does not exist"
         raise TunerError(f"data.path: {root} {problem}; {hint}.")
-    train_dir, val_dir = root / "train", root / "val"
-    if train_dir.is_dir() != val_dir.is_dir():
+    present = [name for name in _FOLDER_SPLITS if (root / name).is_dir()]
+    if not present:
+        trees = {"train": _scan_classes(root)}
+    elif "train" not in present or present == ["train"]:
         raise TunerError(
-            f"data.path: {root} has only one of train/ and val/; give both (a fixed split) or "
-            "neither (one folder per class, split by data.val_fraction)."
+            f"data.path: {root} has {' and '.join(f'{name}/' for name in present)} but no "
+            f"{'train/' if 'train' not in present else 'val/ or test/'}: give train/ with val/, "
+            "test/ or both (a side without its folder is held out of train/), or one folder "
+            "per class (split by data.val_fraction and data.test_fraction)."
         )
-    if train_dir.is_dir():
-        trees = [_scan_classes(train_dir), _scan_classes(val_dir)]
-        differ = sorted(trees[0].keys() ^ trees[1].keys())
+    else:
+        trees = {name: _scan_classes(root / name) for name in present}
+    names = tuple(trees["train"])
+    for name, tree in trees.items():
+        differ = sorted(tree.keys() ^ set(names))
         if differ:
             raise TunerError(
-                f"data.path: the class folders of {train_dir} and {val_dir} must match; "
-                f"{', '.join(differ)} only in one of them."
+                f"data.path: the class folders of {root / 'train'} and {root / name} must "
+                f"match; {', '.join(differ)} only in one of them."
             )
-    else:
-        _require_holdout(cfg, f"{root} has no train/ and val/ subfolders")
-        trees = [_scan_classes(root)]
-    names = tuple(trees[0])
+    if "val" not in trees:
+        _require_holdout(cfg, f"{root} has no val/ subfolder")
     wanted = set(cfg.classes or names)
-    splits = [Split.whole(*_wanted_files(tree, wanted)) for tree in trees]
-    return LoadedSource(splits[0], splits[1] if len(splits) > 1 else None, names)
+    splits = {name: Split.whole(*_wanted_files(tree, wanted)) for name, tree in trees.items()}
+    test = splits.get("test") if cfg.test_source == "auto" else None
+    return LoadedSource(splits["train"], splits.get("val"), names, test)
 
 
 def _scan_classes(folder: Path) -> dict[str, list[Path]]:

@@ -15,7 +15,7 @@ from tuner.engine import resolve_weights
 from tuner.search import attrs
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
-from tuner.search.host import describe_artifacts, prepare_host
+from tuner.search.host import describe_artifacts, describe_counts, prepare_host
 from tuner.search.launcher import Launcher, Slot
 from tuner.search.objective import SearchContext
 from tuner.search.progress import DataProgress, SearchProgress
@@ -139,10 +139,12 @@ def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
 def _describe_data(data: PreparedData) -> str:
     size = tuple(data.train_images.shape[-2:])
     text = (
-        f"data:      {len(data.train_labels)} train / {len(data.val_labels)} val images, "
-        f"{data.num_classes} classes ({', '.join(data.class_names[:12])}"
-        f"{', ...' if data.num_classes > 12 else ''}), {size[0]}x{size[1]} px"
+        f"data:      {describe_counts(data)} images, {data.num_classes} classes "
+        f"({', '.join(data.class_names[:12])}{', ...' if data.num_classes > 12 else ''}), "
+        f"{size[0]}x{size[1]} px"
     )
+    if data.test_count:
+        text += "\n           the test images are held out: the search never reads them"
     if data.skipped_files:
         text += (
             f"\n           skipped {len(data.skipped_files)} unreadable image files "

@@ -26,16 +26,18 @@ def load_study_data(
     study_name: str,
     fingerprint: str | None,
     progress: Progress | None = None,
+    with_test: bool = False,
 ) -> PreparedData:
     """The study's data as prepared on this host (from its cache when it has one).
 
     ``fingerprint`` is the one the study pinned, None while the study is being created (then
     a data error is a plain config error). A mismatch means this host would train on other
-    images than the study's other trials: refused.
+    images than the study's other trials: refused. The held-out test images come only
+    ``with_test``, which only ``tuner export-best`` asks for.
     """
     where = f"study {study_name!r}"
     try:
-        data = prepare_data(config.data, cache_path(config.data), progress)
+        data = prepare_data(config.data, cache_path(config.data), progress, with_test)
     except TunerError as exc:
         if fingerprint is None:
             raise
@@ -107,13 +109,13 @@ def prepare_ahead(data_cfg: DataConfig) -> list[str]:
     size = data.train_images.shape[-1]
     on_disk = sum(f.stat().st_size for f in entry.iterdir()) / 1e6
     lines = [
-        f"data ready: {len(data.train_labels)} training and {len(data.val_labels)} validation "
-        f"images, {size}x{size} px, {data.num_classes} classes, {on_disk:.0f} MB in {entry}"
+        f"data ready: {describe_counts(data)} images, {size}x{size} px, {data.num_classes} "
+        f"classes, {on_disk:.0f} MB in {entry}"
     ]
     if existed:
         lines.append("it was already prepared on this host: nothing decoded")
     else:
-        count = len(data.train_labels) + len(data.val_labels)
+        count = len(data.train_labels) + len(data.val_labels) + data.test_count
         processes = data_cfg.prepare_workers or host_cores()
         lines.append(
             f"prepared in {duration(seconds)} ({count / seconds:.0f} images/s, up to "
@@ -125,6 +127,14 @@ def prepare_ahead(data_cfg: DataConfig) -> list[str]:
         )
     lines.append("`tuner search` and `tuner worker` on this host now start without decoding.")
     return lines
+
+
+def describe_counts(data: PreparedData) -> str:
+    """E.g. "1079 training, 359 validation and 359 test (a stratified holdout)"."""
+    counts = f"{len(data.train_labels)} training, {len(data.val_labels)} validation"
+    if data.test_count == 0:
+        return f"{counts} and no test"
+    return f"{counts} and {data.test_count} test ({data.test_split})"
 
 
 def describe_artifacts(artifacts: str) -> str:

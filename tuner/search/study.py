@@ -127,7 +127,7 @@ def load_pinned(
     stored = plain.user_attrs
     if attrs.CONFIG not in stored:
         raise TunerError(f"study {name!r} was not made by tuner (it has no stored config).")
-    config = config_mod.from_dict(stored[attrs.CONFIG])
+    config = config_mod.from_stored(stored[attrs.CONFIG])
     watch_trials(storage, config.search)
     study = optuna.load_study(
         study_name=name,
