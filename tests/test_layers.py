@@ -1,6 +1,6 @@
 """The layers and their rule, read from every module's imports (lazy ones included).
 
-cli -> results -> search -> engine -> data -> base (config, recipe, errors, progress):
+cli -> results -> search -> engine -> data -> base (config, recipe, errors, progress, stats):
 an arrow is "may import". data and engine never import optuna; the base imports neither
 torch nor optuna; nothing imports the cli but ``python -m tuner``.
 """
@@ -14,7 +14,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 ORDER = ("base", "data", "engine", "search", "results", "cli")
-BASE = ("config", "recipe", "errors", "progress")
+BASE = ("config", "recipe", "errors", "progress", "stats")
 FORBIDDEN = {"base": ("torch", "torchvision", "optuna"), "data": ("optuna",), "engine": ("optuna",)}
 
 
