@@ -274,6 +274,7 @@ def test_a_resumed_run_equals_the_uninterrupted_one(
     assert _without_time(resumed.history) == _without_time(whole.history)
     assert resumed.best_epoch == whole.best_epoch
     assert all(torch.equal(resumed.best_state[k], whole.best_state[k]) for k in whole.best_state)
+    assert torch.equal(resumed.best_predictions, whole.best_predictions)
 
 
 def _fresh_cache(run: dict) -> dict:
@@ -292,8 +293,9 @@ def test_learns_the_toy_task_and_keeps_the_best_epoch(toy: PreparedData) -> None
     assert all(t.device == CPU for t in result.best_state.values())
     restored = _model(seed=9)
     restored.load_state_dict(result.best_state)
-    accuracy, _ = evaluate(restored, toy.val_images, toy.val_labels, CPU, 32)
+    accuracy, predictions = evaluate(restored, toy.val_images, toy.val_labels, CPU, 32)
     assert accuracy == result.best_accuracy
+    assert torch.equal(predictions, result.best_predictions)  # the best epoch's, kept
 
 
 def test_evaluate_matches_its_predictions(toy: PreparedData) -> None:

@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from tuner.config import Fixed
 from tuner.search import study as study_mod
+from tuner.search.attrs import val_correct
 from tuner.search.objective import make_objective
 from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.storage import ArtifactStore
@@ -37,6 +38,9 @@ def test_a_trial_records_curves_and_its_best_epoch(make_context) -> None:
     assert trial.intermediate_values == dict(enumerate(attrs["val_accuracy"]))
     assert set(attrs["params"]) >= {"freeze_depth", "head_lr", "batch_size"}
     assert attrs["checkpoint_artifact"]
+    # which validation images the best epoch got right: what paired comparisons read
+    correct = val_correct(trial, len(context.data.val_labels))
+    assert correct.dtype == bool and correct.mean() == pytest.approx(trial.value)
 
 
 def test_the_pruner_stops_a_trial_after_its_report(make_context) -> None:

@@ -36,8 +36,9 @@ def validate(
     depth: int,
     frozen: FrozenPrefix | None,
     batch_size: int,
-) -> float:
-    """:func:`evaluate`'s accuracy on a run's validation split, reusing frozen stages.
+) -> tuple[float, Tensor]:
+    """:func:`evaluate` on a run's validation split, reusing frozen stages: (accuracy, the
+    predicted labels on the CPU).
 
     With ``frozen`` stages (``depth`` > 0) and room in the cache, the prefix outputs are
     computed once per split and depth (:mod:`tuner.engine.features`) and only the rest of the
@@ -47,13 +48,13 @@ def validate(
     if frozen is not None and depth > 0:
         features = frozen.features("val", images, depth, amp=False, prepare=normalize)
     if features is None:
-        return _evaluate_source(model, images, labels, batch_size)[0]
+        return _evaluate_source(model, images, labels, batch_size)
     model.eval()
     batches = (
         features[start : start + batch_size] for start in range(0, len(features), batch_size)
     )
     predictions = _predict(lambda batch: forward_suffix(model, batch, depth), batches)
-    return _accuracy(predictions, labels)
+    return _accuracy(predictions, labels), predictions
 
 
 def _evaluate_source(

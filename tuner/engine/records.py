@@ -28,13 +28,15 @@ class EpochMetrics:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The outcome of a run; ``best_state`` is a CPU copy of the weights at ``best_epoch``."""
+    """The outcome of a run; ``best_state`` is a CPU copy of the weights at ``best_epoch``,
+    ``best_predictions`` their predicted labels on the validation images (CPU, in order)."""
 
     best_accuracy: float
     best_epoch: int
     history: tuple[EpochMetrics, ...]
     best_state: dict[str, Tensor]
     stopped_early: bool  # on_epoch asked to stop
+    best_predictions: Tensor | None = None  # None only after resuming an older checkpoint
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class TrainCheckpoint:
     best_epoch: int
     best_state: dict[str, Tensor]
     history: tuple[EpochMetrics, ...]
+    best_predictions: Tensor | None = None
 
     def to_bytes(self) -> bytes:
         """Serialised for an artifact store; read back with :meth:`from_bytes` (weights only)."""
@@ -68,6 +71,7 @@ class TrainCheckpoint:
                 "best_epoch": self.best_epoch,
                 "best_state": {} if same_best else self.best_state,
                 "history": [dataclasses.asdict(m) for m in self.history],
+                "best_predictions": self.best_predictions,
             },
             buffer,
         )
@@ -87,6 +91,7 @@ class TrainCheckpoint:
             raw["best_epoch"],
             best_state,
             history,
+            raw.get("best_predictions"),  # absent from checkpoints written before it was kept
         )
 
 

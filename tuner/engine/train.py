@@ -132,6 +132,7 @@ class TrainingRun:
         self.optimizer = make_optimizer(model, params, self.depth)
         self.history: list[EpochMetrics] = []
         self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, {}
+        self.best_predictions: torch.Tensor | None = None
         self.next_epoch = 0
 
     def resume_from(self, checkpoint: TrainCheckpoint) -> None:
@@ -145,6 +146,7 @@ class TrainingRun:
         self.best_accuracy = checkpoint.best_accuracy
         self.best_epoch = checkpoint.best_epoch
         self.best_state = checkpoint.best_state
+        self.best_predictions = checkpoint.best_predictions
         self.next_epoch = checkpoint.epoch + 1
 
     def run_epoch(self, epoch: int) -> EpochMetrics:
@@ -163,7 +165,7 @@ class TrainingRun:
             epoch=epoch,
             grad_clip=self.cfg.grad_clip,
         )
-        accuracy = validate(
+        accuracy, predictions = validate(
             self.model, self.val_x, self.val_y, self.depth, self.frozen, self.cfg.eval_batch_size
         )
         metrics = EpochMetrics(
@@ -178,6 +180,7 @@ class TrainingRun:
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.best_epoch = accuracy, epoch
             self.best_state = cpu_copy(self.model.state_dict())
+            self.best_predictions = predictions
         return metrics
 
     def checkpoint(self, epoch: int) -> TrainCheckpoint:
@@ -191,12 +194,18 @@ class TrainingRun:
             best_epoch=self.best_epoch,
             best_state=self.best_state,
             history=tuple(self.history),
+            best_predictions=self.best_predictions,
         )
 
     def result(self, *, stopped_early: bool) -> TrainResult:
         history = tuple(self.history)
         return TrainResult(
-            self.best_accuracy, self.best_epoch, history, self.best_state, stopped_early
+            self.best_accuracy,
+            self.best_epoch,
+            history,
+            self.best_state,
+            stopped_early,
+            self.best_predictions,
         )
 
     def _unfreeze_for(self, epoch: int) -> None:

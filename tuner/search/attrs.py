@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from optuna.trial import FrozenTrial
 
 from tuner.recipe import TrialParams
+from tuner.stats import unpack_correct
 
 # --- on the study ------------------------------------------------------------------------
 CONFIG = "tuner:config"  # the full resolved StudyConfig, as plain data
@@ -41,6 +43,7 @@ CURVES = (VAL_ACCURACY, TRAIN_LOSS, EPOCH_SECONDS, FROZEN_DEPTH)
 
 # --- on a trial: how it went ----------------------------------------------------------------
 BEST_EPOCH = "best_epoch"
+VAL_CORRECT = "val_correct"  # which validation images the best epoch got right (stats.pack_correct)
 STOPPED = "stopped"  # why a trial was pruned (the pruner, a non-finite loss)
 FAIL_REASON = "fail_reason"  # Optuna 5 keeps none: the exception, for status and the summary
 CHECKPOINT = "checkpoint_artifact"  # the artifact id of its best-epoch weights
@@ -55,6 +58,13 @@ def recipe_params(trial: FrozenTrial) -> dict[str, Any]:
     Trials that failed before their recipe was recorded have only the Optuna params.
     """
     return trial.user_attrs.get(PARAMS) or trial.params
+
+
+def val_correct(trial: FrozenTrial, images: int) -> np.ndarray | None:
+    """Which of the ``images`` validation images the trial's best epoch got right, in order;
+    None for a trial that recorded none (pruned, failed, or from before it was recorded)."""
+    packed = trial.user_attrs.get(VAL_CORRECT)
+    return None if packed is None else unpack_correct(packed, images)
 
 
 def trial_params(trial: FrozenTrial) -> TrialParams | None:

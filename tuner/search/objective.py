@@ -41,6 +41,7 @@ from tuner.search.signals import raise_if_stop_requested
 from tuner.search.space import sample
 from tuner.search.storage import ArtifactStore
 from tuner.search.trial_figures import confusion_png, learning_curve_png
+from tuner.stats import pack_correct
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,10 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             why = f"pruned after epoch {reporter.history[-1].epoch}"
             trial.set_user_attr(attrs.STOPPED, why)
             raise optuna.TrialPruned(why)
-        _keep_checkpoint(trial, result, context, model)
+        predictions = _best_predictions(result, context, model)
+        correct = (predictions == context.data.val_labels).numpy()
+        trial.set_user_attr(attrs.VAL_CORRECT, pack_correct(correct))  # for paired comparisons
+        _keep_checkpoint(trial, result, predictions, context)
         return result.best_accuracy
     except NonFiniteLossError as exc:
         trial.set_user_attr(attrs.STOPPED, f"non-finite loss: {exc}")
@@ -237,8 +241,24 @@ def _record_curves(trial: optuna.Trial, history: list[EpochMetrics]) -> None:
     trial.set_user_attr(attrs.FROZEN_DEPTH, [m.frozen_depth for m in history])
 
 
+def _best_predictions(
+    result: TrainResult, context: SearchContext, model: torch.nn.Module
+) -> torch.Tensor:
+    """The best epoch's predicted validation labels: kept by the run, or (for a run resumed
+    from a checkpoint that predates keeping them) from its weights once more."""
+    if result.best_predictions is not None:
+        return result.best_predictions
+    model.load_state_dict(result.best_state)
+    data = context.data
+    with torch.no_grad():
+        return evaluate(
+            model, data.val_images, data.val_labels, context.device,
+            context.config.train.eval_batch_size,
+        )[1]  # fmt: skip
+
+
 def _keep_checkpoint(
-    trial: optuna.Trial, result: TrainResult, context: SearchContext, model: torch.nn.Module
+    trial: optuna.Trial, result: TrainResult, predictions: torch.Tensor, context: SearchContext
 ) -> None:
     """Upload the best-epoch weights and figures if this trial ranks in the top k, then evict.
 
@@ -257,7 +277,7 @@ def _keep_checkpoint(
         artifact_id = upload_artifact(
             artifact_store=context.store, file_path=str(path), study_or_trial=trial
         )
-        for figure in _figures(trial.number, result, context, model, Path(tmp)):
+        for figure in _figures(trial.number, result, predictions, context, Path(tmp)):
             upload_artifact(
                 artifact_store=context.store, file_path=str(figure), study_or_trial=trial
             )
@@ -269,16 +289,12 @@ def _keep_checkpoint(
 
 
 def _figures(
-    number: int, result: TrainResult, context: SearchContext, model: torch.nn.Module, folder: Path
-) -> list[Path]:
+    number: int, result: TrainResult, predictions: torch.Tensor, context: SearchContext,
+    folder: Path,
+) -> list[Path]:  # fmt: skip
     """The learning curve, and the confusion matrix of the best epoch's weights on val."""
     data = context.data
-    model.load_state_dict(result.best_state)
-    with torch.no_grad():
-        accuracy, predictions = evaluate(
-            model, data.val_images, data.val_labels, context.device,
-            context.config.train.eval_batch_size,
-        )  # fmt: skip
+    accuracy = result.best_accuracy
     matrix = confusion_matrix(data.val_labels, predictions, data.num_classes)
     curve = folder / f"learning-curve-trial-{number}.png"
     curve.write_bytes(learning_curve_png(result.history, f"Trial {number}: learning curve"))
