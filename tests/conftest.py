@@ -17,7 +17,7 @@ import torchvision.datasets.cifar
 from tests.helpers import format_installed, write_cifar10
 from tuner.config import DataConfig, ResolvedWeights, load_config
 from tuner.data.prepare import PreparedData, prepare_data
-from tuner.results.export import export_trial
+from tuner.results.export import ExportRequest, export_trial
 from tuner.search import study as study_mod
 from tuner.search.objective import SearchContext
 from tuner.search.storage import artifact_store, open_storage
@@ -112,7 +112,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory, tiny_data: PreparedData) 
     formats = ["torchscript", *(["onnx"] if format_installed("onnx") else [])]
     with single_thread():
         run_worker(pinned.study, context)
-        export_trial(pinned, context.store, folder / "best", formats=formats)
+        export_trial(pinned, context.store, ExportRequest(folder / "best", formats=formats))
     return folder / "best"
 
 

@@ -151,6 +151,12 @@ def _export_arguments(export: argparse.ArgumentParser) -> None:
         action="store_true",
         help="export the winner of `tuner confirm` (best mean over fresh seeds)",
     )
+    export.add_argument(
+        "--refit",
+        action="store_true",
+        help="retrain the recipe on training + validation images for its best number of "
+        "epochs and export that, tested beside the search's own checkpoint",
+    )
 
 
 def _confirm_arguments(confirm: argparse.ArgumentParser) -> None:
@@ -334,15 +340,10 @@ def _export_best(args: argparse.Namespace) -> None:
         chosen = confirm.confirmed_export(storage, pinned)
         pinned, trial, confirmation = chosen.pinned, chosen.trial, chosen.summary
         print(f"confirmed winner: {chosen.summary['verdict']}")
-    result = export.export_trial(
-        pinned,
-        store,
-        args.out,
-        trial_number=trial,
-        force=args.force,
-        formats=args.format.split(","),
-        confirmation=confirmation,
+    request = export.ExportRequest(
+        args.out, args.force, args.format.split(","), confirmation, args.refit, args.device
     )
+    result = export.export_trial(pinned, store, request, trial_number=trial, say=print)
     print(export.describe(result))
 
 
@@ -474,9 +475,9 @@ _COMMANDS = (
     ),
     _Command(
         "export-best",
-        "export the best trial's model",
+        "export the best trial's model, tested once on the held-out test split",
         _export_best,
-        ("study", *_STORE),
+        ("study", "device", *_STORE),
         _export_arguments,
     ),
     _Command(

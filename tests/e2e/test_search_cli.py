@@ -102,6 +102,10 @@ def test_export_best_round_trip_in_a_new_process(searched: Path) -> None:
     )
     assert config["trial_number"] == ranked[0].number
     assert config["val_accuracy"] == pytest.approx(ranked[0].value, abs=1e-9)
+    test = config["test"]  # measured once, on the held-out split, and printed
+    assert f"test accuracy: {test['accuracy']:.4f} ({test['correct']} of {test['images']}" in (
+        result.stdout
+    )
     assert len(metrics["confusion_matrix"]["rows_true_cols_predicted"]) == 10
     assert set(config["versions"]) >= {"torch", "torchvision", "optuna", "tuner"}
     # A fresh interpreter reloads the export and reproduces the recorded accuracy on the split.
@@ -113,17 +117,21 @@ def test_export_best_round_trip_in_a_new_process(searched: Path) -> None:
         from tuner.data.prepare import prepare_data
         model, preprocess = tuner.load_model("best")[:2]
         cfg = json.load(open("best/config.json"))
-        data = prepare_data(from_dict(cfg["study_config"]).data)
+        data = prepare_data(from_dict(cfg["study_config"]).data, with_test=True)
         with torch.no_grad():
-            logits = model(preprocess(list(data.val_images)))
-        print((logits.argmax(1) == data.val_labels).float().mean().item())
+            for images, labels in ((data.val_images, data.val_labels),
+                                   (data.test_images, data.test_labels)):
+                logits = model(preprocess(list(images)))
+                print((logits.argmax(1) == labels).float().mean().item())
         """
     )
     reloaded = subprocess.run(
         [sys.executable, "-c", script], cwd=searched, capture_output=True, text=True, timeout=300
     )
     assert reloaded.returncode == 0, reloaded.stderr
-    assert float(reloaded.stdout.strip()) == pytest.approx(ranked[0].value, abs=1e-9)
+    val, test_accuracy = map(float, reloaded.stdout.split())
+    assert val == pytest.approx(ranked[0].value, abs=1e-9)
+    assert test_accuracy == pytest.approx(test["accuracy"], abs=1e-6)  # float32 mean
 
 
 def test_export_refuses_to_overwrite_without_force(searched: Path) -> None:

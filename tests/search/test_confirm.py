@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import single_thread, tiny_context
 from tuner.errors import TunerError
-from tuner.results.export import export_trial
+from tuner.results.export import ExportRequest, export_trial
 from tuner.search import attrs, confirm
 from tuner.search import study as study_mod
 from tuner.search.objective import WorkerIdentity
@@ -109,9 +109,8 @@ def test_confirmed_export_ships_the_winners_best_run(confirmed: tuple) -> None:
         export_trial(
             chosen.pinned,
             parent_store(folder),
-            out,
+            ExportRequest(out, confirmation=chosen.summary),
             trial_number=chosen.trial,
-            confirmation=chosen.summary,
         )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["confirmation"]["mean"] == pytest.approx(winner.mean)

@@ -13,7 +13,7 @@ from tuner.data.images import (
     load_image_file,
     pil_to_tensor,
 )
-from tuner.data.prepare import PreparedData, Progress, prepare_data
+from tuner.data.prepare import PreparedData, Progress, prepare_data, with_val_in_training
 from tuner.data.sources import IMAGE_EXTENSIONS, find_images
 
 __all__ = [
@@ -33,4 +33,5 @@ __all__ = [
     "normalize",
     "pil_to_tensor",
     "prepare_data",
+    "with_val_in_training",
 ]

@@ -108,6 +108,37 @@ def prepare_data(
     return _opened(found)
 
 
+def with_val_in_training(data: PreparedData, folder: Path) -> PreparedData:
+    """The training and validation images as one training split, for a refit on both.
+
+    The images are copied a chunk at a time into a new array in ``folder`` and memory-mapped
+    (the mapping outlives the file), so even data bigger than memory can be refit. The
+    validation split is left empty, the test split is not carried, and the fingerprint is
+    the data's own marked "+val", so nothing cached for the search's split is reused.
+    """
+    sides = (data.train_images, data.val_images)
+    count = sum(len(side) for side in sides)
+    path = folder / "train_val_images.npy"
+    rows = np.lib.format.open_memmap(path, "w+", np.uint8, (count, *data.train_images.shape[1:]))
+    per_chunk = max(1, _WRITE_BYTES // max(1, data.train_images[0].numel()))
+    done = 0
+    for side in sides:
+        for start in range(0, len(side), per_chunk):
+            chunk = side[start : start + per_chunk].numpy()
+            rows[done : done + len(chunk)] = chunk
+            done += len(chunk)
+    del rows
+    return PreparedData(
+        train_images=torch.from_numpy(np.load(path, mmap_mode="c")),
+        train_labels=torch.cat([data.train_labels, data.val_labels]),
+        val_images=data.val_images[:0],
+        val_labels=data.val_labels[:0],
+        class_names=data.class_names,
+        fingerprint=f"{data.fingerprint}+val",
+        skipped_files=data.skipped_files,
+    )
+
+
 def _opened(found: tuple[dict[str, torch.Tensor], dict] | None) -> PreparedData:
     if found is None:  # only when the disk lost what was just written
         raise TunerError("data.cache_dir: the prepared data just written cannot be read back")

@@ -10,7 +10,7 @@ from tuner.engine.features import FeatureCache
 from tuner.engine.model import build_model
 from tuner.engine.placement import WORKERS_ON_DEVICE_ENV, Placement, choose_placement
 from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
-from tuner.engine.train import TrainEnvironment, TrainHooks, train
+from tuner.engine.train import TrainEnvironment, TrainHooks, train, train_epochs
 from tuner.engine.weights import file_sha256, resolve_weights
 
 __all__ = [
@@ -31,4 +31,5 @@ __all__ = [
     "resolve_device",
     "resolve_weights",
     "train",
+    "train_epochs",
 ]

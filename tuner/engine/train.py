@@ -9,6 +9,7 @@ tensors for the whole run, or is streamed from the host's memory map (``env.resi
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from tuner.config import TrainConfig
 from tuner.data import PreparedData
 from tuner.engine.device import amp_enabled, autocast_for
 from tuner.engine.epoch import BatchSource, train_one_epoch
-from tuner.engine.evaluate import validate
+from tuner.engine.evaluate import validate as validate_split
 from tuner.engine.features import FeatureCache, FrozenPrefix
 from tuner.engine.model import set_frozen, set_train_mode
 from tuner.engine.optim import make_optimizer, schedule_lr, unfreeze
@@ -90,6 +91,29 @@ def train(
     return run.result(stopped_early=False)
 
 
+def train_epochs(
+    model: nn.Module,
+    data: PreparedData,
+    params: TrialParams,
+    cfg: TrainConfig,
+    env: TrainEnvironment,
+    epochs: int,
+    on_epoch: Callable[[EpochMetrics], object] = _go_on,
+) -> tuple[EpochMetrics, ...]:
+    """The first ``epochs`` epochs of the recipe's ``cfg.epochs``-epoch run, without validation.
+
+    A refit: the schedule (unfreezing, learning rates) is exactly the run's, so stopping at a
+    trial's best epoch reproduces that trial's recipe on more data; ``model`` ends with the
+    last epoch's weights, and ``val_accuracy`` is NaN in the metrics ``on_epoch`` gets.
+    """
+    run = TrainingRun(model, data, params, cfg, env)
+    history = []
+    for epoch in range(epochs):
+        history.append(run.run_epoch(epoch, validate=False))
+        on_epoch(history[-1])
+    return tuple(history)
+
+
 class TrainingRun:
     """One run's state: the model on its device, optimizer, batches, history and best epoch.
 
@@ -149,8 +173,11 @@ class TrainingRun:
         self.best_predictions = checkpoint.best_predictions
         self.next_epoch = checkpoint.epoch + 1
 
-    def run_epoch(self, epoch: int) -> EpochMetrics:
-        """Schedule, train and validate ``epoch``; keep it in the history and maybe as best."""
+    def run_epoch(self, epoch: int, validate: bool = True) -> EpochMetrics:
+        """Schedule, train and validate ``epoch``; keep it in the history and maybe as best.
+
+        Without ``validate`` (a refit) the epoch only trains: its accuracy is NaN.
+        """
         started = time.perf_counter()
         self._unfreeze_for(epoch)
         set_train_mode(self.model, self.depth)
@@ -165,9 +192,16 @@ class TrainingRun:
             epoch=epoch,
             grad_clip=self.cfg.grad_clip,
         )
-        accuracy, predictions = validate(
-            self.model, self.val_x, self.val_y, self.depth, self.frozen, self.cfg.eval_batch_size
-        )
+        accuracy, predictions = math.nan, None
+        if validate:
+            accuracy, predictions = validate_split(
+                self.model,
+                self.val_x,
+                self.val_y,
+                self.depth,
+                self.frozen,
+                self.cfg.eval_batch_size,
+            )
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=train_loss,

@@ -2,7 +2,11 @@
 
 The export is verified before it is written: the rebuilt model is run on the study's
 validation split and its accuracy is recorded beside the one the trial reported, and every
-exported file is loaded back and must predict what the rebuilt model predicts.
+exported file is loaded back and must predict what the rebuilt model predicts. The model is
+then evaluated once on the held-out test split that nothing in the search reads: the one
+accuracy that is not optimistic by construction, with its 95% interval. ``refit`` exports
+the recipe trained again on training + validation images instead (:mod:`tuner.results.refit`),
+tested beside the search's own checkpoint on the same images.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import optuna
 import torch
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -28,6 +33,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tuner import config as config_mod
+from tuner import stats
 from tuner.config import ResolvedWeights
 from tuner.data import (
     IMAGENET_MEAN,
@@ -42,6 +48,8 @@ from tuner.engine import build_model, confusion_matrix, file_sha256
 from tuner.errors import TunerError
 from tuner.results import formats as formats_mod
 from tuner.results import model_card
+from tuner.results import refit as refit_mod
+from tuner.results.refit import Refit
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.host import load_study_data
@@ -54,6 +62,42 @@ METRICS_FILE = "metrics.json"
 
 
 @dataclass(frozen=True)
+class TestEvaluation:
+    """The exported model on the held-out test split; after a refit, the search's checkpoint
+    on the same images too. Each correctness vector is over the test images, in order."""
+
+    split: str  # where the test images come from (PreparedData.test_split)
+    predictions: torch.Tensor
+    labels: torch.Tensor
+    searched_correct: np.ndarray | None = None  # the search's checkpoint, after a refit
+
+    @property
+    def correct(self) -> np.ndarray:
+        return (self.predictions == self.labels).numpy()
+
+    @property
+    def accuracy(self) -> stats.Accuracy:
+        return stats.Accuracy.of(self.correct)
+
+    @property
+    def searched(self) -> stats.Accuracy | None:
+        return None if self.searched_correct is None else stats.Accuracy.of(self.searched_correct)
+
+    @property
+    def refit_vs_search(self) -> stats.PairedComparison | None:
+        if self.searched_correct is None:
+            return None
+        return stats.PairedComparison.of(self.correct, self.searched_correct)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"split": self.split, **self.accuracy.to_dict()}
+        if self.searched is not None:
+            out["search_checkpoint"] = self.searched.to_dict()
+            out["refit_vs_search"] = self.refit_vs_search.to_dict()
+        return out
+
+
+@dataclass(frozen=True)
 class ExportResult:
     """What was exported and how the reloaded model scored."""
 
@@ -63,36 +107,50 @@ class ExportResult:
     recorded_accuracy: float
     verified_accuracy: float
     checks: tuple[formats_mod.FormatCheck, ...]  # one per exported model file
+    test: TestEvaluation | None = None  # None: the study has no test split
+    refit: Refit | None = None
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """What `tuner export-best` was asked for, beyond which trial."""
+
+    out_dir: Path
+    force: bool = False
+    formats: Iterable[str] = formats_mod.DEFAULT_FORMATS
+    confirmation: dict[str, Any] | None = None  # from `tuner confirm`: metrics.json, model card
+    refit: bool = False  # export the recipe refit on training + validation images
+    device: str | None = None  # the refit's device, instead of the study's train.device
 
 
 def export_trial(
     pinned: study_mod.PinnedStudy,
     store: ArtifactStore,
-    out_dir: Path,
+    request: ExportRequest,
     trial_number: int | None = None,
-    force: bool = False,
-    formats: Iterable[str] = formats_mod.DEFAULT_FORMATS,
-    confirmation: dict[str, Any] | None = None,
+    say: Callable[[str], None] = lambda line: None,
 ) -> ExportResult:
     """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
 
     ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
     back and checked against the PyTorch model on the validation split before the folder
-    appears; see :mod:`tuner.formats`. ``confirmation`` (from `tuner confirm`) goes into
-    metrics.json and the model card.
+    appears; see :mod:`tuner.formats`. The test split is evaluated after that check and
+    recorded in the files and on the study (``tuner report`` shows it). ``say`` gets the
+    refit's progress lines.
     """
-    out_dir = Path(out_dir)
-    chosen = formats_mod.resolve(formats)
-    if out_dir.exists() and not force:
-        raise TunerError(
-            f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
-        )
+    out_dir = _free_out_dir(request)
+    chosen = formats_mod.resolve(request.formats)
     trial = _pick_trial(pinned.study, trial_number)
     model, data = _rebuild(pinned, store, trial)
+    searched, done = None, None
+    if request.refit:
+        searched = model
+        model, done = refit_mod.refit(pinned, trial, data, request.device, say)
     batch = pinned.config.train.eval_batch_size
     logits = formats_mod.batched_logits(model, data.val_images, batch)
     predictions = logits.argmax(1)
     accuracy = (predictions == data.val_labels).float().mean().item()
+    tested = _test(model, searched, data, batch)
     checks: list[formats_mod.FormatCheck] = []
 
     def fill(folder: Path) -> None:
@@ -103,20 +161,68 @@ def export_trial(
         hashes = {check.format: file_sha256(folder / check.file) for check in checks}
         config_json = {
             **_config_json(pinned, trial, data, accuracy, chosen),
+            "test": tested.to_dict() if tested else {"split": data.test_split},
+            "refit": done.to_dict() if done else None,
             "weights_sha256": hashes["safetensors"],  # what load_model checks
             "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
         }
         _write_json(folder / CONFIG_FILE, config_json)
         metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
-        if confirmation is not None:
-            metrics["confirmation"] = confirmation
+        if tested is not None:
+            metrics["test"] = _test_metrics(tested, data.class_names)
+        if request.confirmation is not None:
+            metrics["confirmation"] = request.confirmation
         _write_json(folder / METRICS_FILE, metrics)
         (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
     _write_atomically(out_dir, fill)
+    _record_test(pinned.study, trial.number, tested, done)
     return ExportResult(
-        out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks)
-    )
+        out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks),
+        tested, done,
+    )  # fmt: skip
+
+
+def _free_out_dir(request: ExportRequest) -> Path:
+    out_dir = Path(request.out_dir)
+    if out_dir.exists() and not request.force:
+        raise TunerError(
+            f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
+        )
+    return out_dir
+
+
+def _record_test(
+    study: optuna.Study, number: int, tested: TestEvaluation | None, done: Refit | None
+) -> None:
+    """Keep the test result on the study, for `tuner report` (a trial's own attributes are
+    read-only once it ended)."""
+    if tested is not None:
+        record = {"test": tested.to_dict(), "refit": done.to_dict() if done else None}
+        study.set_user_attr(f"{attrs.TEST_EVALUATION_PREFIX}{number}", record)
+
+
+def _test(
+    model: nn.Module, searched: nn.Module | None, data: PreparedData, batch: int
+) -> TestEvaluation | None:
+    """The model (and, after a refit, the search's checkpoint) on the test split, once."""
+    if data.test_images is None or data.test_count == 0:
+        return None
+
+    def predict(run: nn.Module) -> torch.Tensor:
+        return formats_mod.batched_logits(run, data.test_images, batch).argmax(1)
+
+    searched_correct = None
+    if searched is not None:
+        searched_correct = (predict(searched) == data.test_labels).numpy()
+    return TestEvaluation(data.test_split, predict(model), data.test_labels, searched_correct)
+
+
+def _test_metrics(tested: TestEvaluation, class_names: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        **tested.to_dict(),
+        **_per_class(tested.labels, tested.predictions, class_names),
+    }
 
 
 def _rebuild(
@@ -125,7 +231,7 @@ def _rebuild(
     """The trial's best-epoch model in eval mode, and the study's data to verify it on."""
     config = pinned.config
     state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
-    data = load_study_data(config, pinned.study.study_name, pinned.fingerprint)
+    data = load_study_data(config, pinned.study.study_name, pinned.fingerprint, with_test=True)
     model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
     model.load_state_dict(state)
     model.eval()
@@ -208,6 +314,7 @@ def _config_json(
         "data": {
             "train_images": len(data.train_labels),
             "val_images": len(data.val_labels),
+            "test_images": data.test_count,
             "train_per_class": torch.bincount(
                 data.train_labels, minlength=data.num_classes
             ).tolist(),
@@ -223,17 +330,25 @@ def _metrics_json(
     predictions: torch.Tensor,
     accuracy: float,
 ) -> dict[str, Any]:
-    n = len(class_names)
-    confusion = confusion_matrix(labels, predictions, n)
-    per_class = {
-        name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
-        for i, name in enumerate(class_names)
-    }
     return {
         "val_accuracy": accuracy,
         "recorded_val_accuracy": trial.value,
         "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
         "epochs": {key: trial.user_attrs.get(key, []) for key in attrs.CURVES},
+        **_per_class(labels, predictions, class_names),
+    }
+
+
+def _per_class(
+    labels: torch.Tensor, predictions: torch.Tensor, class_names: tuple[str, ...]
+) -> dict[str, Any]:
+    """Per-class accuracy and the confusion matrix of ``predictions`` on one split."""
+    confusion = confusion_matrix(labels, predictions, len(class_names))
+    per_class = {
+        name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
+        for i, name in enumerate(class_names)
+    }
+    return {
         "per_class_accuracy": per_class,
         "confusion_matrix": {
             "rows_true_cols_predicted": confusion.tolist(),
@@ -276,18 +391,46 @@ def _write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
 
 def describe(result: ExportResult) -> str:
     files = [check.file for check in result.checks]
+    what = "the recipe of trial" if result.refit else "trial"
     return "\n".join(
         [
-            f"exported study {result.study_name!r} trial #{result.trial_number} "
+            f"exported study {result.study_name!r} {what} #{result.trial_number} "
             f"to {result.out_dir}/",
-            f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
-            f"reloaded and re-evaluated {result.verified_accuracy:.4f}",
+            *_accuracy_lines(result),
             *(f"  verified {check.describe()}" for check in result.checks),
             f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
             f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
             f"         tuner predict {result.out_dir} IMAGE_OR_FOLDER...",
         ]
     )
+
+
+def _accuracy_lines(result: ExportResult) -> list[str]:
+    tested, done = result.test, result.refit
+    if done is None:
+        lines = [
+            f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
+            f"reloaded and re-evaluated {result.verified_accuracy:.4f} (what the search chose on)"
+        ]
+    else:
+        lines = [
+            f"  refit on {done.train_images} training + validation images for {done.epochs} "
+            f"epoch(s), seed {done.seed}, on {done.device}, in {done.seconds:.0f} s"
+        ]
+    if tested is None:
+        return [*lines, "  test accuracy: no held-out test split (data.test_source: none)"]
+    lines.append(
+        f"  test accuracy: {tested.accuracy.describe()} on held-out images the search never "
+        f"saw ({tested.split})"
+    )
+    if tested.searched is not None:
+        comparison = tested.refit_vs_search
+        lines += [
+            f"  the search's own checkpoint on the same images: {tested.searched.describe()}",
+            f"  refit vs the search's checkpoint: {comparison.points:+.1f} points "
+            f"({comparison.evidence()})",
+        ]
+    return lines
 
 
 # --- loading an export ---------------------------------------------------------------------

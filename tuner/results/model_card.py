@@ -39,6 +39,7 @@ def render(folder: Path, shown: Path) -> str:
         f"trial #{config['trial_number']}",
         _data_section(study.data, config),
         _recipe_section(study, params, config),
+        _test_section(config),
         _accuracy_section(config, metrics),
         _files_section(folder, config),
         _usage_section(config, shown),
@@ -61,13 +62,18 @@ def _data_section(data: DataConfig, config: dict[str, Any]) -> str:
             f"a stratified holdout of {data.val_fraction:.0%} of each class "
             f"(split seed {data.split_seed})"
         )
+    test = config["test"]
+    if counts["test_images"]:
+        testing = f"{counts['test_images']} test, held out of the search ({test['split']})"
+    else:
+        testing = "no test split (`data.test_source: none`)"
     lines = [
         "## Data",
         "",
         f"* Source: {source}.",
         f"* Classes ({config['num_classes']}): {', '.join(config['class_names'])}.",
-        f"* Images: {counts['train_images']} training, {counts['val_images']} validation; "
-        f"validation is {validation}.",
+        f"* Images: {counts['train_images']} training, {counts['val_images']} validation, "
+        f"{testing}; validation is {validation}.",
     ]
     if data.classes is not None:
         lines.append(f"* Kept classes: {', '.join(data.classes)} (`data.classes`).")
@@ -95,18 +101,61 @@ def _recipe_section(
     if study.data.class_weights == "auto":
         extras.append("inverse-frequency class weights")
     weights = ResolvedWeights.from_dict(config["resolved_weights"])
+    refit = config["refit"]
+    if refit is None:
+        trained = (
+            f"the exported weights are from epoch {config['best_epoch']}, the best on validation."
+        )
+    else:
+        trained = (
+            f"the exported weights are a refit: the recipe trained again on the "
+            f"{refit['train_images']} training + validation images for its best "
+            f"{refit['epochs']} epoch(s) (epochs 0..{config['best_epoch']}), seed {refit['seed']}."
+        )
     return "\n".join(
         [
             "## Recipe",
             "",
             f"* {describe_schedule(params, train.epochs)}.",
-            f"* {train.epochs} epochs (numbered from 0), {', '.join(extras)}; the exported "
-            f"weights are from epoch {config['best_epoch']}, the best on validation.",
+            f"* {train.epochs} epochs (numbered from 0), {', '.join(extras)}; {trained}",
             f"* Starting weights: {weights.describe()}.",
             f"* Found by an Optuna search: study {config['study_name']!r}, "
             f"trial #{config['trial_number']}.",
         ]
     )
+
+
+def _test_section(config: dict[str, Any]) -> str:
+    """The one accuracy that is not optimistic: on images nothing in the search read."""
+    test = config["test"]
+    if "accuracy" not in test:
+        return (
+            "## Test accuracy\n\nNone: the study keeps no held-out test split "
+            "(`data.test_source: none`), so the only accuracy below is the validation accuracy "
+            "the search selected on, which is optimistic by construction."
+        )
+    low, high = test["ci95"]
+    lines = [
+        "## Test accuracy",
+        "",
+        f"**{_percent(test['accuracy'])}** ({test['correct']} of {test['images']} test images; "
+        f"95% interval {_percent(low)} to {_percent(high)}, Wilson), measured once on export. "
+        f"The test images are {test['split']} and nothing in the search or in `tuner confirm` "
+        "read them, so unlike the validation accuracy below, which the search selected on, "
+        "this number is not optimistic by construction.",
+    ]
+    if "search_checkpoint" in test:
+        searched, versus = test["search_checkpoint"], test["refit_vs_search"]
+        verdict = "significant" if versus["p_value"] < 0.05 else "not significant"
+        lines += [
+            "",
+            f"The search's own checkpoint of this trial scored {_percent(searched['accuracy'])} "
+            f"({searched['correct']} of {searched['images']}) on the same images; the refit "
+            f"differs by {versus['points']:+.1f} points ({versus['only_a_right']} images only "
+            f"the refit got right, {versus['only_b_right']} only the checkpoint; exact McNemar "
+            f"p = {versus['p_value']:.2g}, {verdict}).",
+        ]
+    return "\n".join(lines)
 
 
 def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -123,7 +172,12 @@ def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
             "",
             f"{_percent(config['val_accuracy'])} re-measured on export "
             f"({config['data']['val_images']} images); "
-            f"{_percent(config['recorded_val_accuracy'])} recorded by the search.",
+            f"{_percent(config['recorded_val_accuracy'])} recorded by the search"
+            + (
+                ". The refit trained on these images: its validation accuracy is no measure."
+                if config["refit"]
+                else "."
+            ),
             *_confirmation_lines(metrics.get("confirmation")),
             "",
             "| class | training images | validation images | correct | accuracy |",

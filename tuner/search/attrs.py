@@ -22,6 +22,7 @@ FINGERPRINT = "tuner:data_fingerprint"  # PreparedData.fingerprint
 CHECKPOINT_REMOVED_PREFIX = "tuner:checkpoint_removed:"  # + trial number: its checkpoint evicted
 PARENT_STUDY = "tuner:parent_study"  # on a confirm study: the study it confirms
 CONFIRM_REQUEST = "tuner:confirm_request"  # the last `tuner confirm` request: candidates, seeds
+TEST_EVALUATION_PREFIX = "tuner:test:"  # + trial number: its export's held-out test result
 
 OBJECTIVE = "val_accuracy"  # the objective's name (set_metric_names): the dashboard's label
 

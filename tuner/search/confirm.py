@@ -21,7 +21,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.recipe import describe_schedule
-from tuner.search import attrs, notes
+from tuner.search import attrs, notes, signals
 from tuner.search import study as study_mod
 from tuner.search.objective import SearchContext, make_objective
 from tuner.search.workers import ask, run_trial
@@ -149,7 +149,8 @@ def run(
     objective = make_objective(context)
     noted = (*callbacks, notes.note_when_ended(context.config.train.epochs))
     while pending_runs(linked):
-        run_trial(linked.study, ask(linked.study), objective, noted)
+        with signals.deferred():  # the claimed run is run, never left RUNNING
+            run_trial(linked.study, ask(linked.study), objective, noted)
 
 
 def pending_runs(linked: study_mod.PinnedStudy) -> int:

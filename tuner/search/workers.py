@@ -13,12 +13,11 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
-from tuner.search import attrs, notes
+from tuner.search import attrs, notes, signals
 from tuner.search import study as study_mod
 from tuner.search.host import prepare_host
 from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
 from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
-from tuner.search.signals import raise_if_stop_requested
 from tuner.search.storage import open_storage, redact
 
 TrialCallback = Callable[[optuna.Study, FrozenTrial], None]
@@ -93,11 +92,12 @@ def run_worker(
     reason = None
     try:
         while reason is None and not study_mod.budget_met(study):
-            trial = _claim_trial(study)
-            if trial is None:
+            with signals.deferred():  # a claimed trial is run or put back, never left RUNNING
+                trial = _claim_trial(study)
+                done = None if trial is None else run_trial(study, trial, objective, ended)
+            if done is None:
                 time.sleep(WAIT_SECONDS)
-                continue
-            if run_trial(study, trial, objective, ended).state == TrialState.FAIL:
+            elif done.state == TrialState.FAIL:
                 reason = study_mod.failure_streak(study, limit, since=first)
     except KeyboardInterrupt:
         leave_for_retry(study, context)
@@ -112,7 +112,6 @@ def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
     queues their retries. Two workers may pass the first check at once; the trial numbers
     then decide, and the one whose trial came later puts it back in the queue untouched.
     """
-    raise_if_stop_requested()
     study_mod.fail_stale_trials(study)
     if not study_mod.has_room(study):
         return None
@@ -144,19 +143,20 @@ def run_trial(
     What ``study.optimize`` does for one trial, for a trial the worker has already claimed:
     pruned trials are PRUNED with their last value, an exception fails the trial (its reason
     is recorded by the objective), and Ctrl-C fails it before it propagates, never leaving
-    it RUNNING.
+    it RUNNING. Inside a :func:`signals.deferred` block (the worker's), a stop cuts short
+    only the objective; one requested before it starts fails the trial at once.
     """
     value, state = None, None
-    with heartbeat(study, trial):
-        try:
+    try:
+        with signals.allowed(), heartbeat(study, trial):
             value = objective(trial)
-        except optuna.TrialPruned:
-            state = TrialState.PRUNED
-        except Exception:
-            state = TrialState.FAIL
-        except KeyboardInterrupt:
-            study.tell(trial, state=TrialState.FAIL)
-            raise
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except Exception:
+        state = TrialState.FAIL
+    except KeyboardInterrupt:
+        study.tell(trial, state=TrialState.FAIL)
+        raise
     study.tell(trial, value, state=state)
     frozen = study_storage(study).get_trial(trial_id(trial))
     for callback in callbacks:
