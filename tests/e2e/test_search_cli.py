@@ -40,7 +40,7 @@ def test_search_prints_config_progress_and_summary(searched: Path) -> None:
         re.M,
     ), err
     assert "study tiny: 5 of 5 trials finished" in out
-    assert "classic recipes vs the best trial:" in out
+    assert "classic recipes vs the best trial (#" in out and "of 40 images; " in out
     assert "next: tuner export-best --study tiny" in out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -13,9 +14,11 @@ from plotly.offline import get_plotlyjs
 from tests.conftest import single_thread
 from tuner.errors import TunerError
 from tuner.results import tables as reporting
+from tuner.results.export import ExportRequest, export_trial
 from tuner.results.report import format_results, results_table, write_report
 from tuner.search import study as study_mod
 from tuner.search.space import recipe_trials
+from tuner.search.storage import artifact_store
 from tuner.search.workers import run_worker
 
 FIGURES = ("history", "curves", "importances", "parallel", "freeze_heatmap", "epoch_time")
@@ -100,6 +103,30 @@ def test_the_verdict_says_by_how_much_the_best_beats_each_recipe(reported: tuple
                 files.verdict
             )
     assert html.escape(files.verdict) in files.html.read_text()
+    assert re.search(r"by \d+\.\d \(\d+ of 50 images; ", files.verdict), files.verdict
+
+
+def test_the_table_gives_each_gap_in_images_with_its_p_value_and_the_test_once_exported(
+    reported: tuple, tmp_path: Path
+) -> None:
+    pinned, files = reported
+    table = files.results
+    best = table[table["best"] == "★"].iloc[0]
+    assert best["vs best (images)"] == "+0 of 50" and pd.isna(best["p (McNemar)"])
+    others = table[(table["best"] != "★") & (table["state"] == "complete")]
+    assert others["vs best (images)"].str.match(r"^-\d+ of 50$").all()
+    assert others["p (McNemar)"].between(0, 1).all()
+    assert re.fullmatch(r"0\.\d{4}-[01]\.\d{4}", best["95% CI"])
+    page = files.html.read_text()
+    assert "so it is optimistic" in page and "test acc" in table and table["test acc"].isna().all()
+
+    store = artifact_store(str(files.folder.parent / "artifacts"))
+    with single_thread():
+        exported = export_trial(pinned, store, ExportRequest(tmp_path / "best"))
+    again = write_report(pinned, tmp_path / "again")
+    tested = again.results[again.results["trial"] == exported.trial_number]["test acc"]
+    assert tested.iloc[0] == pytest.approx(exported.test.accuracy.value)
+    assert "Held-out test accuracy, measured once by tuner export-best: " in again.html.read_text()
 
 
 def test_one_complete_trial_draws_what_it_can(make_context, tmp_path: Path) -> None:

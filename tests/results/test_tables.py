@@ -1,14 +1,16 @@
-"""The trials table keeps integers integers when some trials lack a value (pandas would not)."""
+"""The trials table keeps integers integers when some trials lack a value (pandas would not);
+recipe comparisons carry their evidence."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState, create_trial
 
-from tuner.results.tables import study_details, trials_table
+from tuner.results.tables import recipe_comparison, study_details, trials_table
 from tuner.search import attrs
 
 RECIPE = {
@@ -71,3 +73,49 @@ def test_the_csv_writes_integers_and_blanks(tmp_path: Path) -> None:
     read = pd.read_csv(csv)
     assert read["batch_size"].isna().tolist() == [False, True, False]
     assert read["best_epoch"].tolist()[::2] == [1, 0]
+
+
+def _recipe_study(tmp_path: Path) -> optuna.Study:
+    """Three classic recipes and a search trial, each with its right/wrong per val image."""
+    study = optuna.create_study(
+        study_name="recipes", storage=f"sqlite:///{tmp_path / 'r.db'}", direction="maximize"
+    )
+    n = 359
+    right = {  # how many of the 359 images each got right; the best (#3) holds 354
+        "feature_extraction": 260,
+        "early_unfreeze": 346,
+        "fine_tune": 352,
+        None: 354,
+    }
+    for recipe, count in right.items():
+        correct = np.arange(n) < count  # nested: the better trial is right wherever another is
+        user_attrs = {attrs.PARAMS: RECIPE, attrs.VAL_CORRECT: attrs.record_val_correct(correct)}
+        if recipe:
+            user_attrs[attrs.RECIPE] = recipe
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=count / n, user_attrs=user_attrs)
+        )
+    return study
+
+
+def test_recipe_lines_say_the_gap_in_images_and_whether_it_is_beyond_noise(
+    tmp_path: Path,
+) -> None:
+    text = recipe_comparison(_recipe_study(tmp_path))
+    lines = text.splitlines()
+    assert lines[0] == "classic recipes vs the best trial (#3), on the validation images:"
+    assert "best is +26.2 points (94 of 359 images; p < 0.001)" in lines[1]
+    assert "best is +2.2 points (8 of 359 images; p = 0.008)" in lines[2]
+    assert "best is +0.6 points (2 of 359 images; not significant, p = 0.50)" in lines[3]
+
+
+def test_the_best_trial_shows_its_interval_and_old_trials_say_what_they_lack(
+    tmp_path: Path,
+) -> None:
+    study = _recipe_study(tmp_path)
+    details = study_details(study, trials_table(study))
+    assert "best: trial #3, val accuracy 0.9861 (354 of 359; 95% CI 0.9678-0.9940)" in details
+    old = _study(tmp_path)  # trials recorded before per-image results were kept
+    old.add_trial(create_trial(state=TrialState.COMPLETE, value=0.8, user_attrs={
+        attrs.PARAMS: RECIPE, attrs.RECIPE: "fine_tune"}))  # fmt: skip
+    assert "no per-image results recorded: significance unknown" in recipe_comparison(old)

@@ -71,6 +71,9 @@ def test_results_have_mean_and_spread_and_a_verdict(confirmed: tuple) -> None:
     assert winner is confirmation.results[0]
     assert winner.std >= 0 and min(winner.values) <= winner.mean <= max(winner.values)
     assert f"#{winner.trial}" in confirmation.verdict()
+    # seeds and images both count: a bootstrap interval, in images and points
+    assert all(len(r.correct) == 2 for r in confirmation.results)
+    assert "images on average; 95% interval " in confirmation.verdict()
     table = confirm.format_table(confirmation)
     assert f"★ #{winner.trial}" in table and confirmation.verdict() in table
 

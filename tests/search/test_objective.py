@@ -39,7 +39,8 @@ def test_a_trial_records_curves_and_its_best_epoch(make_context) -> None:
     assert set(attrs["params"]) >= {"freeze_depth", "head_lr", "batch_size"}
     assert attrs["checkpoint_artifact"]
     # which validation images the best epoch got right: what paired comparisons read
-    correct = val_correct(trial, len(context.data.val_labels))
+    correct = val_correct(trial)
+    assert len(correct) == len(context.data.val_labels)
     assert correct.dtype == bool and correct.mean() == pytest.approx(trial.value)
 
 

@@ -2,7 +2,11 @@
 
 The results table has the shape of the reference notebooks' summaries (setup, freeze/unfreeze,
 learning rates, final and best val accuracy, time per epoch), with the classic recipes' rows
-marked, so a reader sees at a glance by how much the search beat the textbook recipes.
+marked, so a reader sees at a glance by how much the search beat the textbook recipes, and
+whether by more than noise: each row's gap to the best is also given in images with the exact
+McNemar p-value of the two trials' predictions on the same validation images, and the best
+accuracy with its 95% interval. A trial that `tuner export-best` tested shows its held-out
+test accuracy.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tuner.results import tables as reporting
 from tuner.results.figures import Figure, study_figures
 from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.stats import Accuracy
 
 TOP_SEARCH_ROWS = 5  # search trials shown in the results table, besides the classic recipes
 _RECIPES = {recipe.name: recipe for recipe in RECIPES}
@@ -67,10 +72,12 @@ def results_table(study: optuna.Study, epochs: int) -> pd.DataFrame:
     by_recipe = {t.user_attrs[attrs.RECIPE]: t for t in trials if attrs.RECIPE in t.user_attrs}
     chosen = [by_recipe[r.name] for r in RECIPES if r.name in by_recipe]
     chosen += [t for t in ranked if attrs.RECIPE not in t.user_attrs][:TOP_SEARCH_ROWS]
-    return pd.DataFrame([_row(t, best, epochs) for t in chosen])
+    return pd.DataFrame([_row(study, t, best, epochs) for t in chosen])
 
 
-def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str, object]:
+def _row(
+    study: optuna.Study, trial: FrozenTrial, best: FrozenTrial | None, epochs: int
+) -> dict[str, object]:
     params = (
         TrialParams(**trial.user_attrs[attrs.PARAMS]) if attrs.PARAMS in trial.user_attrs else None
     )
@@ -79,6 +86,9 @@ def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str,
     recipe = trial.user_attrs.get(attrs.RECIPE)
     complete = trial.state == TrialState.COMPLETE
     gap = 100 * (trial.value - best.value) if complete and best is not None else None
+    versus = reporting.paired(trial, best) if complete and best is not None else None
+    correct = attrs.val_correct(trial) if complete else None
+    tested = study.user_attrs.get(f"{attrs.TEST_EVALUATION_PREFIX}{trial.number}")
     return {
         "setup": f"classic: {_RECIPES[recipe].title}" if recipe in _RECIPES else "search",
         "trial": trial.number,
@@ -90,7 +100,13 @@ def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str,
         "batch": params.batch_size if params else None,
         "final val acc": curve[-1] if curve else None,
         "best val acc": trial.value if complete else (max(curve) if curve else None),
+        "95% CI": None if correct is None else _interval(Accuracy.of(correct)),
         "vs best (points)": None if gap is None else round(gap, 1),
+        "vs best (images)": None if versus is None else f"{versus.images:+d} of {versus.n}",
+        "p (McNemar)": None
+        if versus is None or trial.number == best.number
+        else round(versus.p_value, 4),
+        "test acc": tested["test"]["accuracy"] if tested else None,
         "epochs": len(curve),
         "sec/epoch": round(sum(seconds) / len(seconds), 2) if seconds else None,
         "state": trial.state.name.lower(),
@@ -98,7 +114,8 @@ def _row(trial: FrozenTrial, best: FrozenTrial | None, epochs: int) -> dict[str,
 
 
 def recipe_verdict(study: optuna.Study) -> str:
-    """By how many accuracy points the best trial beats each classic recipe, in one sentence."""
+    """By how much the best trial beats each classic recipe, in one sentence: accuracy points,
+    images, and whether beyond noise (exact McNemar on the validation images)."""
     margins = [m for m in reporting.recipe_margins(study) if m.points is not None]
     if not margins:
         return "No classic recipe completed in this study (search.baselines: false, or pending)."
@@ -106,7 +123,9 @@ def recipe_verdict(study: optuna.Study) -> str:
     if best.user_attrs.get(attrs.RECIPE) in _RECIPES:
         title = _RECIPES[best.user_attrs[attrs.RECIPE]].title
         return f"The best trial is a classic recipe, {title} (#{best.number}): not beaten yet."
-    gaps = [f"{m.recipe.title} (#{m.trial.number}) by {m.points:.1f}" for m in margins]
+    gaps = [
+        f"{m.recipe.title} (#{m.trial.number}) by {m.points:.1f} ({m.evidence()})" for m in margins
+    ]
     listed = gaps[0] if len(gaps) == 1 else f"{', '.join(gaps[:-1])} and {gaps[-1]}"
     return f"The best search trial, #{best.number}, beats {listed} accuracy points."
 
@@ -115,12 +134,10 @@ def format_results(results: pd.DataFrame) -> str:
     """The results table as text for the terminal."""
     if results.empty:
         return "no finished trial yet: nothing to compare."
-    shown = results.copy()
-    for column in ("head lr", "backbone lr"):
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
-    for column in ("final val acc", "best val acc"):
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
-    return shown.fillna("").to_string(index=False)
+    shown = results.astype(object)
+    for column in shown.columns:
+        shown[column] = [_cell(column, value) for value in shown[column]]
+    return shown.to_string(index=False)
 
 
 def describe(files: ReportFiles) -> str:
@@ -162,7 +179,7 @@ def _page(
         f"{config.train.epochs} epochs per trial; trials: "
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         + "</p>",
-        _best_paragraph(study.study_name, ranked, config.train.epochs),
+        _best_paragraph(study, ranked, config.train.epochs),
         "<h2>Results</h2>",
         f"<p class='verdict'>{_e(verdict)}</p>",
         "<p>Classic recipes (green) are the reference notebooks' textbook setups, run as the "
@@ -186,16 +203,40 @@ def _page(
     )
 
 
-def _best_paragraph(name: str, ranked: list[FrozenTrial], epochs: int) -> str:
+def _best_paragraph(study: optuna.Study, ranked: list[FrozenTrial], epochs: int) -> str:
     if not ranked:
         return "<p>No trial has completed yet.</p>"
     best = ranked[0]
     schedule = describe_schedule(attrs.trial_params(best), epochs)
     return (
-        f"<p><strong>Best: trial #{best.number}, val accuracy {best.value:.4f}</strong> "
-        f"(epoch {best.user_attrs.get('best_epoch')}): {_e(schedule)}.<br>"
-        f"Export it: <code>tuner export-best --study {_e(name)} --out best/</code></p>"
+        f"<p><strong>Best: trial #{best.number}, val accuracy "
+        f"{_e(reporting.describe_value(best))}</strong> (epoch "
+        f"{best.user_attrs.get('best_epoch')}): {_e(schedule)}.<br>{_test_sentence(study, best)}"
+        f"<br>Export it: <code>tuner export-best --study {_e(study.study_name)} --out best/</code>"
+        "</p>"
     )
+
+
+def _test_sentence(study: optuna.Study, best: FrozenTrial) -> str:
+    """The best trial's held-out test accuracy, if `tuner export-best` has measured it."""
+    tested = study.user_attrs.get(f"{attrs.TEST_EVALUATION_PREFIX}{best.number}")
+    if tested is None:
+        return (
+            "Its val accuracy is the one the search selected on, so it is optimistic; "
+            "<code>tuner export-best</code> measures it once on the held-out test split."
+        )
+    test = tested["test"]
+    accuracy = Accuracy(test["correct"], test["images"])
+    text = f"Held-out test accuracy, measured once by tuner export-best: {accuracy.describe()}"
+    if tested["refit"] is not None:
+        text += f" for the refit on training + validation images ({tested['refit']['epochs']} "
+        text += f"epochs); the search's own checkpoint: {test['search_checkpoint']['accuracy']:.4f}"
+    return _e(text + ".")
+
+
+def _interval(accuracy: Accuracy) -> str:
+    low, high = accuracy.interval
+    return f"{low:.4f}-{high:.4f}"
 
 
 def _results_html(results: pd.DataFrame) -> str:
@@ -215,12 +256,14 @@ def _results_html(results: pd.DataFrame) -> str:
 
 
 def _cell(column: str, value: object) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
         return ""
     if column in ("head lr", "backbone lr"):
         return f"{value:.2g}"
-    if column in ("final val acc", "best val acc"):
+    if column in ("final val acc", "best val acc", "test acc"):
         return f"{value:.4f}"
+    if column == "p (McNemar)":
+        return "<0.001" if value < 0.001 else f"{value:.3f}" if value < 0.01 else f"{value:.2f}"
     if column == "vs best (points)":
         return f"{value:+.1f}"
     return str(value)

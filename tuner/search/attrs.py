@@ -13,7 +13,7 @@ import numpy as np
 from optuna.trial import FrozenTrial
 
 from tuner.recipe import TrialParams
-from tuner.stats import unpack_correct
+from tuner.stats import pack_correct, unpack_correct
 
 # --- on the study ------------------------------------------------------------------------
 CONFIG = "tuner:config"  # the full resolved StudyConfig, as plain data
@@ -44,7 +44,7 @@ CURVES = (VAL_ACCURACY, TRAIN_LOSS, EPOCH_SECONDS, FROZEN_DEPTH)
 
 # --- on a trial: how it went ----------------------------------------------------------------
 BEST_EPOCH = "best_epoch"
-VAL_CORRECT = "val_correct"  # which validation images the best epoch got right (stats.pack_correct)
+VAL_CORRECT = "val_correct"  # {images, bits}: which val images the best epoch got right
 STOPPED = "stopped"  # why a trial was pruned (the pruner, a non-finite loss)
 FAIL_REASON = "fail_reason"  # Optuna 5 keeps none: the exception, for status and the summary
 CHECKPOINT = "checkpoint_artifact"  # the artifact id of its best-epoch weights
@@ -61,11 +61,16 @@ def recipe_params(trial: FrozenTrial) -> dict[str, Any]:
     return trial.user_attrs.get(PARAMS) or trial.params
 
 
-def val_correct(trial: FrozenTrial, images: int) -> np.ndarray | None:
-    """Which of the ``images`` validation images the trial's best epoch got right, in order;
-    None for a trial that recorded none (pruned, failed, or from before it was recorded)."""
-    packed = trial.user_attrs.get(VAL_CORRECT)
-    return None if packed is None else unpack_correct(packed, images)
+def val_correct(trial: FrozenTrial) -> np.ndarray | None:
+    """Which validation images the trial's best epoch got right, in order; None for a trial
+    that recorded none (pruned, failed, or from before it was recorded)."""
+    recorded = trial.user_attrs.get(VAL_CORRECT)
+    return None if recorded is None else unpack_correct(recorded["bits"], recorded["images"])
+
+
+def record_val_correct(correct: np.ndarray) -> dict[str, object]:
+    """The :data:`VAL_CORRECT` attribute of a boolean vector over the validation images."""
+    return {"images": len(correct), "bits": pack_correct(correct)}
 
 
 def trial_params(trial: FrozenTrial) -> TrialParams | None:

@@ -19,6 +19,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner import stats
 from tuner.errors import TunerError
 from tuner.recipe import describe_schedule
 from tuner.search import attrs, notes, signals
@@ -48,6 +49,7 @@ class CandidateResult:
     schedule: str
     original: float
     values: tuple[float, ...]  # complete confirm runs, by seed index
+    correct: tuple[np.ndarray, ...] = ()  # each run's validation images right, where recorded
 
     @property
     def mean(self) -> float:
@@ -71,7 +73,11 @@ class Confirmation:
         return self.results[0] if self.results and self.results[0].values else None
 
     def verdict(self) -> str:
-        """One line: does the winner's lead survive the seed-to-seed spread?"""
+        """One line: is the winner's lead over the runner-up beyond noise?
+
+        Noise is both the validation images' and the seeds': a bootstrap that resamples the
+        images and each candidate's runs (:func:`tuner.stats.compare_seeds`).
+        """
         ranked = [r for r in self.results if r.values]
         if not ranked:
             return "no confirm run has completed yet."
@@ -79,17 +85,17 @@ class Confirmation:
         if len(ranked) == 1:
             return f"trial #{winner.trial}: mean {winner.mean:.4f} over {len(winner.values)} seeds."
         runner = ranked[1]
-        lead = 100 * (winner.mean - runner.mean)
-        spread = 100 * (winner.std + runner.std)
-        if lead > spread:
-            return (
-                f"trial #{winner.trial} wins by {lead:.1f} points (mean), beyond the seed "
-                f"spread ({spread:.1f} points): a real winner."
-            )
+        lead = f"trial #{winner.trial} leads trial #{runner.trial} by " + (
+            f"{100 * (winner.mean - runner.mean):.1f} points (mean over seeds"
+        )
+        if len(winner.correct) != len(winner.values) or len(runner.correct) != len(runner.values):
+            return f"{lead}); no per-image results recorded: significance unknown."
+        found = stats.compare_seeds(np.stack(winner.correct), np.stack(runner.correct))
+        if found.significant:
+            return f"{lead}; {found.evidence()}): a real winner."
         return (
-            f"trial #{winner.trial} leads trial #{runner.trial} by {lead:.1f} points (mean), "
-            f"within the seed spread ({spread:.1f} points): they are not distinguishable; "
-            "more seeds (--seeds) would tell."
+            f"{lead}; {found.evidence()}): they are not distinguishable; more seeds (--seeds) "
+            "would tell."
         )
 
 
@@ -162,19 +168,26 @@ def results(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy) -> Con
     request = linked.study.user_attrs.get(attrs.CONFIRM_REQUEST)
     if not request:
         return Confirmation(parent.study.study_name, 0, ())
-    runs: dict[int, dict[int, float]] = {}
+    runs: dict[int, dict[int, FrozenTrial]] = {}
     for trial in linked.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         index = trial.user_attrs[attrs.SEED_INDEX]
         if index < request["seeds"]:
-            runs.setdefault(trial.user_attrs[attrs.CONFIRMS], {})[index] = trial.value
+            runs.setdefault(trial.user_attrs[attrs.CONFIRMS], {})[index] = trial
     epochs = parent.config.train.epochs
     found = []
     for number in request["candidates"]:
         original = parent.study.trials[number]
         params = attrs.trial_params(original)
-        values = tuple(v for _, v in sorted(runs.get(number, {}).items()))
+        done = [run for _, run in sorted(runs.get(number, {}).items())]
+        correct = tuple(c for c in map(attrs.val_correct, done) if c is not None)
         found.append(
-            CandidateResult(number, describe_schedule(params, epochs), original.value, values)
+            CandidateResult(
+                number,
+                describe_schedule(params, epochs),
+                original.value,
+                tuple(run.value for run in done),
+                correct,
+            )
         )
     found.sort(key=lambda r: (not r.values, -(r.mean if r.values else 0.0), r.trial))
     return Confirmation(parent.study.study_name, request["seeds"], tuple(found))

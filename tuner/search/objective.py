@@ -41,7 +41,6 @@ from tuner.search.signals import raise_if_stop_requested
 from tuner.search.space import sample
 from tuner.search.storage import ArtifactStore
 from tuner.search.trial_figures import confusion_png, learning_curve_png
-from tuner.stats import pack_correct
 
 
 @dataclass(frozen=True)
@@ -122,7 +121,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             raise optuna.TrialPruned(why)
         predictions = _best_predictions(result, context, model)
         correct = (predictions == context.data.val_labels).numpy()
-        trial.set_user_attr(attrs.VAL_CORRECT, pack_correct(correct))  # for paired comparisons
+        trial.set_user_attr(attrs.VAL_CORRECT, attrs.record_val_correct(correct))  # for pairing
         _keep_checkpoint(trial, result, predictions, context)
         return result.best_accuracy
     except NonFiniteLossError as exc:
