@@ -107,9 +107,12 @@ def pretrained_state() -> dict | None:
 
 
 def new_model(state: dict | None, num_classes: int = 10) -> nn.Module:
+    """ResNet-18 from ``state`` (any head it has is dropped) with a new head."""
     model = torchvision.models.resnet18(weights=None)
     if state is not None:
-        model.load_state_dict(state)
+        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing = model.load_state_dict(backbone, strict=False).missing_keys
+        assert all(key.startswith("fc.") for key in missing), missing
     model.fc = nn.Linear(model.fc.in_features, num_classes)
     return model
 
@@ -165,17 +168,28 @@ def evaluate(model, loader) -> float:
     return correct / len(loader.dataset)
 
 
-def objective_for(train_dir: Path, val_dir: Path, epochs: int, counter: list[int], state):
+def objective_for(
+    train_dir: Path,
+    val_dir: Path,
+    epochs: int,
+    counter: list[int],
+    state,
+    num_classes: int = 10,
+    seed: int = 0,
+    on_best=None,
+):
+    """The objective; ``on_best(trial, value, best_state)`` hears of every completed trial."""
+
     def objective(trial: optuna.Trial) -> float:
         params = sample(trial, SpaceConfig())
-        torch.manual_seed(trial.number)
-        model = new_model(state)
+        torch.manual_seed(seed * 1000 + trial.number)
+        model = new_model(state, num_classes)
         train_loader, val_loader = loaders(train_dir, val_dir, params.batch_size)
         criterion = nn.CrossEntropyLoss()
         depth = params.freeze_depth
         freeze(model, depth)
         optimizer = make_optimizer(model, params, depth)
-        best = 0.0
+        best, best_state = 0.0, None
         for epoch in range(epochs):
             if depth_at(params, epoch) != depth:
                 depth = depth_at(params, epoch)
@@ -187,10 +201,14 @@ def objective_for(train_dir: Path, val_dir: Path, epochs: int, counter: list[int
             train_epoch(model, train_loader, optimizer, criterion)
             accuracy = evaluate(model, val_loader)
             counter[0] += 1
+            if accuracy > best and on_best is not None:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best = max(best, accuracy)
             trial.report(accuracy, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()
+        if on_best is not None:
+            on_best(trial, best, best_state)
         return best
 
     return objective

@@ -1,0 +1,429 @@
+"""Anytime: best validation accuracy against wall-clock, `tuner search` beside its peers.
+
+    python bench/anytime.py [--seeds 3] [--budget 120] [--out bench/RESULTS.md] [--plot PNG]
+
+Every searcher gets the same wall-clock budget per run (its clock starts when its process
+does, imports and start-up included), on the same task, split and space, one at a time on
+this machine's cores, for each seed; runs alternate between searchers so that a slow spell
+of the machine hits them alike. The searchers:
+
+* ``tuner``: `tuner search` with its defaults (schedule-aware ASHA);
+* ``tuner-hyperband``: `tuner search` with Optuna's plain HyperbandPruner;
+* ``optuna``, ``top_third``, ``ray``, ``reference``: see ``bench/peers.py``.
+
+Two tasks: ``default``, tuner's default study (digits at 32 px, random init offline), and
+``transfer``: the bench first pretrains a ResNet-18 briefly on digits 0-4 and every searcher
+fine-tunes it on digits 5-9 (``model.weights``), so that freezing means transfer; the bench
+checks that it does (feature extraction from the pretrained backbone must beat feature
+extraction from random init). Each searcher hands back one model (tuner: ``tuner
+export-best``); only then are the held-out test images read, for that model alone.
+
+Ray Tune runs in an environment of the bench's own (``bench/.ray-venv``, made on first use,
+``pip install "ray[tune]"``), never in the package's dependencies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import peers  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from tuner import stats  # noqa: E402
+from tuner.config import load_config  # noqa: E402
+from tuner.data import cache_path, prepare_data  # noqa: E402
+from tuner.recipe import TrialParams  # noqa: E402
+from tuner.results import load_model  # noqa: E402
+
+RAY_VERSION = "2.60.0"
+RAY_ENV = REPO / "bench" / ".ray-venv"
+SEARCHERS = ("tuner", "tuner-hyperband", "optuna", "ray", "top_third", "reference")
+HYPERBAND = ["--set", "search.pruner=hyperband", "--set", "search.prune_after_unfreeze=false"]
+PRETRAIN_CLASSES, TARGET_CLASSES = "[0,1,2,3,4]", "[5,6,7,8,9]"
+PRETRAIN_EPOCHS = 6
+CHECK_SEEDS = 3
+GRACE = 30.0  # seconds a searcher gets to stop after its budget before it is killed
+
+
+@dataclass(frozen=True)
+class TaskSetup:
+    name: str
+    folder: Path  # data.pt and task.json for the peers, png/ for the reference
+    tuner_args: tuple[str, ...]  # the --set options that make `tuner search` this task
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    note: str  # what the bench checked about the task
+
+
+@dataclass(frozen=True)
+class Run:
+    searcher: str
+    task: str
+    seed: int
+    curve: tuple[tuple[float, float], ...]  # (seconds since start, best val accuracy so far)
+    test_correct: np.ndarray | None  # the handed-back model on the test images
+
+    def best_at(self, seconds: float) -> float:
+        reached = [value for t, value in self.curve if t <= seconds]
+        return max(reached) if reached else float("nan")
+
+    def time_to(self, target: float, budget: float) -> float:
+        return next((t for t, value in self.curve if value >= target and t <= budget), np.inf)
+
+
+# --- the tasks --------------------------------------------------------------------------------
+
+
+def prepare_task(name: str, work: Path, sets: list[str], weights: str | None) -> TaskSetup:
+    """Prepare a task's data with tuner (the same pixels and split for everyone)."""
+    cache = work / "cache"
+    config = load_config(None, [*sets, f"data.cache_dir={cache}"])
+    data = prepare_data(config.data, cache_path(config.data), with_test=True)
+    folder = work / name
+    folder.mkdir(parents=True)
+    torch.save(
+        {"train_x": data.train_images.clone(), "train_y": data.train_labels.clone(),
+         "val_x": data.val_images.clone(), "val_y": data.val_labels.clone()},
+        folder / "data.pt",
+    )  # fmt: skip
+    meta = {"num_classes": data.num_classes, "epochs": config.train.epochs, "weights": weights}
+    (folder / "task.json").write_text(json.dumps(meta))
+    for side, images, labels in (
+        ("train", data.train_images, data.train_labels),
+        ("val", data.val_images, data.val_labels),
+    ):
+        for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            path = folder / "png" / side / data.class_names[label] / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
+    args = tuple(arg for s in [*sets, f"data.cache_dir={cache}"] for arg in ("--set", s))
+    return TaskSetup(name, folder, args, data.test_images.clone(), data.test_labels.clone(), "")
+
+
+def pretrain(work: Path) -> Path:
+    """ResNet-18 from random init, briefly trained on digits 0-4: the transfer task's start."""
+    sets = [f"data.classes={PRETRAIN_CLASSES}", "search.study=pretrain"]
+    source = prepare_task("pretrain", work, sets, None)
+    task = peers.Task.load(source.folder)
+    params = TrialParams(0, None, "all", 1e-2, 1e-2, "sgd", 64, 1e-4)  # SGD, momentum 0.9
+    run = peers.TensorTrial(task, params, seed=0, state=None)
+    for _ in range(PRETRAIN_EPOCHS):
+        run.train_epoch()
+    path = work / "pretrained-digits-0-4.safetensors"
+    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(path))
+    return path
+
+
+def feature_extraction_accuracy(task: TaskSetup, weights: str | None) -> float:
+    """Mean val accuracy over seeds of a head trained on a frozen backbone (the task's epochs,
+    Adam 1e-3): does the starting backbone transfer to the target classes at all?"""
+    loaded = peers.Task.load(task.folder)
+    loaded = peers.Task(**{**loaded.__dict__, "weights": weights})
+    params = TrialParams(5, None, "all", 1e-3, None, "adam", 32, 1e-6)
+    found = []
+    for seed in range(CHECK_SEEDS):
+        run = peers.TensorTrial(loaded, params, seed=seed, state=loaded.start_state())
+        for _ in range(loaded.epochs):
+            run.train_epoch()
+        found.append(run.best)
+    return float(np.mean(found))
+
+
+def prepare_tasks(work: Path) -> list[TaskSetup]:
+    default = prepare_task("default", work, ["search.study=anytime"], None)
+    weights = str(pretrain(work))
+    sets = [f"data.classes={TARGET_CLASSES}", f"model.weights={weights}", "search.study=anytime"]
+    transfer = prepare_task("transfer", work, sets, weights)
+    pretrained, scratch = (feature_extraction_accuracy(transfer, w) for w in (weights, None))
+    note = (
+        f"Transfer check: feature extraction on digits 5-9 (4 epochs, head only, mean of "
+        f"{CHECK_SEEDS} seeds) reaches {pretrained:.3f} val accuracy from the backbone pretrained "
+        f"{PRETRAIN_EPOCHS} epochs on digits 0-4 (SGD, lr 0.01) and {scratch:.3f} from random "
+        "init: "
+        + ("the task measures transfer." if pretrained > scratch else "NO TRANSFER: check it.")
+    )
+    print(note, flush=True)
+    return [default, TaskSetup(**{**transfer.__dict__, "note": note})]
+
+
+# --- running the searchers --------------------------------------------------------------------
+
+
+def ray_python() -> Path:
+    """The bench's own Ray environment, which sees this environment's packages (torch, tuner)."""
+    python = RAY_ENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(RAY_ENV)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", f"ray[tune]=={RAY_VERSION}"], check=True
+        )
+        site = subprocess.run(
+            [str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        ours = next(p for p in sys.path if p.endswith("site-packages"))
+        Path(site, "bench-main-env.pth").write_text(f"{ours}\n{REPO}\n")
+    return python
+
+
+def _run_process(command: list[str], cwd: Path, budget: float, log: Path) -> float:
+    """Start ``command``, stop it (SIGTERM, then SIGKILL) at the budget; its start time."""
+    started = time.time()
+    env = {**os.environ, "BENCH_T0": str(started), "PYTHONUNBUFFERED": "1"}
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        process.wait(timeout=budget)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=GRACE)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return started
+
+
+def run_tuner(task: TaskSetup, seed: int, budget: float, extra: list[str], folder: Path) -> Run:
+    name = "tuner" if not extra else "tuner-hyperband"
+    command = [sys.executable, "-m", "tuner.cli", "search", *task.tuner_args, "--trials", "100000",
+               "--set", f"search.seed={seed}", "--set", f"train.seed={seed}", *extra]  # fmt: skip
+    started = _run_process(command, folder, budget, folder / "search.log")
+    study = optuna.load_study(study_name="anytime", storage=f"sqlite:///{folder / 'tuner.db'}")
+    curve, best = [], -1.0
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for trial in sorted(complete, key=lambda t: t.datetime_complete):
+        if trial.value > best:
+            best = trial.value
+            curve.append((trial.datetime_complete.timestamp() - started, best))
+    export = subprocess.run(
+        [sys.executable, "-m", "tuner.cli", "export-best", "--out", "best"],
+        cwd=folder, capture_output=True, text=True,
+    )  # fmt: skip
+    correct = None
+    if export.returncode == 0:
+        correct = _test_correct(load_model(folder / "best").model, task)
+    return Run(name, task.name, seed, tuple(curve), correct)
+
+
+def run_peer(name: str, task: TaskSetup, seed: int, budget: float, folder: Path) -> Run:
+    python = ray_python() if name == "ray" else Path(sys.executable)
+    command = [str(python), str(REPO / "bench" / "peers.py"), name, "--task", str(task.folder),
+               "--seed", str(seed), "--budget", str(budget), "--work", str(folder)]  # fmt: skip
+    _run_process(command, folder, budget + (GRACE if name == "ray" else 5), folder / "peer.log")
+    lines = (
+        (folder / "best.jsonl").read_text().splitlines() if (folder / "best.jsonl").exists() else []
+    )
+    curve = tuple((r["t"], r["value"]) for r in map(json.loads, lines))
+    correct = None
+    if (folder / "best.pt").exists():
+        model = peers.reference_search.new_model(None, int(task.test_y.max()) + 1)
+        model.load_state_dict(torch.load(folder / "best.pt", weights_only=True))
+        correct = _test_correct(model, task)
+    return Run(name, task.name, seed, curve, correct)
+
+
+@torch.no_grad()
+def _test_correct(model: torch.nn.Module, task: TaskSetup) -> np.ndarray:
+    model.eval()
+    images = (task.test_x.float() / 255 - peers.MEAN) / peers.STD
+    return (model(images).argmax(1) == task.test_y).numpy()
+
+
+def run_all(tasks: list[TaskSetup], seeds: int, budget: float, work: Path) -> list[Run]:
+    runs = []
+    total = len(tasks) * seeds * len(SEARCHERS)
+    for task in tasks:
+        for seed in range(seeds):
+            order = SEARCHERS[seed % len(SEARCHERS) :] + SEARCHERS[: seed % len(SEARCHERS)]
+            for name in order:
+                folder = work / "runs" / f"{task.name}-{name}-{seed}"
+                folder.mkdir(parents=True)
+                if name.startswith("tuner"):
+                    extra = HYPERBAND if name == "tuner-hyperband" else []
+                    run = run_tuner(task, seed, budget, extra, folder)
+                else:
+                    run = run_peer(name, task, seed, budget, folder)
+                runs.append(run)
+                best = run.best_at(budget)
+                print(f"[{len(runs)}/{total}] {task.name} {name} seed {seed}: best {best:.4f}, "
+                      f"{len(run.curve)} improvements", flush=True)  # fmt: skip
+    return runs
+
+
+# --- what it found ----------------------------------------------------------------------------
+
+
+def summarise(runs: list[Run], tasks: list[TaskSetup], budget: float) -> str:
+    lines = []
+    for task in tasks:
+        mine = [r for r in runs if r.task == task.name]
+        by = {name: [r for r in mine if r.searcher == name] for name in SEARCHERS}
+        finals = {
+            name: float(np.nanmedian([r.best_at(budget) for r in rs])) for name, rs in by.items()
+        }
+        lines += [f"### Task `{task.name}`", ""]
+        if task.note:
+            lines += [task.note, ""]
+        lines += [
+            "| searcher | best val at the budget: median [range] | its own time to that median "
+            "| test accuracy of its winner: median [range] | tuner vs it on test (pooled over "
+            "seeds, exact McNemar) |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for name, rs in by.items():
+            at_budget = [r.best_at(budget) for r in rs]
+            own = _median_time(rs, finals[name], budget)
+            tests = [r.test_correct.mean() for r in rs if r.test_correct is not None]
+            versus = _versus_tuner(by["tuner"], rs) if name != "tuner" else "-"
+            lines.append(
+                f"| {name} | {_spread(at_budget)} | {_seconds(own)} | {_spread(tests)} | {versus} |"
+            )
+        lines += ["", "Time for tuner to reach each peer's final median best, against the peer's "
+                  "own time to reach it (goal: at most half):", "",
+                  "| peer | its final median best | peer's time | tuner's time | ratio | goal |",
+                  "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for name in SEARCHERS[1:]:
+            theirs = _median_time(by[name], finals[name], budget)
+            ours = _median_time(by["tuner"], finals[name], budget)
+            ratio = ours / theirs if np.isfinite(ours) and theirs > 0 else np.inf
+            goal = "met" if ratio <= 0.5 else "NOT met"
+            lines.append(
+                f"| {name} | {finals[name]:.4f} | {_seconds(theirs)} | {_seconds(ours)} | "
+                f"{ratio:.2f} | {goal} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _spread(values: list[float]) -> str:
+    """ "median [min, max]" of the runs that have a value, and how many did not."""
+    found = [v for v in values if np.isfinite(v)]
+    if not found:
+        return "none"
+    missing = f" ({len(values) - len(found)} run(s) with none)" if len(found) < len(values) else ""
+    return f"{np.median(found):.4f} [{min(found):.4f}, {max(found):.4f}]{missing}"
+
+
+def _median_best(runs: list[Run], budget: float) -> float:
+    """The median over seeds of the best at the budget; a run with none counts as 0."""
+    return float(np.median([np.nan_to_num(r.best_at(budget)) for r in runs]))
+
+
+def _median_time(runs: list[Run], target: float, budget: float) -> float:
+    """The median over seeds of the seconds to reach ``target`` (inf for a run that never did)."""
+    return float(np.median([r.time_to(target, budget) for r in runs]))
+
+
+def _versus_tuner(tuner_runs: list[Run], runs: list[Run]) -> str:
+    pairs = [(a, b) for a in tuner_runs for b in runs if a.seed == b.seed]
+    pairs = [(a, b) for a, b in pairs if a.test_correct is not None and b.test_correct is not None]
+    if not pairs:
+        return "n/a"
+    a = np.concatenate([a.test_correct for a, _ in pairs])
+    b = np.concatenate([b.test_correct for _, b in pairs])
+    comparison = stats.PairedComparison.of(a, b)
+    return f"{comparison.points:+.1f} points ({comparison.evidence()})"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if np.isfinite(value) else "never"
+
+
+def plot(runs: list[Run], tasks: list[TaskSetup], budget: float, path: Path) -> None:
+    grid = np.linspace(0, budget, 241)
+    figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for name in SEARCHERS:
+            curves = np.array(
+                [
+                    [r.best_at(t) for t in grid]
+                    for r in runs
+                    if r.task == task.name and r.searcher == name
+                ]
+            )
+            if not len(curves):
+                continue
+            with warnings.catch_warnings():  # before a searcher's first result: all NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, median, high = (
+                    f(curves, axis=0) for f in (np.nanmin, np.nanmedian, np.nanmax)
+                )
+            line = axis.plot(grid, median, label=name, lw=2.2 if name == "tuner" else 1.4)[0]
+            axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.12)
+        axis.set_title(f"task {task.name}: best val accuracy so far (median, range over seeds)")
+        axis.set_xlabel("seconds since the searcher started")
+        axis.set_ylabel("best val accuracy")
+        axis.grid(alpha=0.3)
+        axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def machine() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
+    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Ray {RAY_VERSION}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds per run")
+    parser.add_argument("--out", type=Path, help="append the results to this markdown file")
+    parser.add_argument("--plot", type=Path, default=REPO / "bench" / "anytime.png")
+    parser.add_argument("--work", type=Path, help="keep the runs here (default: a temp folder)")
+    args = parser.parse_args()
+    ray_python()  # made (and its install timed) before any run, not during one
+    started = time.monotonic()
+    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))
+    tasks = prepare_tasks(work)
+    runs = run_all(tasks, args.seeds, args.budget, work)
+    plot(runs, tasks, args.budget, args.plot)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = "\n".join([
+        f"### Run of {when}: {args.seeds} seeds x {args.budget:.0f} s per run, "
+        f"{(time.monotonic() - started) / 60:.0f} min in all",
+        "", f"Machine: {machine()}.", "",
+        summarise(runs, tasks, args.budget),
+        f"![best val accuracy against wall-clock]({args.plot.name})", "",
+    ])  # fmt: skip
+    print(text)
+    (work / "runs.json").write_text(json.dumps([
+        {"searcher": r.searcher, "task": r.task, "seed": r.seed, "curve": r.curve,
+         "test": None if r.test_correct is None else stats.pack_correct(r.test_correct),
+         "test_images": len(tasks[0].test_y) if r.task == "default" else len(tasks[1].test_y)}
+        for r in runs
+    ]))  # fmt: skip
+    if args.out:
+        with open(args.out, "a") as out:
+            out.write("\n" + text)
+    print(f"runs kept in {work}")
+
+
+if __name__ == "__main__":
+    main()
