@@ -102,12 +102,29 @@ def test_an_interrupted_prepare_leaves_no_entry_and_the_next_one_builds_it(
         assert code == 130 and _cache_folders(tmp_path / "tuner-cache") == []
     else:
         assert code == -signal.SIGKILL
+        # its decoders die with it, not left waiting forever on the pool's queue
+        deadline = time.monotonic() + 30
+        while _processes_naming(str(photos)):
+            assert time.monotonic() < deadline, f"orphans: {_processes_naming(str(photos))}"
+            time.sleep(0.2)
     result = run_tuner(tmp_path, "prepare", *sets)
     assert result.returncode == 0, result.stderr
     assert "data ready: " in result.stdout and "images/s" in result.stdout
     assert _cache_folders(tmp_path / "tuner-cache") == [entry.name]  # the killed build swept
     again = run_tuner(tmp_path, "prepare", *sets)
     assert "already prepared" in again.stdout
+
+
+def _processes_naming(text: str) -> list[int]:
+    """The pids of running processes whose command line contains ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                found.append(int(cmdline.parent.name))
+        except OSError:  # it ended while we looked
+            continue
+    return found
 
 
 def test_prepare_lists_unreadable_files_and_builds_nothing(tmp_path: Path) -> None:

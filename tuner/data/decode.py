@@ -9,6 +9,8 @@ same byte for byte with 1 or N processes.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -21,6 +23,7 @@ import numpy as np
 from tuner.data.images import load_fitted
 from tuner.errors import TunerError
 
+_PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a process gets when its parent dies
 CHUNK = 64
 """Files one process decodes per task: small enough for a smooth progress bar."""
 _PER_PROCESS = 4 * CHUNK  # below this many files per process, starting processes costs more
@@ -71,7 +74,9 @@ def _decode_in_pool(tasks: list, processes: int, decoded: Decoded | None) -> lis
     an interrupted prepare stops instead of decoding the rest first.
     """
     context = multiprocessing.get_context("fork")
-    pool = ProcessPoolExecutor(processes, mp_context=context, initializer=_start_decoder)
+    pool = ProcessPoolExecutor(
+        processes, mp_context=context, initializer=_start_decoder, initargs=(os.getpid(),)
+    )
     bad: list[int] = []
     try:
         sizes = {pool.submit(_decode_chunk, *task): len(task[3]) for task in tasks}
@@ -89,10 +94,19 @@ def _decode_in_pool(tasks: list, processes: int, decoded: Decoded | None) -> lis
     return bad
 
 
-def _start_decoder() -> None:
-    """A decoding process: one thread (the pool is the parallelism); Ctrl-C is the parent's."""
+def _start_decoder(parent: int) -> None:
+    """A decoding process: one thread (the pool is the parallelism); Ctrl-C is the parent's.
+
+    It ends with its parent: a prepare killed outright (SIGKILL, the OOM killer) would
+    otherwise leave its decoders waiting forever on the pool's queue, each holding its
+    memory. Linux says so with PR_SET_PDEATHSIG; elsewhere the decoders end with the queue.
+    """
     import torch
 
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above took effect
+        os._exit(0)
     torch.set_num_threads(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
