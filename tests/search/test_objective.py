@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
@@ -14,7 +17,7 @@ from optuna.trial import TrialState
 from tuner.config import Fixed
 from tuner.search import study as study_mod
 from tuner.search.attrs import val_correct
-from tuner.search.objective import make_objective
+from tuner.search.objective import make_objective, pid_namespace
 from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.storage import ArtifactStore
 from tuner.search.workers import run_worker
@@ -192,3 +195,29 @@ def test_a_worker_waits_for_a_trial_in_flight_and_runs_its_retry_within_the_budg
     assert outcome.finished == outcome.budget == 1
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert RetryFailedTrialCallback.retried_trial_number(study.trials[1]) == dead.number
+
+
+def test_a_trial_whose_worker_on_this_host_is_gone_is_retried_without_waiting(
+    make_context,
+) -> None:
+    """A search killed outright (kill -9) and run again: its trial is failed and retried at
+    once, not after the 60 s heartbeat grace period."""
+    pinned, context = make_context("search.trials=1")
+    study = pinned.study
+    dead = study.ask()
+    dead.set_user_attr(
+        "worker",
+        {"host": socket.gethostname(), "pid": _pid_of_ended(), "pid_namespace": pid_namespace()},
+    )
+    started = time.monotonic()
+    outcome = run_worker(study, context)
+    assert outcome.finished == 1 and time.monotonic() - started < 30
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert RetryFailedTrialCallback.retried_trial_number(study.trials[1]) == dead.number
+
+
+def _pid_of_ended() -> int:
+    """The pid of a process of this host that has ended."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid

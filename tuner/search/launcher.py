@@ -20,16 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from tuner.engine import WORKERS_ON_DEVICE_ENV
 from tuner.errors import TunerError
 from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.progress import SearchProgress
 from tuner.search.storage import artifact_store
-from tuner.search.workers import WorkerOutcome
+from tuner.search.workers import WorkerOutcome, fail_trials_of
 
 Say = Callable[[str], None]
 
@@ -192,7 +190,7 @@ class Launcher:
                 self._errors.append(f"worker {worker.slot.index}: {_last_line(worker.log)}")
             if code in _DELIBERATE_EXITS:
                 continue
-            retried = self._fail_trials_of(worker.process.pid, retry=True)
+            retried = fail_trials_of(self._study, _ran_by(worker.process.pid), retry=True)
             unmet = study_mod.finished_count(self._study) < study_mod.stored_budget(self._study)
             replace = unmet and self._replacements < len(self._slots)
             progress.write(
@@ -217,32 +215,16 @@ class Launcher:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
-            self._fail_trials_of(worker.process.pid, retry=False)
+            failed = fail_trials_of(self._study, _ran_by(worker.process.pid), retry=False)
+            for trial in failed:  # no retry will resume from its checkpoint
+                _remove_resume_checkpoint(trial.user_attrs, self._artifacts)
         self._running.clear()
 
-    def _fail_trials_of(self, pid: int, retry: bool) -> list[int]:
-        """Fail the RUNNING trials of a dead worker of this host; optionally queue their retry.
 
-        A retry carries the trial's resume checkpoint; a trial that is not retried has its
-        checkpoint removed.
-        """
-        host = socket.gethostname()
-        storage = study_storage(self._study)
-        callback = storage.get_heartbeat_stale_trial_callback() if retry else None
-        failed = []
-        for trial in self._study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = trial.user_attrs.get(attrs.WORKER, {})
-            if owner.get("pid") != pid or owner.get("host") != host:
-                continue
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
-                    failed.append(trial.number)
-                    frozen = storage.get_trial(trial_id(trial))
-                    if callback is not None:
-                        callback(self._study, frozen)
-                    else:
-                        _remove_resume_checkpoint(frozen.user_attrs, self._artifacts)
-        return failed
+def _ran_by(pid: int) -> Callable[[dict], bool]:
+    """Whether a trial's ``worker`` attribute names process ``pid`` of this host."""
+    host = socket.gethostname()
+    return lambda owner: owner.get("pid") == pid and owner.get("host") == host
 
 
 def _remove_resume_checkpoint(user_attrs: dict, artifacts: str) -> None:

@@ -43,6 +43,15 @@ from tuner.search.storage import ArtifactStore
 from tuner.search.trial_figures import confusion_png, learning_curve_png
 
 
+def pid_namespace() -> str:
+    """Which processes a pid names here ("" where /proc does not say): containers that share
+    a host name (``docker run --network host``) each have their own."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class WorkerIdentity:
     """Which process ran a trial: recorded on every trial, used to seed the worker's sampler."""
@@ -51,6 +60,7 @@ class WorkerIdentity:
     index: int | None = None  # the launcher's worker number; None for a lone worker
     pid: int = field(default_factory=os.getpid)
     gpu: str | None = None  # the physical GPU (CUDA_VISIBLE_DEVICES) the worker is pinned to
+    pid_namespace: str = field(default_factory=pid_namespace)
 
     @property
     def name(self) -> str:
@@ -209,6 +219,7 @@ def _describe_worker(context: SearchContext) -> dict[str, object]:
         "host": worker.host,
         "worker": worker.name,
         "pid": worker.pid,
+        "pid_namespace": worker.pid_namespace,
         "device": device,
         "data": data,
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -16,7 +18,7 @@ from tuner.errors import TunerError
 from tuner.search import attrs, notes, signals
 from tuner.search import study as study_mod
 from tuner.search.host import prepare_host
-from tuner.search.objective import SearchContext, WorkerIdentity, make_objective
+from tuner.search.objective import SearchContext, WorkerIdentity, make_objective, pid_namespace
 from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
 from tuner.search.storage import open_storage, redact
 
@@ -113,6 +115,7 @@ def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
     then decide, and the one whose trial came later puts it back in the queue untouched.
     """
     study_mod.fail_stale_trials(study)
+    fail_trials_of(study, _dead_here, retry=True)  # no need to wait out their heartbeats
     if not study_mod.has_room(study):
         return None
     trial = ask(study)
@@ -120,6 +123,43 @@ def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
         return trial
     requeue(study, trial)
     return None
+
+
+def fail_trials_of(
+    study: optuna.Study, owned: Callable[[dict], bool], retry: bool
+) -> list[FrozenTrial]:
+    """Fail the RUNNING trials whose ``worker`` attribute ``owned`` picks; the ones failed.
+
+    With ``retry`` each is queued again (carrying its resume checkpoint), as a trial whose
+    heartbeat went stale is; without, the caller decides what becomes of its checkpoint.
+    """
+    storage = study_storage(study)
+    callback = storage.get_heartbeat_stale_trial_callback() if retry else None
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not owned(trial.user_attrs.get(attrs.WORKER, {})):
+            continue
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
+                failed.append(storage.get_trial(trial_id(trial)))
+                if callback is not None:
+                    callback(study, failed[-1])
+    return failed
+
+
+def _dead_here(owner: dict) -> bool:
+    """Whether a trial's worker ran on this host in a process that no longer exists (a
+    search killed outright): its trial is failed at once, not after the grace period."""
+    here = (socket.gethostname(), pid_namespace())
+    if (owner.get("host"), owner.get("pid_namespace")) != here or "pid" not in owner:
+        return False
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # someone else's process: alive
+        return False
+    return False
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
