@@ -174,22 +174,8 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
         loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
         loaded = loaded.remap(*_relabel_mapping(loaded.class_names, cfg.relabel))
-    train, names = loaded.train, loaded.class_names
-    cap_rng, split_rng = (np.random.default_rng([cfg.split_seed, i]) for i in range(2))
-    if cfg.per_class is not None:
-        train = train.take(_cap_per_class(train.labels, cfg.per_class, cap_rng))
-    test_split = _test_split(cfg, loaded)
-    held = _stratified_split(
-        train.labels,
-        cfg.val_fraction if loaded.val is None else 0.0,
-        cfg.test_fraction if test_split == TEST_HOLDOUT else 0.0,
-        split_rng,
-    )
-    sides = {
-        "train": train.take(held[0]),
-        "val": loaded.val if loaded.val is not None else train.take(held[1]),
-        "test": loaded.test if test_split == TEST_SOURCE else train.take(held[2]),  # none: empty
-    }
+    names, test_split = loaded.class_names, _test_split(cfg, loaded)
+    sides = _sides(cfg, loaded, test_split)
     labels = {side: split.labels for side, split in sides.items()}
     _check_classes(names, labels, cfg, test_split)
 
@@ -215,6 +201,26 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
         "test_count": len(labels["test"]),
     }
     (folder / datacache.META).write_text(json.dumps(meta))
+
+
+def _sides(cfg: DataConfig, loaded: LoadedSource, test_split: str) -> dict[str, Split]:
+    """The train, val and test sides: what the source gives, the rest held out of its
+    training pool (capped first at ``per_class``), per class and seeded by ``split_seed``."""
+    train = loaded.train
+    cap_rng, split_rng = (np.random.default_rng([cfg.split_seed, i]) for i in range(2))
+    if cfg.per_class is not None:
+        train = train.take(_cap_per_class(train.labels, cfg.per_class, cap_rng))
+    held = _stratified_split(
+        train.labels,
+        cfg.val_fraction if loaded.val is None else 0.0,
+        cfg.test_fraction if test_split == TEST_HOLDOUT else 0.0,
+        split_rng,
+    )
+    return {
+        "train": train.take(held[0]),
+        "val": loaded.val if loaded.val is not None else train.take(held[1]),
+        "test": loaded.test if test_split == TEST_SOURCE else train.take(held[2]),  # none: empty
+    }
 
 
 def _test_split(cfg: DataConfig, loaded: LoadedSource) -> str:

@@ -22,7 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import optuna
 import torch
 from optuna.artifacts.exceptions import ArtifactNotFound
@@ -33,7 +32,6 @@ from safetensors.torch import load_file
 from torch import nn
 
 from tuner import config as config_mod
-from tuner import stats
 from tuner.config import ResolvedWeights
 from tuner.data import (
     IMAGENET_MEAN,
@@ -44,11 +42,12 @@ from tuner.data import (
     normalize,
     pil_to_tensor,
 )
-from tuner.engine import build_model, confusion_matrix, file_sha256
+from tuner.engine import build_model, file_sha256
 from tuner.errors import TunerError
 from tuner.results import formats as formats_mod
 from tuner.results import model_card
 from tuner.results import refit as refit_mod
+from tuner.results.held_out import TestEvaluation, class_results, evaluate_test, record_on_study
 from tuner.results.refit import Refit
 from tuner.search import attrs
 from tuner.search import study as study_mod
@@ -59,42 +58,6 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = formats_mod.FORMATS["safetensors"].file
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-
-
-@dataclass(frozen=True)
-class TestEvaluation:
-    """The exported model on the held-out test split; after a refit, the search's checkpoint
-    on the same images too. Each correctness vector is over the test images, in order."""
-
-    split: str  # where the test images come from (PreparedData.test_split)
-    predictions: torch.Tensor
-    labels: torch.Tensor
-    searched_correct: np.ndarray | None = None  # the search's checkpoint, after a refit
-
-    @property
-    def correct(self) -> np.ndarray:
-        return (self.predictions == self.labels).numpy()
-
-    @property
-    def accuracy(self) -> stats.Accuracy:
-        return stats.Accuracy.of(self.correct)
-
-    @property
-    def searched(self) -> stats.Accuracy | None:
-        return None if self.searched_correct is None else stats.Accuracy.of(self.searched_correct)
-
-    @property
-    def refit_vs_search(self) -> stats.PairedComparison | None:
-        if self.searched_correct is None:
-            return None
-        return stats.PairedComparison.of(self.correct, self.searched_correct)
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"split": self.split, **self.accuracy.to_dict()}
-        if self.searched is not None:
-            out["search_checkpoint"] = self.searched.to_dict()
-            out["refit_vs_search"] = self.refit_vs_search.to_dict()
-        return out
 
 
 @dataclass(frozen=True)
@@ -150,7 +113,7 @@ def export_trial(
     logits = formats_mod.batched_logits(model, data.val_images, batch)
     predictions = logits.argmax(1)
     accuracy = (predictions == data.val_labels).float().mean().item()
-    tested = _test(model, searched, data, batch)
+    tested = evaluate_test(model, searched, data, batch)
     checks: list[formats_mod.FormatCheck] = []
 
     def fill(folder: Path) -> None:
@@ -169,14 +132,14 @@ def export_trial(
         _write_json(folder / CONFIG_FILE, config_json)
         metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
         if tested is not None:
-            metrics["test"] = _test_metrics(tested, data.class_names)
+            metrics["test"] = tested.metrics(data.class_names)
         if request.confirmation is not None:
             metrics["confirmation"] = request.confirmation
         _write_json(folder / METRICS_FILE, metrics)
         (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
     _write_atomically(out_dir, fill)
-    _record_test(pinned.study, trial.number, tested, done)
+    record_on_study(pinned.study, trial.number, tested, done)
     return ExportResult(
         out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks),
         tested, done,
@@ -190,39 +153,6 @@ def _free_out_dir(request: ExportRequest) -> Path:
             f"{out_dir} already exists. Pass --force to replace it, or --out elsewhere."
         )
     return out_dir
-
-
-def _record_test(
-    study: optuna.Study, number: int, tested: TestEvaluation | None, done: Refit | None
-) -> None:
-    """Keep the test result on the study, for `tuner report` (a trial's own attributes are
-    read-only once it ended)."""
-    if tested is not None:
-        record = {"test": tested.to_dict(), "refit": done.to_dict() if done else None}
-        study.set_user_attr(f"{attrs.TEST_EVALUATION_PREFIX}{number}", record)
-
-
-def _test(
-    model: nn.Module, searched: nn.Module | None, data: PreparedData, batch: int
-) -> TestEvaluation | None:
-    """The model (and, after a refit, the search's checkpoint) on the test split, once."""
-    if data.test_images is None or data.test_count == 0:
-        return None
-
-    def predict(run: nn.Module) -> torch.Tensor:
-        return formats_mod.batched_logits(run, data.test_images, batch).argmax(1)
-
-    searched_correct = None
-    if searched is not None:
-        searched_correct = (predict(searched) == data.test_labels).numpy()
-    return TestEvaluation(data.test_split, predict(model), data.test_labels, searched_correct)
-
-
-def _test_metrics(tested: TestEvaluation, class_names: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        **tested.to_dict(),
-        **_per_class(tested.labels, tested.predictions, class_names),
-    }
 
 
 def _rebuild(
@@ -335,25 +265,7 @@ def _metrics_json(
         "recorded_val_accuracy": trial.value,
         "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
         "epochs": {key: trial.user_attrs.get(key, []) for key in attrs.CURVES},
-        **_per_class(labels, predictions, class_names),
-    }
-
-
-def _per_class(
-    labels: torch.Tensor, predictions: torch.Tensor, class_names: tuple[str, ...]
-) -> dict[str, Any]:
-    """Per-class accuracy and the confusion matrix of ``predictions`` on one split."""
-    confusion = confusion_matrix(labels, predictions, len(class_names))
-    per_class = {
-        name: (confusion[i, i] / confusion[i].sum()).item() if confusion[i].sum() else None
-        for i, name in enumerate(class_names)
-    }
-    return {
-        "per_class_accuracy": per_class,
-        "confusion_matrix": {
-            "rows_true_cols_predicted": confusion.tolist(),
-            "classes": list(class_names),
-        },
+        **class_results(labels, predictions, class_names),
     }
 
 
