@@ -92,7 +92,10 @@ class Run:
         return max(reached) if reached else float("nan")
 
     def time_to(self, target: float, budget: float) -> float:
-        return next((t for t, value in self.curve if value >= target and t <= budget), np.inf)
+        """Seconds to reach ``target`` (inf if never within the budget). Accuracies agree to
+        float32: tuner's are float32 means, the peers' exact fractions of the same images."""
+        reached = (t for t, value in self.curve if value >= target - 1e-6 and t <= budget)
+        return next(reached, np.inf)
 
 
 # --- the tasks --------------------------------------------------------------------------------
@@ -278,17 +281,16 @@ def run_all(tasks: list[TaskSetup], seeds: int, budget: float, work: Path) -> li
 # --- what it found ----------------------------------------------------------------------------
 
 
-def summarise(runs: list[Run], tasks: list[TaskSetup], budget: float) -> str:
+def summarise(runs: list[Run], tasks: dict[str, str], budget: float) -> str:
+    """The tables, per task (``tasks``: name -> what the bench checked about it)."""
     lines = []
-    for task in tasks:
-        mine = [r for r in runs if r.task == task.name]
+    for task, note in tasks.items():
+        mine = [r for r in runs if r.task == task]
         by = {name: [r for r in mine if r.searcher == name] for name in SEARCHERS}
-        finals = {
-            name: float(np.nanmedian([r.best_at(budget) for r in rs])) for name, rs in by.items()
-        }
-        lines += [f"### Task `{task.name}`", ""]
-        if task.note:
-            lines += [task.note, ""]
+        finals = {name: _median_best(rs, budget) for name, rs in by.items()}
+        lines += [f"### Task `{task}`", ""]
+        if note:
+            lines += [note, ""]
         lines += [
             "| searcher | best val at the budget: median [range] | its own time to that median "
             "| test accuracy of its winner: median [range] | tuner vs it on test (pooled over "
@@ -354,18 +356,13 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if np.isfinite(value) else "never"
 
 
-def plot(runs: list[Run], tasks: list[TaskSetup], budget: float, path: Path) -> None:
+def plot(runs: list[Run], tasks: dict[str, str], budget: float, path: Path) -> None:
     grid = np.linspace(0, budget, 241)
     figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         for name in SEARCHERS:
-            curves = np.array(
-                [
-                    [r.best_at(t) for t in grid]
-                    for r in runs
-                    if r.task == task.name and r.searcher == name
-                ]
-            )
+            mine = [r for r in runs if r.task == task and r.searcher == name]
+            curves = np.array([[r.best_at(t) for t in grid] for r in mine])
             if not len(curves):
                 continue
             with warnings.catch_warnings():  # before a searcher's first result: all NaN
@@ -375,7 +372,10 @@ def plot(runs: list[Run], tasks: list[TaskSetup], budget: float, path: Path) -> 
                 )
             line = axis.plot(grid, median, label=name, lw=2.2 if name == "tuner" else 1.4)[0]
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.12)
-        axis.set_title(f"task {task.name}: best val accuracy so far (median, range over seeds)")
+        finals = [_median_best([r for r in runs if r.task == task and r.searcher == name], budget)
+                  for name in SEARCHERS]  # fmt: skip
+        axis.set_ylim(max(0.0, min(finals) - 0.06), 1.0)  # where the searchers differ
+        axis.set_title(f"task {task}: best val accuracy so far (median, range over seeds)")
         axis.set_xlabel("seconds since the searcher started")
         axis.set_ylabel("best val accuracy")
         axis.grid(alpha=0.3)
@@ -390,6 +390,39 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Ray {RAY_VERSION}"
 
 
+RUNS_FILE = "runs.json"
+
+
+def run_and_record(args: argparse.Namespace) -> dict:
+    """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
+    started = time.monotonic()
+    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))
+    tasks = prepare_tasks(work)
+    runs = run_all(tasks, args.seeds, args.budget, work)
+    record = {
+        "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seeds": args.seeds, "budget": args.budget, "machine": machine(),
+        "minutes": (time.monotonic() - started) / 60,
+        "tasks": {task.name: task.note for task in tasks},
+        "runs": [
+            {"searcher": r.searcher, "task": r.task, "seed": r.seed, "curve": r.curve,
+             "test": None if r.test_correct is None else
+                {"bits": stats.pack_correct(r.test_correct), "images": len(r.test_correct)}}
+            for r in runs
+        ],
+    }  # fmt: skip
+    (work / RUNS_FILE).write_text(json.dumps(record))
+    print(f"runs kept in {work}")
+    return record
+
+
+def _run_from(item: dict) -> Run:
+    test = item["test"]
+    correct = None if test is None else stats.unpack_correct(test["bits"], test["images"])
+    curve = tuple((t, value) for t, value in item["curve"])
+    return Run(item["searcher"], item["task"], item["seed"], curve, correct)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -397,32 +430,28 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="append the results to this markdown file")
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "anytime.png")
     parser.add_argument("--work", type=Path, help="keep the runs here (default: a temp folder)")
+    parser.add_argument(
+        "--analyse", type=Path, metavar="WORK", help="only write the results of a finished run"
+    )
     args = parser.parse_args()
-    ray_python()  # made (and its install timed) before any run, not during one
-    started = time.monotonic()
-    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))
-    tasks = prepare_tasks(work)
-    runs = run_all(tasks, args.seeds, args.budget, work)
-    plot(runs, tasks, args.budget, args.plot)
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.analyse:
+        record = json.loads((args.analyse / RUNS_FILE).read_text())
+    else:
+        ray_python()  # made (and its install timed) before any run, not during one
+        record = run_and_record(args)
+    runs = [_run_from(item) for item in record["runs"]]
+    plot(runs, record["tasks"], record["budget"], args.plot)
     text = "\n".join([
-        f"### Run of {when}: {args.seeds} seeds x {args.budget:.0f} s per run, "
-        f"{(time.monotonic() - started) / 60:.0f} min in all",
-        "", f"Machine: {machine()}.", "",
-        summarise(runs, tasks, args.budget),
+        f"### Run of {record['when']}: {record['seeds']} seeds x {record['budget']:.0f} s per "
+        f"run, {record['minutes']:.0f} min in all",
+        "", f"Machine: {record['machine']}.", "",
+        summarise(runs, record["tasks"], record["budget"]),
         f"![best val accuracy against wall-clock]({args.plot.name})", "",
     ])  # fmt: skip
     print(text)
-    (work / "runs.json").write_text(json.dumps([
-        {"searcher": r.searcher, "task": r.task, "seed": r.seed, "curve": r.curve,
-         "test": None if r.test_correct is None else stats.pack_correct(r.test_correct),
-         "test_images": len(tasks[0].test_y) if r.task == "default" else len(tasks[1].test_y)}
-        for r in runs
-    ]))  # fmt: skip
     if args.out:
         with open(args.out, "a") as out:
             out.write("\n" + text)
-    print(f"runs kept in {work}")
 
 
 if __name__ == "__main__":

@@ -53,8 +53,9 @@ class Search:
 
 def run(variant: str, tree: Path, seed: int, trials: int, extra: list[str]) -> Search:
     with tempfile.TemporaryDirectory(prefix=f"pruning-{variant}-") as folder:
-        command = [sys.executable, "-m", "tuner.cli", "search", "--trials", str(trials),
-                   "--set", f"search.seed={seed}", "--set", f"train.seed={seed}", *extra]  # fmt: skip
+        seeds = ["--set", f"search.seed={seed}", "--set", f"train.seed={seed}"]
+        command = [sys.executable, "-m", "tuner.cli", "search", "--trials", str(trials)]
+        command += [*seeds, *extra]
         env = {**os.environ, "PYTHONPATH": str(tree), "TUNER_PROGRESS_SECONDS": "60"}
         started = time.monotonic()
         subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
