@@ -1,11 +1,11 @@
 """A data source -> one prepared, split, fixed-size uint8 dataset.
 
-Every source (:mod:`tuner.sources`: scikit-learn's digits, four torchvision datasets, an
-image-folder tree) is decoded once (on every core, :mod:`tuner.data.decode`), filtered
-(``classes``), merged (``relabel``), capped (``per_class``), split and resized to
-``image_size`` (:mod:`tuner.data.images`), and written as memory-mapped uint8 arrays, so
-training never touches files or PIL again and no process holds the dataset in its own
-memory. Training keeps it on the device or streams batches from the map
+Every source (:mod:`tuner.data.sources`: scikit-learn's digits, four torchvision datasets, an
+image-folder tree) is filtered (``classes``), merged (``relabel``), capped (``per_class``) and
+split (:mod:`tuner.data.split`), decoded once (on every core, :mod:`tuner.data.decode`),
+resized to ``image_size`` (:mod:`tuner.data.images`), and written as memory-mapped uint8
+arrays, so training never touches files or PIL again and no process holds the dataset in its
+own memory. Training keeps it on the device or streams batches from the map
 (:mod:`tuner.engine.placement`); augmentation happens on the device
 (:mod:`tuner.data.augment`). The same ``DataConfig`` always yields the same arrays, checked
 by :attr:`PreparedData.fingerprint`.
@@ -27,16 +27,19 @@ from tuner.config import DataConfig
 from tuner.data import cache as datacache
 from tuner.data.decode import decode_into, host_cores
 from tuner.data.images import fit_square
-from tuner.data.sources import LoadedSource, Split, load_source
+from tuner.data.sources import Split, load_source
+from tuner.data.split import (
+    TEST_NONE,
+    check_classes,
+    relabel_mapping,
+    split_sides,
+    subset_mapping,
+    test_split_of,
+)
 from tuner.errors import TunerError
 
 Progress = Callable[[int, int], None]
 """Called as (images done, images in all) while the prepared arrays are written."""
-
-TEST_SOURCE = "the source's own test split"
-TEST_HOLDOUT = "a stratified holdout"
-TEST_NONE = "none"
-"""Where a dataset's held-out test images come from (:attr:`PreparedData.test_split`)."""
 
 _WRITE_BYTES = 16 << 20  # bytes gathered, resized or hashed per step: bounds a build's memory
 _MAX_LISTED = 20  # unreadable files named in one error message
@@ -171,13 +174,13 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
     """
     loaded = load_source(cfg)
     if cfg.classes is not None:
-        loaded = loaded.remap(*_subset_mapping(loaded.class_names, cfg.classes))
+        loaded = loaded.remap(*subset_mapping(loaded.class_names, cfg.classes))
     if cfg.relabel is not None:
-        loaded = loaded.remap(*_relabel_mapping(loaded.class_names, cfg.relabel))
-    names, test_split = loaded.class_names, _test_split(cfg, loaded)
-    sides = _sides(cfg, loaded, test_split)
+        loaded = loaded.remap(*relabel_mapping(loaded.class_names, cfg.relabel))
+    names, test_split = loaded.class_names, test_split_of(cfg, loaded)
+    sides = split_sides(cfg, loaded, test_split)
     labels = {side: split.labels for side, split in sides.items()}
-    _check_classes(names, labels, cfg, test_split)
+    check_classes(names, labels, cfg, test_split)
 
     processes = cfg.prepare_workers or host_cores()
     total = sum(len(side) for side in labels.values())
@@ -190,7 +193,7 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
         for side in sides:
             labels[side] = np.delete(labels[side], bad[side])
             writer.drop_rows(f"{side}_images", bad[side])
-        _check_classes(names, labels, cfg, test_split)
+        check_classes(names, labels, cfg, test_split)
     for side, side_labels in labels.items():
         np.save(folder / f"{side}_labels.npy", side_labels)
     meta = {
@@ -201,35 +204,6 @@ def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
         "test_count": len(labels["test"]),
     }
     (folder / datacache.META).write_text(json.dumps(meta))
-
-
-def _sides(cfg: DataConfig, loaded: LoadedSource, test_split: str) -> dict[str, Split]:
-    """The train, val and test sides: what the source gives, the rest held out of its
-    training pool (capped first at ``per_class``), per class and seeded by ``split_seed``."""
-    train = loaded.train
-    cap_rng, split_rng = (np.random.default_rng([cfg.split_seed, i]) for i in range(2))
-    if cfg.per_class is not None:
-        train = train.take(_cap_per_class(train.labels, cfg.per_class, cap_rng))
-    held = _stratified_split(
-        train.labels,
-        cfg.val_fraction if loaded.val is None else 0.0,
-        cfg.test_fraction if test_split == TEST_HOLDOUT else 0.0,
-        split_rng,
-    )
-    return {
-        "train": train.take(held[0]),
-        "val": loaded.val if loaded.val is not None else train.take(held[1]),
-        "test": loaded.test if test_split == TEST_SOURCE else train.take(held[2]),  # none: empty
-    }
-
-
-def _test_split(cfg: DataConfig, loaded: LoadedSource) -> str:
-    """Where the test images come from: the source's test split, a holdout, or nowhere."""
-    if cfg.test_source == "none":
-        return TEST_NONE
-    if cfg.test_source == "auto" and loaded.test is not None:
-        return TEST_SOURCE
-    return TEST_HOLDOUT
 
 
 class _ArrayWriter:
@@ -307,108 +281,3 @@ def _fingerprint(folder: Path, names: tuple[str, ...]) -> str:
         for start in range(0, len(flat), _WRITE_BYTES):
             digest.update(flat[start : start + _WRITE_BYTES].data)
     return digest.hexdigest()
-
-
-# --- selection and split -------------------------------------------------------------------
-
-
-def _subset_mapping(
-    names: tuple[str, ...], classes: tuple[str, ...]
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """data.classes as (old label -> its position in ``classes`` or -1, ``classes``)."""
-    for name in classes:
-        if name not in names:
-            raise TunerError(
-                f"data.classes: no class named {name!r}; available: {', '.join(names)}"
-            )
-    if len(set(classes)) != len(classes):
-        raise TunerError(f"data.classes: {list(classes)} names a class twice; list each once.")
-    mapping = np.array([classes.index(n) if n in classes else -1 for n in names], dtype=np.int64)
-    return mapping, tuple(classes)
-
-
-def _relabel_mapping(
-    names: tuple[str, ...], relabel: tuple[tuple[str, tuple[str, ...]], ...]
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    """data.relabel as (old label -> index of its new class, new class names in order)."""
-    new_of: dict[str, str] = {}
-    for new_name, olds in relabel:
-        for old in olds:
-            if old not in names:
-                raise TunerError(
-                    f"data.relabel: {new_name!r} takes {old!r}, which is not a kept class; "
-                    f"kept: {', '.join(names)}"
-                )
-            if new_of.setdefault(old, new_name) != new_name:
-                raise TunerError(
-                    f"data.relabel: {old!r} goes to both {new_of[old]!r} and {new_name!r}; "
-                    "map each class to exactly one new class."
-                )
-    unmapped = [name for name in names if name not in new_of]
-    if unmapped:
-        raise TunerError(
-            f"data.relabel: {', '.join(unmapped)} not mapped to a new class; map every kept "
-            "class, or drop it with data.classes."
-        )
-    new_names = tuple(dict.fromkeys(new_name for new_name, _ in relabel))  # a repeat merges
-    return np.array([new_names.index(new_of[n]) for n in names], dtype=np.int64), new_names
-
-
-def _cap_per_class(labels: np.ndarray, cap: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices of a seeded random sample of at most ``cap`` per class, in original order."""
-    keep = [np.empty(0, dtype=np.int64)]
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        keep.append(rng.choice(members, size=cap, replace=False) if len(members) > cap else members)
-    return np.sort(np.concatenate(keep))
-
-
-def _stratified_split(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) indices: per class a seeded share to val and to test (each at least 1
-    where the fraction is not 0 and the class has room), the rest to train.
-
-    With no test share this draws exactly what it did before test splits existed.
-    """
-    sides: list[list[np.ndarray]] = [[np.empty(0, dtype=np.int64)] for _ in range(3)]
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n = len(members)
-        n_val = min(max(round(n * val_fraction), 1), n - 1) if val_fraction else 0
-        n_test = min(max(round(n * test_fraction), 1), n - 1 - n_val) if test_fraction else 0
-        cuts = np.split(members, [n_val, n_val + n_test])
-        for side, part in zip((1, 2, 0), cuts, strict=True):
-            sides[side].append(part)
-    train, val, test = (np.sort(np.concatenate(side)) for side in sides)
-    return train, val, test
-
-
-def _check_classes(
-    names: tuple[str, ...], labels: dict[str, np.ndarray], cfg: DataConfig, test_split: str
-) -> None:
-    if len(names) < 2:
-        raise TunerError(
-            f"data: {len(names)} class ({', '.join(names)}) left from source {cfg.source!r}; a "
-            "classifier needs at least 2. Add classes, or widen data.classes / data.relabel."
-        )
-    counts = {side: np.bincount(found, minlength=len(names)) for side, found in labels.items()}
-    for i, name in enumerate(names):
-        n_train = counts["train"][i]
-        if n_train == 0:
-            raise TunerError(f"data: class {name!r} has no training images; add some or drop it.")
-        if counts["val"][i] == 0:
-            raise TunerError(
-                f"data: class {name!r} has no validation images ({n_train} in training); raise "
-                f"data.val_fraction (now {cfg.val_fraction}) or add images of that class."
-            )
-        if test_split != TEST_NONE and counts["test"][i] == 0:
-            fix = (
-                f"raise data.test_fraction (now {cfg.test_fraction})"
-                if test_split == TEST_HOLDOUT
-                else "add test images of that class"
-            )
-            raise TunerError(
-                f"data: class {name!r} has no test images ({n_train} in training); {fix}, add "
-                "images of that class, or set data.test_source: none."
-            )
