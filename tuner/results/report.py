@@ -154,10 +154,13 @@ def describe(files: ReportFiles) -> str:
 # --- the HTML page ---------------------------------------------------------------------------
 
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1200px; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2rem auto; padding: 0 1rem; max-width: 1640px;
+  color: #222; }
 h1 { margin-bottom: .2rem; } .meta { color: #555; margin-top: 0; }
-table { border-collapse: collapse; font-size: .9rem; margin: 1rem 0; }
-th, td { border-bottom: 1px solid #ddd; padding: .35rem .6rem; text-align: left; }
+.wide { overflow-x: auto; margin: 1rem 0; }
+table { border-collapse: collapse; font-size: .85rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left; }
+td { white-space: nowrap; } td.words { white-space: normal; min-width: 8rem; }
 th { background: #f4f4f4; } tr.recipe { background: #eef7ee; } tr.best { background: #fff3c4; }
 tr.best td { font-weight: 600; } code { background: #f4f4f4; padding: .1rem .3rem; }
 .verdict { font-size: 1.1rem; font-weight: 600; background: #eef7ee; padding: .6rem .8rem;
@@ -239,6 +242,10 @@ def _interval(accuracy: Accuracy) -> str:
     return f"{low:.4f}-{high:.4f}"
 
 
+_WORDS = {"setup": " class='words'", "freeze / unfreeze": " class='words'"}
+"""Columns of words, which may wrap; numbers stay on one line."""
+
+
 def _results_html(results: pd.DataFrame) -> str:
     if results.empty:
         return "<p class='skipped'>No finished trial yet.</p>"
@@ -250,9 +257,10 @@ def _results_html(results: pd.DataFrame) -> str:
             classes.append("recipe")
         if record["best"]:
             classes.append("best")
-        cells = "".join(f"<td>{_e(_cell(k, v))}</td>" for k, v in record.items())
+        cells = "".join(f"<td{_WORDS.get(k, '')}>{_e(_cell(k, v))}</td>" for k, v in record.items())
         rows.append(f"<tr class='{' '.join(classes)}'>{cells}</tr>")
-    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f"<div class='wide'>{table}</div>"  # scrolls sideways on a narrow window
 
 
 def _cell(column: str, value: object) -> str:
