@@ -188,6 +188,14 @@ def _predict_arguments(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON object per line and image")
 
 
+_KEPT_WHEN_INTERRUPTED = {
+    "search": "Finished trials are kept in the study. ",
+    "worker": "Finished trials are kept in the study. ",
+    "prepare": "Nothing half-built is kept in the data cache. ",
+}
+"""What an interrupted command leaves, said when Ctrl-C stops it."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -196,9 +204,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
+        kept = _KEPT_WHEN_INTERRUPTED.get(args.command, "")
         print(
-            f"\ntuner {args.command}: interrupted. Finished trials are kept in the study; "
-            "run the same command again to finish the rest.",
+            f"\ntuner {args.command}: interrupted. {kept}Run the same command again to "
+            "finish the rest.",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
