@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,11 @@ from tuner.search import study as study_mod
 from tuner.search.objective import SearchContext
 from tuner.search.storage import artifact_store, open_storage
 from tuner.search.workers import run_worker
+
+# Ctrl-C must reach the tuner processes the tests start, as it does from a terminal, even when
+# the suite runs as a background job: its shell ignores SIGINT there, and an ignored signal is
+# inherited across exec, so a tuner started from it would never see a KeyboardInterrupt.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY = [
     "data.per_class=24",
