@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -102,3 +105,33 @@ def test_a_storage_call_waits_for_the_database_to_come_back(tmp_path: Path) -> N
     assert storage.get_study_user_attrs(study_id) == {"k": "v"}
     releaser.join()
     blocker.close()
+
+
+_POPPER = """
+import json, sys
+import optuna
+from tuner.search.storage import open_storage
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+study = optuna.load_study(study_name="queue", storage=open_storage(sys.argv[1]))
+print(json.dumps([study.ask().number for _ in range(int(sys.argv[2]))]))
+"""
+
+
+def test_processes_popping_one_sqlite_queue_never_take_the_same_trial(tmp_path: Path) -> None:
+    """Optuna pops a queued trial by reading it WAITING, then setting it RUNNING. Python's
+    sqlite3 begins a transaction only at the write, so without a lock held from the read two
+    workers could both pop one trial (the classic recipes, when a search starts its workers)
+    and train it twice."""
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    study = optuna.create_study(study_name="queue", storage=storage_mod.open_storage(url))
+    processes, each = 4, 15
+    for i in range(processes * each):
+        study.enqueue_trial({"x": float(i)}, skip_if_exists=False)
+    poppers = [
+        subprocess.Popen([sys.executable, "-c", _POPPER, url, str(each)], stdout=subprocess.PIPE)
+        for _ in range(processes)
+    ]
+    popped = [n for p in poppers for n in json.loads(p.communicate(timeout=300)[0])]
+    assert all(p.returncode == 0 for p in poppers)
+    assert sorted(popped) == list(range(processes * each)), "a trial was popped twice"
+    assert len(study.get_trials(deepcopy=False)) == processes * each  # none made anew

@@ -139,7 +139,8 @@ for _name in (*_RETRIED, *RDB_INTERNAL_CALLS):
 
 
 def open_storage(url: str, must_exist: bool = False) -> ResilientStorage:
-    """The study database; SQLite gets WAL and a busy timeout so local processes can share it.
+    """The study database; SQLite gets WAL, a busy timeout and locking transactions, so local
+    processes can share it.
 
     With ``must_exist`` (commands that only read), a missing SQLite file is an error
     rather than a new empty database.
@@ -163,12 +164,36 @@ def open_storage(url: str, must_exist: bool = False) -> ResilientStorage:
             path = url.removeprefix("sqlite:///")
             with contextlib.closing(sqlite3.connect(path, timeout=60)) as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
-        return _create_storage(url, kwargs)
+        storage = _create_storage(url, kwargs)
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError, ImportError) as exc:
         raise TunerError(
             f"storage {redact(url)}: cannot open it ({type(exc).__name__}: "
             f"{_first_line(exc, url)}). Check --storage / TUNER_STORAGE."
         ) from None
+    if url.startswith("sqlite:///") and ":memory:" not in url:  # a file other processes open
+        _lock_sqlite_transactions(storage.engine)
+    return storage
+
+
+def _lock_sqlite_transactions(engine: sqlalchemy.engine.Engine) -> None:
+    """Every SQLite transaction takes the database's write lock as it begins (BEGIN IMMEDIATE).
+
+    Python's sqlite3 begins a transaction only at its first write, so Optuna's read-then-write
+    steps are two steps another process can come between: popping a queued trial (read it
+    WAITING, set it RUNNING) let two workers pop, and train, the same trial. PostgreSQL locks
+    the row (SELECT ... FOR UPDATE); SQLite has no row locks, so the transaction holds the
+    database's, for the few milliseconds it lasts (other processes wait: the busy timeout).
+    """
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _driver_does_not_begin(dbapi_connection: sqlite3.Connection, _: object) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy begins, below
+
+    @sqlalchemy.event.listens_for(engine, "begin")
+    def _begin_immediate(connection: sqlalchemy.engine.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # the connections Optuna opened so far lack the hook above
 
 
 def _create_storage(url: str, engine_kwargs: dict[str, Any]) -> ResilientStorage:
