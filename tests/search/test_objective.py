@@ -20,7 +20,7 @@ from tuner.search.attrs import val_correct
 from tuner.search.objective import make_objective, pid_namespace
 from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.storage import ArtifactStore
-from tuner.search.workers import run_worker
+from tuner.search.workers import run_trial, run_worker
 
 
 def files_in(folder: Path) -> list[Path]:
@@ -214,6 +214,27 @@ def test_a_trial_whose_worker_on_this_host_is_gone_is_retried_without_waiting(
     assert outcome.finished == 1 and time.monotonic() - started < 30
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert RetryFailedTrialCallback.retried_trial_number(study.trials[1]) == dead.number
+
+
+def test_a_trial_failed_as_stale_while_it_ran_is_left_to_its_retry(make_context, capsys) -> None:
+    """A worker whose heartbeats stalled past the grace period (a frozen host, a suspended
+    process) finds its trial failed and retried by another worker: it says so and goes on,
+    instead of dying on Optuna's "Cannot tell a FAIL trial". The retry is nobody's yet."""
+    pinned, context = make_context("search.trials=1")
+    study, objective = pinned.study, make_objective(context)
+    storage = study_storage(study)
+
+    def failed_meanwhile(trial: optuna.Trial) -> float:
+        value = objective(trial)
+        storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL)  # as a stale one
+        storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial_id(trial)))
+        return value
+
+    frozen = run_trial(study, study.ask(), failed_meanwhile)
+    assert frozen.state == TrialState.FAIL
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert "worker" in study.trials[0].user_attrs and "worker" not in study.trials[1].user_attrs
+    assert "was failed by another worker while it ran" in capsys.readouterr().err
 
 
 def _pid_of_ended() -> int:

@@ -8,6 +8,7 @@ and refuses to run anything else.
 from __future__ import annotations
 
 import contextlib
+import copy
 import warnings
 import zlib
 from dataclasses import dataclass, replace
@@ -109,8 +110,22 @@ def watch_trials(storage: optuna.storages.BaseStorage, search: SearchConfig) -> 
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=search.max_retries)
+        retry = _UnownedRetry(max_retry=search.max_retries)
     set_heartbeat(storage, search.heartbeat_seconds, search.grace_seconds, retry)
+
+
+class _UnownedRetry(optuna.storages.RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a failed trial, without the dead worker's ``worker`` attribute.
+
+    A retry belongs to no worker until one runs it; carrying the dead one's pid, it would be
+    taken for the dead worker's own trial (and failed again) in the moment between a worker
+    claiming it and recording itself as its owner.
+    """
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        unowned = copy.copy(trial)
+        unowned.user_attrs = {k: v for k, v in trial.user_attrs.items() if k != attrs.WORKER}
+        super().__call__(study, unowned)
 
 
 def load_pinned(

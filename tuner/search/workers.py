@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -195,13 +196,33 @@ def run_trial(
     except Exception:
         state = TrialState.FAIL
     except KeyboardInterrupt:
-        study.tell(trial, state=TrialState.FAIL)
+        _tell(study, trial, None, TrialState.FAIL)
         raise
-    study.tell(trial, value, state=state)
-    frozen = study_storage(study).get_trial(trial_id(trial))
+    frozen = _tell(study, trial, value, state)
     for callback in callbacks:
         callback(study, frozen)
     return frozen
+
+
+def _tell(
+    study: optuna.Study, trial: optuna.Trial, value: float | None, state: TrialState | None
+) -> FrozenTrial:
+    """Store the trial's outcome, unless another process has ended it meanwhile: a worker
+    whose heartbeats stalled past the grace period (a frozen host, a suspended process) finds
+    its trial failed as stale and its retry queued; the retry's result is the one that counts.
+    """
+    storage = study_storage(study)
+    try:
+        study.tell(trial, value, state=state)
+    except (ValueError, optuna.exceptions.UpdateFinishedTrialError):  # "Cannot tell a FAIL trial"
+        if not storage.get_trial(trial_id(trial)).state.is_finished():
+            raise
+        print(
+            f"trial #{trial.number} was failed by another worker while it ran (no heartbeat for "
+            "search.grace_seconds); its outcome is dropped and its queued retry runs instead",
+            file=sys.stderr,
+        )
+    return storage.get_trial(trial_id(trial))
 
 
 def leave_for_retry(study: optuna.Study, context: SearchContext) -> int | None:
