@@ -29,7 +29,7 @@ if str(REPO) not in sys.path:
 import optuna  # noqa: E402
 import torch  # noqa: E402
 
-from tuner.config import ResolvedWeights, load_config  # noqa: E402
+from tuner.config import PinnedWeights, ResolvedWeights, load_config  # noqa: E402
 from tuner.data.prepare import prepare_data  # noqa: E402
 from tuner.engine.features import FeatureCache  # noqa: E402
 from tuner.search import study as study_mod  # noqa: E402
@@ -64,7 +64,7 @@ def measure(trials: int) -> list[float]:
         folder = Path(tmp)
         data = prepare_data(config.data, folder / "cache")
         storage = open_storage(f"sqlite:///{folder / 'memory.db'}")
-        weights = ResolvedWeights.random_init()
+        weights = PinnedWeights((("resnet18", ResolvedWeights.random_init()),))
         pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
         store = artifact_store(str(folder / "artifacts"))
         cache = FeatureCache(config.train.feature_cache_mb << 20)

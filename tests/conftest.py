@@ -16,7 +16,13 @@ import torch
 import torchvision.datasets.cifar
 
 from tests.helpers import format_installed, write_cifar10
-from tuner.config import DataConfig, ResolvedWeights, load_config
+from tuner.config import (
+    DataConfig,
+    PinnedWeights,
+    ResolvedWeights,
+    dimension_values,
+    load_config,
+)
 from tuner.data.prepare import PreparedData, prepare_data
 from tuner.results.export import ExportRequest, export_trial
 from tuner.search import study as study_mod
@@ -52,7 +58,8 @@ def tiny_context(
     """(pinned study, context) for the tiny study with extra --set overrides, stored in folder."""
     config = load_config(None, [*TINY, *overrides])
     storage = open_storage(f"sqlite:///{folder / 'unit.db'}")
-    weights = ResolvedWeights.random_init()
+    archs = dimension_values(config.space.arch)
+    weights = PinnedWeights(tuple((arch, ResolvedWeights.random_init()) for arch in archs))
     pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
     store = artifact_store(str(folder / "artifacts"))
     context = SearchContext(config, data, weights, torch.device("cpu"), store)

@@ -13,15 +13,19 @@ from tuner.config import (
     Fixed,
     FloatRange,
     IntRange,
+    PinnedWeights,
+    ResolvedWeights,
     Rule,
     StudyConfig,
     from_dict,
+    from_stored,
     identity_differences,
     load_config,
     to_dict,
 )
 from tuner.errors import TunerError
 from tuner.recipe import NEVER
+from tuner.search.attrs import params_from_record
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
 
@@ -216,3 +220,37 @@ def test_never_as_a_range_bound_is_a_clear_error() -> None:
     message = str(caught.value)
     assert "space.unfreeze_epoch.low: a range takes numbers" in message
     assert "choices" in message
+
+
+def test_a_study_stored_before_the_new_dimensions_reads_back_as_it_ran() -> None:
+    stored = to_dict(load_config(None))
+    del stored["space"]
+    stored["model"] = {"arch": "resnet50", "weights": "imagenet"}
+    stored["train"] = {**stored["train"], "label_smoothing": 0.1}
+    space = from_stored(stored).space
+    assert space.arch == Fixed("resnet50") and space.label_smoothing == Fixed(0.1)
+    off = {"layer_decay": 1.0, "warmup_epochs": 0, "ema": 0.0, "mixup": 0.0, "cutmix": 0.0}
+    assert {name: getattr(space, name) for name in off} == {k: Fixed(v) for k, v in off.items()}
+    assert space.bn_policy == Fixed("train")
+    recorded = {"freeze_depth": 0, "unfreeze_epoch": None, "unfreeze_mode": "all",
+                "head_lr": 1e-3, "backbone_lr": 1e-4, "optimizer": "adam", "batch_size": 32,
+                "weight_decay": 0.0}  # fmt: skip
+    params = params_from_record(recorded, space)
+    assert (params.arch, params.label_smoothing, params.ema) == ("resnet50", 0.1, 0.0)
+    assert PinnedWeights.from_dict(ResolvedWeights.random_init().to_dict(), space.arch).archs == (
+        "resnet50",
+    )
+
+
+def test_keys_that_became_dimensions_are_read_from_old_files_once(tmp_path: Path) -> None:
+    old = write(tmp_path, "model: {arch: resnet34}\ntrain: {label_smoothing: 0.2}\n")
+    space = load_config(old).space
+    assert (space.arch, space.label_smoothing) == (Fixed("resnet34"), Fixed(0.2))
+    both = write(tmp_path, "model: {arch: resnet34}\nspace: {arch: resnet18}\n")
+    with pytest.raises(TunerError, match=r"model\.arch: is now space\.arch; give it there only"):
+        load_config(both)
+
+
+def test_warmup_must_leave_an_epoch_at_the_full_rate() -> None:
+    with pytest.raises(TunerError, match=r"space\.warmup_epochs: 4 warm-up epochs"):
+        load_config(None, ["space.warmup_epochs={choices: [0, 4]}"])

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from tuner.errors import TunerError
-from tuner.recipe import NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
+from tuner.recipe import BN_POLICIES, NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
 
 DATA_SOURCES = ("digits", "cifar10", "cifar100", "mnist", "fashionmnist", "folder")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_jitter")
@@ -308,9 +308,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Which ResNet and which starting weights (auto, imagenet, none or a file path)."""
+    """Which starting weights each ResNet of ``space.arch`` gets (auto, imagenet, none, a file)."""
 
-    arch: str = _key("resnet18", choices=ARCHS)
     weights: str = _key("auto")
 
 
@@ -322,7 +321,6 @@ class TrainConfig:
     lr_schedule: str = _key("cosine", choices=LR_SCHEDULES)
     lr_step_epochs: int = _key(2, low=1)
     lr_step_gamma: float = _key(0.1, low=1e-6, high=1.0)
-    label_smoothing: float = _key(0.0, low=0.0, high=0.99)
     grad_clip: float | None = _key(None, kind=float, low=1e-9)
     device: str = _key("auto", per_run=True)
     amp: str = _key("auto", choices=AMP_MODES)
@@ -361,6 +359,20 @@ class SpaceConfig:
     weight_decay: Dimension = field(
         default=FloatRange(1e-6, 1e-2, log=True), metadata=_space(float, low=0.0, high=1.0)
     )
+    arch: Dimension = field(default=Fixed("resnet18"), metadata=_space(str, choices=ARCHS))
+    layer_decay: Dimension = field(
+        default=FloatRange(0.5, 1.0), metadata=_space(float, low=0.01, high=1.0)
+    )
+    warmup_epochs: Dimension = field(default=Choice((0, 1)), metadata=_space(int, low=0))
+    label_smoothing: Dimension = field(
+        default=Choice((0.0, 0.1)), metadata=_space(float, low=0.0, high=0.99)
+    )
+    mixup: Dimension = field(default=Fixed(0.0), metadata=_space(float, low=0.0, high=10.0))
+    cutmix: Dimension = field(default=Fixed(0.0), metadata=_space(float, low=0.0, high=10.0))
+    ema: Dimension = field(
+        default=Choice((0.0, 0.99)), metadata=_space(float, low=0.0, high=0.9999)
+    )
+    bn_policy: Dimension = field(default=Fixed("train"), metadata=_space(str, choices=BN_POLICIES))
 
 
 @dataclass(frozen=True)
@@ -459,20 +471,47 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 # Keys added after studies were stored without them, with the value that reproduces what those
 # studies did then (a YAML file that omits them gets the default instead).
-_STORED_BEFORE = {("data", "test_source"): "none"}
+_STORED_BEFORE = {
+    ("data", "test_source"): "none",
+    ("space", "layer_decay"): 1.0,
+    ("space", "warmup_epochs"): 0,
+    ("space", "label_smoothing"): 0.0,
+    ("space", "ema"): 0.0,
+}
+
+# Keys that became search dimensions: (old section, key) -> the space dimension they moved to.
+_MOVED = {("model", "arch"): "arch", ("train", "label_smoothing"): "label_smoothing"}
 
 
 def from_stored(raw: dict[str, Any]) -> StudyConfig:
     """The config a study stored, as it was meant when it was stored (see ``_STORED_BEFORE``)."""
     raw = {name: dict(body) if isinstance(body, dict) else body for name, body in raw.items()}
+    _move_to_space(raw, _Where("stored study config"))
     for (section, key), value in _STORED_BEFORE.items():
         raw.setdefault(section, {}).setdefault(key, value)
     return from_dict(raw)
 
 
+def _move_to_space(raw: dict[str, Any], where: _Where) -> None:
+    """``model.arch: resnet50`` and ``train.label_smoothing: 0.1`` (before they were searched)
+    read as fixed ``space`` dimensions; giving a key in both places is an error."""
+    for (section, key), dimension in _MOVED.items():
+        body = raw.get(section)
+        if not isinstance(body, dict) or key not in body:
+            continue
+        space = raw.get("space")
+        space = raw["space"] = dict(space) if isinstance(space, dict) else {}
+        if dimension in space:
+            raise where.error(f"{section}.{key}", f"is now space.{dimension}; give it there only.")
+        raw[section] = {k: v for k, v in body.items() if k != key}
+        space[dimension] = body[key]
+
+
 def from_dict(raw: dict[str, Any], where: _Where | None = None) -> StudyConfig:
     """Build and validate a StudyConfig from plain data (YAML or the study's stored JSON)."""
     where = where or _Where("stored study config")
+    raw = dict(raw)
+    _move_to_space(raw, where)
     unknown = sorted(set(raw) - set(_SECTIONS))
     if unknown:
         raise where.error(unknown[0], f"unknown section; expected one of {', '.join(_SECTIONS)}.")
@@ -530,6 +569,13 @@ def _check_cross_keys(config: StudyConfig, where: _Where) -> None:
                 "space.unfreeze_epoch",
                 f"epoch {value} is not before the last epoch "
                 f"(train.epochs is {epochs}, epochs count from 0).",
+            )
+    for value in dimension_values(config.space.warmup_epochs):
+        if value >= epochs:
+            raise where.error(
+                "space.warmup_epochs",
+                f"{value} warm-up epochs leave no epoch at the full rate "
+                f"(train.epochs is {epochs}); lower it.",
             )
     if config.search.grace_seconds <= config.search.heartbeat_seconds:
         raise where.error(
@@ -651,3 +697,49 @@ class ResolvedWeights:
             sha256=d["sha256"],
             fallback_warning=d.get("fallback_warning"),
         )
+
+
+@dataclass(frozen=True)
+class PinnedWeights:
+    """The starting weights of every arch ``space.arch`` allows, resolved once per study.
+
+    Each arch starts from its own weights (torchvision's default ImageNet weights for it, or
+    random init); a weights file fits one arch only, so it needs ``space.arch`` fixed.
+    """
+
+    by_arch: tuple[tuple[str, ResolvedWeights], ...]
+
+    def __getitem__(self, arch: str) -> ResolvedWeights:
+        for name, weights in self.by_arch:
+            if name == arch:
+                return weights
+        raise TunerError(
+            f"space.arch: {arch!r} has no starting weights pinned in this study "
+            f"(it pins {', '.join(self.archs)}); start a new study to search it"
+        )
+
+    @property
+    def archs(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.by_arch)
+
+    @property
+    def fallback_warning(self) -> str | None:
+        """The first arch's warning that it fell back to random init, if any did."""
+        return next((w.fallback_warning for _, w in self.by_arch if w.fallback_warning), None)
+
+    def describe(self) -> str:
+        """One line for humans: the weights, prefixed by their arch when there are several."""
+        if len(self.by_arch) == 1:
+            return self.by_arch[0][1].describe()
+        return "; ".join(f"{name}: {weights.describe()}" for name, weights in self.by_arch)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: weights.to_dict() for name, weights in self.by_arch}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], arch: Dimension) -> PinnedWeights:
+        """Read back :meth:`to_dict`; a study stored before arch was searched kept one record,
+        for the arch its ``space.arch`` is now fixed at."""
+        if "kind" in d:
+            return cls(((str(dimension_values(arch)[0]), ResolvedWeights.from_dict(d)),))
+        return cls(tuple((name, ResolvedWeights.from_dict(w)) for name, w in d.items()))

@@ -11,6 +11,10 @@ NEVER = "never"
 
 UNFREEZE_MODES = ("all", "progressive")
 
+BN_POLICIES = ("train", "freeze_stats")
+"""``bn_policy``: BatchNorm of trainable stages updates its running statistics ("train"), or
+keeps the pretrained ones while its scale and shift still learn ("freeze_stats")."""
+
 
 @dataclass(frozen=True)
 class OptimizerInfo:
@@ -54,7 +58,19 @@ class TrialParams:
             backbone stage ever trains (feature extraction).
         optimizer: "sgd" (momentum 0.9), "adam" or "adamw".
         batch_size: training batch size.
-        weight_decay: weight decay for every parameter group.
+        weight_decay: weight decay of the weights (norm and bias parameters get none).
+        arch: the torchvision ResNet, e.g. "resnet18".
+        layer_decay: stage lr = backbone_lr * layer_decay ** k, k = stages between it and the
+            head (layer4: 0, stem: 4); 1.0 gives every stage backbone_lr.
+        warmup_epochs: epochs over which each group's lr ramps up linearly from when it
+            starts training (the first epoch, or its unfreeze epoch); 0: no warm-up.
+        label_smoothing: of the cross-entropy targets.
+        mixup: alpha of the Beta(alpha, alpha) mixing weight of mixup; 0: off.
+        cutmix: alpha of cutmix's mixing weight (the pasted box's area); 0: off. With both on
+            each batch uses one of the two, chosen with equal odds.
+        ema: decay of an exponential moving average of the weights, evaluated and exported
+            instead of the raw weights; 0: off.
+        bn_policy: one of BN_POLICIES, for the BatchNorm layers of the stages that train.
     """
 
     freeze_depth: int
@@ -65,6 +81,19 @@ class TrialParams:
     optimizer: str
     batch_size: int
     weight_decay: float
+    arch: str = "resnet18"
+    layer_decay: float = 1.0
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    ema: float = 0.0
+    bn_policy: str = "train"
+
+    @property
+    def mixes(self) -> bool:
+        """Whether training batches are mixed (mixup or cutmix): images, never cached features."""
+        return self.mixup > 0 or self.cutmix > 0
 
 
 class Schedule(NamedTuple):
@@ -137,17 +166,40 @@ def describe_schedule(params: TrialParams, epochs: int) -> str:
     ``epochs`` is the run's length: epochs are numbered from 0, as ``unfreeze_epoch`` is, and
     a progressive unfreeze that has not reached the stem by the last epoch says what stays
     frozen. E.g. "stem+layer1-2 frozen, all unfrozen at epoch 2 of 0..3; head lr 3e-3,
-    backbone lr 1e-4, AdamW, batch 64, weight decay 1e-5".
+    backbone lr 1e-4, AdamW, batch 64, weight decay 1e-5", then any of
+    :func:`describe_extras` ("; layer decay 0.7, 1-epoch warm-up, EMA 0.999").
     """
     rates = f"head lr {_compact(params.head_lr)}"
     if params.backbone_lr is not None:
         rates += f", backbone lr {_compact(params.backbone_lr)}"
     info = OPTIMIZERS.get(params.optimizer)
     optimizer = info.title if info else params.optimizer
-    return (
+    text = (
         f"{describe_freezing(params, epochs)}; {rates}, {optimizer}, batch {params.batch_size}, "
         f"weight decay {_compact(params.weight_decay)}"
     )
+    extras = describe_extras(params)
+    return f"{text}; {', '.join(extras)}" if extras else text
+
+
+def describe_extras(params: TrialParams) -> list[str]:
+    """The recipe's tricks beyond freezing and rates, in words; those left at "off" unsaid."""
+    extras = []
+    if params.layer_decay != 1.0 and params.backbone_lr is not None:
+        extras.append(f"layer decay {params.layer_decay:.2g}")
+    if params.warmup_epochs:
+        extras.append(f"{params.warmup_epochs}-epoch warm-up")
+    if params.label_smoothing:
+        extras.append(f"label smoothing {params.label_smoothing:.2g}")
+    if params.mixup:
+        extras.append(f"mixup {params.mixup:.2g}")
+    if params.cutmix:
+        extras.append(f"cutmix {params.cutmix:.2g}")
+    if params.ema:
+        extras.append(f"EMA {params.ema:.4g}")
+    if params.bn_policy == "freeze_stats" and params.backbone_lr is not None:
+        extras.append("BatchNorm statistics kept pretrained")
+    return extras
 
 
 def describe_freezing(params: TrialParams, epochs: int) -> str:

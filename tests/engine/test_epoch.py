@@ -25,7 +25,9 @@ NO_AMP = torch.autocast("cpu", enabled=False)
 
 
 def _prefix(model: nn.Module, cache: FeatureCache | None) -> FrozenPrefix | None:
-    return None if cache is None else FrozenPrefix(model, cache, "toy", 16, NO_AMP, False)
+    return (
+        None if cache is None else FrozenPrefix(model, "resnet18", cache, "toy", 16, NO_AMP, False)
+    )
 
 
 @contextmanager

@@ -28,7 +28,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _prefix(model: nn.Module, cache: FeatureCache, fingerprint: str = "toy") -> FrozenPrefix:
-    return FrozenPrefix(model, cache, fingerprint, 16, torch.autocast("cpu", enabled=False), False)
+    return FrozenPrefix(
+        model, "resnet18", cache, fingerprint, 16, torch.autocast("cpu", enabled=False), False
+    )
 
 
 def _features(
@@ -78,7 +80,7 @@ def test_the_cache_is_reused_and_keyed_by_weights_depth_and_split(toy: PreparedD
 
 
 def test_the_cache_evicts_least_recently_used_within_its_bytes() -> None:
-    keys = [FeatureKey("s", "w", d, "data", "val", "cpu", False) for d in range(3)]
+    keys = [FeatureKey("resnet18", "s", "w", d, "data", "val", "cpu", False) for d in range(3)]
     cache = FeatureCache(max_bytes=2 * 400)
     for key in keys[:2]:
         cache.put(key, torch.zeros(100))  # 400 bytes each
@@ -86,7 +88,9 @@ def test_the_cache_evicts_least_recently_used_within_its_bytes() -> None:
     cache.put(keys[2], torch.zeros(100))
     assert cache.get(keys[1]) is None and cache.get(keys[0]) is not None
     assert cache.bytes <= cache.max_bytes
-    cache.put(FeatureKey("s", "w", 9, "data", "val", "cpu", False), torch.zeros(1000))  # too big
+    cache.put(
+        FeatureKey("resnet18", "s", "w", 9, "data", "val", "cpu", False), torch.zeros(1000)
+    )  # too big
     assert len(cache) == 2
 
 

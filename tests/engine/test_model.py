@@ -241,5 +241,5 @@ def test_auto_offline_falls_back_to_random_init_loudly(offline: Path) -> None:
 
 
 def test_unknown_arch_is_a_tuner_error() -> None:
-    with pytest.raises(TunerError, match=r"model\.arch"):
+    with pytest.raises(TunerError, match=r"space\.arch"):
         resolve_weights("resnet19", "none")

@@ -25,7 +25,7 @@ def test_norm_and_bias_parameters_get_no_weight_decay_also_after_unfreezing() ->
     model = _model()
     params = dataclasses.replace(PARAMS, weight_decay=0.05, freeze_depth=3, unfreeze_epoch=1)
     optimizer = make_optimizer(model, params, frozen_depth=3)
-    unfreeze(model, optimizer, params, depth=3, new=0)
+    unfreeze(model, optimizer, params, depth=3, new=0, epoch=1)
     decay, plain = _decay_of(optimizer), _is_norm_or_bias(model)
     assert decay.keys() == plain.keys()  # every parameter trains, each in one group
     for key, is_plain in plain.items():

@@ -37,7 +37,7 @@ def reported(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> tuple:
         "search.pruner=none",
         "space.freeze_depth={choices: [0, 2, 5]}",
     )
-    runnable, _ = recipe_trials(pinned.config.space)
+    runnable, _ = recipe_trials(pinned.config.space, pinned.config.train.epochs)
     for recipe, params in runnable:
         pinned.study.enqueue_trial(params, user_attrs={"recipe": recipe.name})
     with single_thread():
@@ -158,7 +158,7 @@ def test_a_study_without_complete_trials_reports_what_it_cannot_draw(
     assert files.pngs == ()
     assert any(s.startswith("importances: needs at least 2") for s in files.skipped)
     assert "Not drawn" in files.html.read_text()
-    assert results_table(pinned.study, 2).empty
+    assert results_table(pinned.study, pinned.config).empty
 
 
 def test_out_must_not_be_a_file(make_context, tmp_path: Path) -> None:

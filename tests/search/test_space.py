@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import optuna
 import pytest
 
@@ -10,9 +12,11 @@ from tuner.recipe import (
     NEVER,
     RECIPES,
     STAGES,
+    Schedule,
     TrialParams,
+    frozen_depth_at,
 )
-from tuner.search.space import recipe_trials, sample
+from tuner.search.space import OutsideSpace, recipe_trials, replay, sample
 
 
 def sample_many(space: SpaceConfig, n: int = 60) -> list[tuple[TrialParams, dict]]:
@@ -20,7 +24,7 @@ def sample_many(space: SpaceConfig, n: int = 60) -> list[tuple[TrialParams, dict
     out = []
     for _ in range(n):
         trial = study.ask()
-        out.append((sample(trial, space), dict(trial.params)))
+        out.append((sample(trial, space, 4), dict(trial.params)))
         study.tell(trial, 0.5)
     return out
 
@@ -46,7 +50,7 @@ def test_fixed_dimensions_are_not_optuna_params() -> None:
 
 
 def test_recipes_fit_the_default_space() -> None:
-    runnable, skipped = recipe_trials(load_config(None).space)
+    runnable, skipped = recipe_trials(load_config(None).space, 4)
     assert skipped == []
     assert [r.name for r, _ in runnable] == [r.name for r in RECIPES]
     by_name = {r.name: p for r, p in runnable}
@@ -60,14 +64,14 @@ def test_recipes_fit_the_default_space() -> None:
 
 
 def test_recipe_params_sample_back_exactly() -> None:
-    runnable, _ = recipe_trials(load_config(None).space)
+    runnable, _ = recipe_trials(load_config(None).space, 4)
     study = optuna.create_study()
     for _, params in runnable:
         study.enqueue_trial(params)
     early = None
     for recipe, _ in runnable:
         trial = study.ask()
-        got = sample(trial, load_config(None).space)
+        got = sample(trial, load_config(None).space, 4)
         study.tell(trial, 0.5)
         if recipe.name == "early_unfreeze":
             early = got
@@ -85,6 +89,41 @@ def test_recipe_params_sample_back_exactly() -> None:
 def test_recipes_the_space_excludes_are_skipped_with_a_reason(
     space: SpaceConfig, skipped_recipe: str
 ) -> None:
-    runnable, skipped = recipe_trials(space)
+    runnable, skipped = recipe_trials(space, 4)
     assert skipped_recipe not in [r.name for r, _ in runnable]
     assert any(line.startswith(f"{skipped_recipe} skipped: space.") for line in skipped)
+
+
+def test_layer_decay_and_bn_policy_are_asked_only_where_they_matter() -> None:
+    space = load_config(None, ["space.bn_policy={choices: [train, freeze_stats]}"]).space
+    for params, asked in sample_many(space, 80):
+        schedule = Schedule(params.freeze_depth, params.unfreeze_epoch, params.unfreeze_mode)
+        training = len(STAGES) - frozen_depth_at(schedule, 3)
+        assert ("layer_decay" in asked) == (training >= 2)
+        assert ("bn_policy" in asked) == (training >= 1)
+        if training < 2:
+            assert params.layer_decay == 1.0
+        for always in ("warmup_epochs", "label_smoothing", "ema"):
+            assert always in asked
+        assert "mixup" not in asked and params.mixup == 0.0  # fixed off in the default study
+
+
+def test_a_sampled_recipe_replays_into_the_same_recipe() -> None:
+    space = load_config(None, ["space.arch={choices: [resnet18, resnet34]}"]).space
+    sampled = [params for params, _ in sample_many(space, 20)]
+    study = optuna.create_study()
+    for params in sampled:
+        study.enqueue_trial(replay(dataclasses.asdict(params), space, 4))
+    for params in sampled:
+        trial = study.ask()
+        assert sample(trial, space, 4) == params
+        study.tell(trial, 0.5)
+
+
+def test_a_recipe_outside_the_space_says_which_dimension() -> None:
+    recipe = dataclasses.asdict(sample_many(load_config(None).space, 1)[0][0])
+    narrow = load_config(None, ["space.arch=resnet34"]).space
+    with pytest.raises(OutsideSpace, match=r"space\.arch does not allow 'resnet18'"):
+        replay(recipe, narrow, 4)
+    wide = load_config(None, ["space.mixup={choices: [0.0, 0.2]}"]).space
+    assert replay({**recipe, "mixup": 0.2}, wide, 4)["mixup"] == 0.2

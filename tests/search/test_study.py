@@ -8,17 +8,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from tuner.config import ResolvedWeights, load_config
+from tuner.config import PinnedWeights, ResolvedWeights, load_config
 from tuner.errors import TunerError
 from tuner.search import study as study_mod
 from tuner.search.optuna_internals import requeue
 from tuner.search.storage import open_storage
 
+RANDOM = PinnedWeights((("resnet18", ResolvedWeights.random_init()),))
+
 
 def test_the_study_pins_config_weights_and_fingerprint(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 's.db'}")
     config = load_config(None, ["search.study=pinned", "train.epochs=3"])
-    weights = ResolvedWeights("file", "/w/resnet18.pt", "ab" * 32)
+    weights = PinnedWeights((("resnet18", ResolvedWeights("file", "/w/resnet18.pt", "ab" * 32)),))
     study_mod.create_pinned(storage, config, weights, "fp-123")
     loaded = study_mod.load_pinned(storage, "pinned")
     assert (loaded.config, loaded.weights, loaded.fingerprint) == (config, weights, "fp-123")
@@ -27,11 +29,11 @@ def test_the_study_pins_config_weights_and_fingerprint(tmp_path: Path) -> None:
         loaded, load_config(None, ["search.study=pinned", "train.epochs=3", "search.trials=9"])
     )
     with pytest.raises(
-        TunerError, match=r"model\.arch: study has 'resnet18', this run has 'resnet34'"
+        TunerError, match=r"space\.arch: study has 'resnet18', this run has 'resnet34'"
     ):
         study_mod.check_same_config(
             loaded,
-            load_config(None, ["search.study=pinned", "train.epochs=3", "model.arch=resnet34"]),
+            load_config(None, ["search.study=pinned", "train.epochs=3", "space.arch=resnet34"]),
         )
 
 
@@ -43,7 +45,7 @@ def test_only_study_is_picked_when_unambiguous(tmp_path: Path) -> None:
         study_mod.create_pinned(
             storage,
             load_config(None, [f"search.study={name}"]),
-            ResolvedWeights.random_init(),
+            RANDOM,
             "fp",
         )
     assert study_mod.only_study(storage, required=False) is None
@@ -62,7 +64,7 @@ def test_each_worker_gets_its_own_reproducible_sampler_seed() -> None:
 def test_a_raised_budget_reaches_every_worker_through_the_study(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
     pinned = study_mod.create_pinned(
-        storage, load_config(None, ["search.study=b"]), ResolvedWeights.random_init(), "fp"
+        storage, load_config(None, ["search.study=b"]), RANDOM, "fp"
     )
     raised = study_mod.set_budget(pinned, 80)
     assert raised.config.search.trials == 80
@@ -90,7 +92,7 @@ def test_a_failure_streak_counts_the_whole_study_from_a_start(tmp_path: Path) ->
 def test_of_two_trials_claimed_at_once_the_later_goes_back_to_the_queue(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
     config = load_config(None, ["search.study=budget", "search.trials=2"])
-    study = study_mod.create_pinned(storage, config, ResolvedWeights.random_init(), "fp").study
+    study = study_mod.create_pinned(storage, config, RANDOM, "fp").study
     done = study.ask()
     study.tell(done, 0.5)
     first, second = study.ask(), study.ask()  # two workers found room and claimed at once

@@ -13,6 +13,7 @@ from tuner.data.images import (
     load_image_file,
     pil_to_tensor,
 )
+from tuner.data.mixing import Mixing, mix_batch
 from tuner.data.prepare import PreparedData, Progress, prepare_data, with_val_in_training
 from tuner.data.sources import IMAGE_EXTENSIONS, find_images
 
@@ -20,6 +21,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",
+    "Mixing",
     "PreparedData",
     "Progress",
     "augment_batch",
@@ -30,6 +32,7 @@ __all__ = [
     "flip_draw",
     "host_cores",
     "load_image_file",
+    "mix_batch",
     "normalize",
     "pil_to_tensor",
     "prepare_data",

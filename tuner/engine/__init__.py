@@ -11,7 +11,7 @@ from tuner.engine.model import build_model
 from tuner.engine.placement import WORKERS_ON_DEVICE_ENV, Placement, choose_placement
 from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
 from tuner.engine.train import TrainEnvironment, TrainHooks, train, train_epochs
-from tuner.engine.weights import file_sha256, resolve_weights
+from tuner.engine.weights import file_sha256, resolve_study_weights, resolve_weights
 
 __all__ = [
     "WORKERS_ON_DEVICE_ENV",
@@ -29,6 +29,7 @@ __all__ = [
     "evaluate",
     "file_sha256",
     "resolve_device",
+    "resolve_study_weights",
     "resolve_weights",
     "train",
     "train_epochs",

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tuner.data import augment_batch
+from tuner.data import Mixing, augment_batch, mix_batch
 from tuner.engine.features import (
     FrozenPrefix,
     forward_frozen,
@@ -57,14 +57,18 @@ class BatchSource:
     frozen: FrozenPrefix | None  # None: frozen stages run every step, as in the plain model
     seed: int
     batch_size: int
+    mixing: Mixing | None = None  # mixup/cutmix: labels become class probabilities
 
     def epoch(self, model: nn.Module, epoch: int, depth: int, epochs_left: int) -> EpochBatches:
         """The batches of ``epoch`` with ``depth`` stages frozen for ``epochs_left`` epochs.
 
         Cached prefix outputs where their input is fixed (see :func:`train_features`); else
         augmented images, with the frozen prefix run under no_grad when there is a cache.
+        Mixed batches are never cached: each blends images anew, so the prefix runs on them.
         """
-        cached = train_features(self.frozen, self.images, depth, self.augment, epochs_left)
+        cached = None
+        if self.mixing is None:
+            cached = train_features(self.frozen, self.images, depth, self.augment, epochs_left)
         order = _shuffle(len(self.images), self.seed, epoch)
         # stop before a final batch of one image: BatchNorm cannot train on it
         spans = [
@@ -86,7 +90,11 @@ class BatchSource:
             for images in self.images.gather(order, spans)
         )
         forward = model if self.frozen is None else partial(forward_frozen, model, depth=depth)
-        return EpochBatches(zip(augmented, labels, strict=True), forward)
+        pairs = zip(augmented, labels, strict=True)
+        if self.mixing is not None:
+            mixing = self.mixing
+            pairs = (mix_batch(x, y, mixing, self.generator) for x, y in pairs)
+        return EpochBatches(pairs, forward)
 
 
 def train_one_epoch(
@@ -98,8 +106,10 @@ def train_one_epoch(
     *,
     epoch: int,
     grad_clip: float | None,
+    after_step: Callable[[], None] | None = None,
 ) -> float:
-    """One optimizer step per batch; returns the epoch's mean training loss.
+    """One optimizer step per batch, then ``after_step`` (the weight average); returns the
+    epoch's mean training loss.
 
     Raises NonFiniteLossError at the first NaN or infinite loss: at that step on CPU, where
     the check is free, at the end of the epoch on CUDA, where it would stall every step.
@@ -115,6 +125,8 @@ def train_one_epoch(
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+        if after_step is not None:
+            after_step()
         step_losses.append(loss.detach())
     losses = torch.stack(step_losses).float()
     bad_steps = torch.nonzero(~torch.isfinite(losses))

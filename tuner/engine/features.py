@@ -61,6 +61,7 @@ def forward_suffix(model: nn.Module, features: Tensor, depth: int) -> Tensor:
 class FeatureKey:
     """Everything the cached outputs depend on; two keys are equal only for equal outputs."""
 
+    arch: str  # the ResNet: a study that searches several keeps each one's entries
     start_sha256: str  # of the stem: which starting weights (see FeatureCache.keep_start)
     prefix_sha256: str  # of the frozen stages' parameters and buffers
     depth: int
@@ -111,13 +112,15 @@ class FeatureCache:
         while self.bytes > self.max_bytes:
             self._entries.popitem(last=False)
 
-    def keep_start(self, start_sha256: str) -> None:
-        """Drop every entry computed from other starting weights: no later trial can hit them.
+    def keep_start(self, arch: str, start_sha256: str) -> None:
+        """Drop the entries of ``arch`` computed from other starting weights: no later trial
+        can hit them. Other archs' entries stay, for the trials that alternate between archs.
 
         With pretrained weights every trial of a study starts alike and entries live on; with
         random init each trial starts afresh, and this keeps its dead entries from piling up.
         """
-        for key in [k for k in self._entries if k.start_sha256 != start_sha256]:
+        stale = [k for k in self._entries if k.arch == arch and k.start_sha256 != start_sha256]
+        for key in stale:
             del self._entries[key]
 
 
@@ -131,6 +134,7 @@ class FrozenPrefix:
     def __init__(
         self,
         model: nn.Module,
+        arch: str,
         cache: FeatureCache,
         data_fingerprint: str,
         batch_size: int,
@@ -138,13 +142,14 @@ class FrozenPrefix:
         amp: bool,
     ) -> None:
         self._model = model
+        self._arch = arch
         self._cache = cache
         self._fingerprint = data_fingerprint
         self._batch_size = batch_size
         self._autocast = autocast
         self._amp = amp  # whether ``autocast`` is enabled
         self._digests: dict[int, str] = {}
-        cache.keep_start(self._digest(1))
+        cache.keep_start(arch, self._digest(1))
 
     def features(
         self,
@@ -165,6 +170,7 @@ class FrozenPrefix:
         off. The outputs live on the compute device, however the images arrive.
         """
         key = FeatureKey(
+            self._arch,
             self._digest(1),
             self._digest(depth),
             depth,

@@ -48,8 +48,13 @@ def set_frozen(model: nn.Module, frozen_depth: int) -> None:
     model.fc.requires_grad_(True)
 
 
-def set_train_mode(model: nn.Module, frozen_depth: int) -> None:
-    """Training mode, but frozen stages stay in eval so their BatchNorm running stats stay put."""
+def set_train_mode(model: nn.Module, frozen_depth: int, bn_policy: str = "train") -> None:
+    """Training mode, but frozen stages stay in eval so their BatchNorm running stats stay put;
+    with ``bn_policy`` "freeze_stats" every BatchNorm does (its scale and shift still learn)."""
     model.train()
     for stage in stage_modules(model)[:frozen_depth]:
         stage.eval()
+    if bn_policy == "freeze_stats":
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()

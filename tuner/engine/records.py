@@ -56,11 +56,14 @@ class TrainCheckpoint:
     best_state: dict[str, Tensor]
     history: tuple[EpochMetrics, ...]
     best_predictions: Tensor | None = None
+    ema_state: dict | None = None  # the weight average (tuner.engine.ema), when the run keeps one
 
     def to_bytes(self) -> bytes:
         """Serialised for an artifact store; read back with :meth:`from_bytes` (weights only)."""
         buffer = io.BytesIO()
-        same_best = self.best_epoch == self.epoch  # the usual case: don't store the weights twice
+        # the usual case: the best epoch is this one, whose evaluated weights (the average's,
+        # when the run keeps one) are stored already; don't store them twice
+        same_best = self.best_epoch == self.epoch
         torch.save(
             {
                 "epoch": self.epoch,
@@ -72,6 +75,7 @@ class TrainCheckpoint:
                 "best_state": {} if same_best else self.best_state,
                 "history": [dataclasses.asdict(m) for m in self.history],
                 "best_predictions": self.best_predictions,
+                "ema_state": self.ema_state,
             },
             buffer,
         )
@@ -80,7 +84,9 @@ class TrainCheckpoint:
     @classmethod
     def from_bytes(cls, blob: bytes) -> TrainCheckpoint:
         raw = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        best_state = raw["best_state"] or raw["model_state"]
+        ema_state = raw.get("ema_state")
+        evaluated = ema_state["shadow"] if ema_state else raw["model_state"]
+        best_state = raw["best_state"] or evaluated
         history = tuple(EpochMetrics(**m) for m in raw["history"])
         return cls(
             raw["epoch"],
@@ -92,6 +98,7 @@ class TrainCheckpoint:
             best_state,
             history,
             raw.get("best_predictions"),  # absent from checkpoints written before it was kept
+            ema_state,
         )
 
 

@@ -9,17 +9,20 @@ tensors for the whole run, or is streamed from the host's memory map (``env.resi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from tuner.config import TrainConfig
-from tuner.data import PreparedData
+from tuner.data import Mixing, PreparedData
 from tuner.engine.device import amp_enabled, autocast_for
+from tuner.engine.ema import WeightEma
 from tuner.engine.epoch import BatchSource, train_one_epoch
 from tuner.engine.evaluate import validate as validate_split
 from tuner.engine.features import FeatureCache, FrozenPrefix
@@ -104,13 +107,16 @@ def train_epochs(
 
     A refit: the schedule (unfreezing, learning rates) is exactly the run's, so stopping at a
     trial's best epoch reproduces that trial's recipe on more data; ``model`` ends with the
-    last epoch's weights, and ``val_accuracy`` is NaN in the metrics ``on_epoch`` gets.
+    last epoch's weights (their average, when the recipe keeps one: what a run evaluates),
+    and ``val_accuracy`` is NaN in the metrics ``on_epoch`` gets.
     """
     run = TrainingRun(model, data, params, cfg, env)
     history = []
     for epoch in range(epochs):
         history.append(run.run_epoch(epoch, validate=False))
         on_epoch(history[-1])
+    if run.ema is not None:
+        model.load_state_dict(run.ema.shadow)
     return tuple(history)
 
 
@@ -119,6 +125,8 @@ class TrainingRun:
 
     The optimizer starts with the head group plus one group per trainable stage; the stages
     the schedule unfreezes join it at the start of their epoch (:mod:`tuner.engine.optim`).
+    With ``params.ema`` on, a weight average follows every step and is what is validated
+    and kept as best (:mod:`tuner.engine.ema`).
     """
 
     def __init__(
@@ -146,14 +154,17 @@ class TrainingRun:
         self.autocast = autocast_for(device, cfg.amp)
         self.frozen = self._frozen_prefix(data, env)
         weight = None if env.class_weights is None else env.class_weights.to(device)
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=params.label_smoothing)
         generator = torch.Generator(device=device).manual_seed(env.seed)
+        mixing = Mixing(params.mixup, params.cutmix, data.num_classes) if params.mixes else None
         self.batches = BatchSource(
-            train_x, train_y, env.augment, generator, self.frozen, env.seed, params.batch_size
-        )
+            train_x, train_y, env.augment, generator, self.frozen, env.seed, params.batch_size,
+            mixing,
+        )  # fmt: skip
         self.depth = params.freeze_depth
         set_frozen(model, self.depth)
         self.optimizer = make_optimizer(model, params, self.depth)
+        self.ema = WeightEma(model, params.ema) if params.ema else None
         self.history: list[EpochMetrics] = []
         self.best_accuracy, self.best_epoch, self.best_state = -1.0, -1, {}
         self.best_predictions: torch.Tensor | None = None
@@ -166,6 +177,8 @@ class TrainingRun:
         self.model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
         self.batches.generator.set_state(checkpoint.augment_rng_state)
+        if self.ema is not None and checkpoint.ema_state is not None:
+            self.ema.load_state_dict(checkpoint.ema_state)
         self.history = list(checkpoint.history)
         self.best_accuracy = checkpoint.best_accuracy
         self.best_epoch = checkpoint.best_epoch
@@ -180,8 +193,8 @@ class TrainingRun:
         """
         started = time.perf_counter()
         self._unfreeze_for(epoch)
-        set_train_mode(self.model, self.depth)
-        schedule_lr(self.optimizer, self.cfg, epoch)
+        set_train_mode(self.model, self.depth, self.params.bn_policy)
+        schedule_lr(self.optimizer, self.cfg, epoch, self.params.warmup_epochs)
         batches = self.batches.epoch(self.model, epoch, self.depth, self._epochs_at_depth(epoch))
         train_loss = train_one_epoch(
             self.model,
@@ -191,17 +204,21 @@ class TrainingRun:
             self.autocast,
             epoch=epoch,
             grad_clip=self.cfg.grad_clip,
+            after_step=None if self.ema is None else partial(self.ema.update, self.model),
         )
-        accuracy, predictions = math.nan, None
+        accuracy, predictions, state = math.nan, None, None
         if validate:
-            accuracy, predictions = validate_split(
-                self.model,
-                self.val_x,
-                self.val_y,
-                self.depth,
-                self.frozen,
-                self.cfg.eval_batch_size,
-            )
+            with self._evaluated_weights():
+                accuracy, predictions = validate_split(
+                    self.model,
+                    self.val_x,
+                    self.val_y,
+                    self.depth,
+                    self.frozen,
+                    self.cfg.eval_batch_size,
+                )
+                if accuracy > self.best_accuracy:
+                    state = cpu_copy(self.model.state_dict())
         metrics = EpochMetrics(
             epoch=epoch,
             train_loss=train_loss,
@@ -211,11 +228,15 @@ class TrainingRun:
             head_lr=self.optimizer.param_groups[0]["lr"],
         )
         self.history.append(metrics)
-        if accuracy > self.best_accuracy:
+        if state is not None:
             self.best_accuracy, self.best_epoch = accuracy, epoch
-            self.best_state = cpu_copy(self.model.state_dict())
+            self.best_state = state
             self.best_predictions = predictions
         return metrics
+
+    def _evaluated_weights(self) -> contextlib.AbstractContextManager[None]:
+        """The weights a run is judged and kept by: the average when it keeps one."""
+        return contextlib.nullcontext() if self.ema is None else self.ema.applied(self.model)
 
     def checkpoint(self, epoch: int) -> TrainCheckpoint:
         """The state after ``epoch``, from which :meth:`resume_from` goes on identically."""
@@ -229,6 +250,7 @@ class TrainingRun:
             best_state=self.best_state,
             history=tuple(self.history),
             best_predictions=self.best_predictions,
+            ema_state=None if self.ema is None else self.ema.state_dict(),
         )
 
     def result(self, *, stopped_early: bool) -> TrainResult:
@@ -245,7 +267,7 @@ class TrainingRun:
     def _unfreeze_for(self, epoch: int) -> None:
         """The fine-tuning hook: the stages the schedule unfreezes by ``epoch`` start training."""
         new = frozen_depth_at(self.params, epoch)
-        self.depth = unfreeze(self.model, self.optimizer, self.params, self.depth, new)
+        self.depth = unfreeze(self.model, self.optimizer, self.params, self.depth, new, epoch)
 
     def _epochs_at_depth(self, epoch: int) -> int:
         """How many epochs from ``epoch`` on train at the current depth (cache builds pay off)."""
@@ -259,5 +281,11 @@ class TrainingRun:
             return None
         amp = amp_enabled(env.device, self.cfg.amp)
         return FrozenPrefix(
-            self.model, cache, data.fingerprint, self.cfg.eval_batch_size, self.autocast, amp
+            self.model,
+            self.params.arch,
+            cache,
+            data.fingerprint,
+            self.cfg.eval_batch_size,
+            self.autocast,
+            amp,
         )

@@ -16,7 +16,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from tuner.config import ARCHS, ResolvedWeights
+from tuner.config import ARCHS, PinnedWeights, ResolvedWeights
 from tuner.errors import TunerError
 
 _WEIGHT_SPECS = "auto, imagenet, none or the path of a state-dict file"
@@ -58,6 +58,16 @@ def resolve_weights(arch: str, spec: str) -> ResolvedWeights:
     return ResolvedWeights(kind="file", name=str(path), sha256=sha)
 
 
+def resolve_study_weights(archs: tuple[str, ...], spec: str) -> PinnedWeights:
+    """:func:`resolve_weights` for every arch a study may build; a file fits one arch only."""
+    if len(archs) > 1 and spec not in ("auto", "imagenet", "none"):
+        raise TunerError(
+            f"model.weights: the file {spec} fits one architecture, and space.arch chooses among "
+            f"{', '.join(archs)}; fix space.arch to the file's, or use imagenet"
+        )
+    return PinnedWeights(tuple((arch, resolve_weights(arch, spec)) for arch in archs))
+
+
 def backbone_state(
     weights: ResolvedWeights, arch: str, expected: dict[str, Tensor]
 ) -> dict[str, Tensor]:
@@ -84,7 +94,7 @@ def backbone_state(
 def check_arch(arch: str) -> None:
     if arch not in ARCHS:
         raise TunerError(
-            f"model.arch: unknown architecture {arch!r}; use one of {', '.join(ARCHS)}"
+            f"space.arch: unknown architecture {arch!r}; use one of {', '.join(ARCHS)}"
         )
 
 
@@ -186,5 +196,5 @@ def _check_fits(
         ]
         raise TunerError(
             f"model.weights: {path} does not fit {arch} ({'; '.join(problems)}); use a state dict "
-            f"saved from a torchvision {arch}, or set model.arch to the architecture it came from"
+            f"saved from a torchvision {arch}, or set space.arch to the architecture it came from"
         )

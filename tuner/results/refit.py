@@ -64,7 +64,7 @@ def refit(
     """Train ``trial``'s recipe on ``data``'s training and validation images; the eval-mode
     model (on the CPU) and what was done. ``device`` overrides the study's ``train.device``."""
     config = pinned.config
-    params = attrs.trial_params(trial)
+    params = attrs.trial_params(trial, config.space)
     epochs = int(trial.user_attrs[attrs.BEST_EPOCH]) + 1
     seed = int(trial.user_attrs.get(attrs.SEED, config.train.seed + trial.number))
     where = resolve_device(device or config.train.device)
@@ -77,7 +77,7 @@ def refit(
         f"on {where}"
     )
     torch.manual_seed(seed)  # the head is drawn as the trial drew it
-    model = build_model(config.model.arch, data.num_classes, pinned.weights)
+    model = build_model(params.arch, data.num_classes, pinned.weights[params.arch])
     weights = combined.class_weights() if config.data.class_weights == "auto" else None
     environment = TrainEnvironment(
         device=where,

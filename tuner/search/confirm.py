@@ -153,7 +153,7 @@ def run(
 ) -> None:
     """Run every waiting confirm run, one at a time; a failed run is left for a re-run."""
     objective = make_objective(context)
-    noted = (*callbacks, notes.note_when_ended(context.config.train.epochs))
+    noted = (*callbacks, notes.note_when_ended(context.config))
     while pending_runs(linked):
         with signals.deferred():  # the claimed run is run, never left RUNNING
             run_trial(linked.study, ask(linked.study), objective, noted)
@@ -177,7 +177,7 @@ def results(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy) -> Con
     found = []
     for number in request["candidates"]:
         original = parent.study.trials[number]
-        params = attrs.trial_params(original)
+        params = attrs.trial_params(original, parent.config.space)
         done = [run for _, run in sorted(runs.get(number, {}).items())]
         correct = tuple(c for c in map(attrs.val_correct, done) if c is not None)
         found.append(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tuner.config import DataConfig, ResolvedWeights, StudyConfig
+from tuner.config import DataConfig, PinnedWeights, StudyConfig
 from tuner.data import PreparedData, Progress, cache_path, entry_path, host_cores, prepare_data
 from tuner.engine import FeatureCache, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
@@ -53,7 +53,7 @@ def load_study_data(
 
 def prepare_host(
     config: StudyConfig,
-    weights: ResolvedWeights,
+    weights: PinnedWeights,
     artifacts: str,
     *,
     study_name: str,
@@ -63,14 +63,15 @@ def prepare_host(
 ) -> SearchContext:
     """Everything this host's trials share, checked before the first one starts.
 
-    The data is loaded and checked, the model is built once (so unloadable or changed
-    weights fail here, not in every trial), the device resolved, where the data lives on it
+    The data is loaded and checked, the model of each arch is built once (so unloadable or
+    changed weights fail here, not in every trial), the device resolved, where the data lives on it
     chosen (``train.data_on_device``), the artifact store opened and the frozen-feature
     cache sized from ``train.feature_cache_mb``.
     """
     data = load_study_data(config, study_name, fingerprint, progress)
     try:
-        build_model(config.model.arch, data.num_classes, weights)
+        for arch, resolved in weights.by_arch:
+            build_model(arch, data.num_classes, resolved)
     except TunerError as exc:
         if fingerprint is None:
             raise

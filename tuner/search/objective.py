@@ -18,7 +18,7 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from safetensors.torch import save_file
 
-from tuner.config import ResolvedWeights, StudyConfig
+from tuner.config import PinnedWeights, StudyConfig
 from tuner.data import PreparedData
 from tuner.engine import (
     EpochMetrics,
@@ -73,7 +73,7 @@ class SearchContext:
 
     config: StudyConfig
     data: PreparedData
-    weights: ResolvedWeights
+    weights: PinnedWeights
     device: torch.device
     store: ArtifactStore
     worker: WorkerIdentity = field(default_factory=WorkerIdentity)
@@ -107,7 +107,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     config = context.config
     params, origin, seed = _begin(trial, context)
     torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
-    model = build_model(config.model.arch, context.data.num_classes, context.weights)
+    model = build_model(params.arch, context.data.num_classes, context.weights[params.arch])
     reporter = _TrialReporter(trial, context, origin, _load_resume(trial, context))
     weights = context.data.class_weights() if config.data.class_weights == "auto" else None
     environment = TrainEnvironment(
@@ -149,7 +149,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
 
 def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, int, int]:
     """Sample the recipe and record what the trial is: (params, origin trial, seed)."""
-    params = sample(trial, context.config.space)
+    params = sample(trial, context.config.space, context.config.train.epochs)
     origin = trial.user_attrs.get(attrs.ORIGIN, trial.number)
     trial.set_user_attr(attrs.ORIGIN, origin)
     trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
@@ -293,9 +293,8 @@ def _keep_checkpoint(
             )
     trial.set_user_attr(attrs.CHECKPOINT, artifact_id)
     # This trial is not COMPLETE yet, so it holds one of the k places without being ranked.
-    epochs = context.config.train.epochs
     for evicted in study_mod.evict_checkpoints(study, context.store, keep - 1):
-        notes.write_trial_note(study, evicted, epochs)  # "checkpoint removed"
+        notes.write_trial_note(study, evicted, context.config)  # "checkpoint removed"
 
 
 def _figures(

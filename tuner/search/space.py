@@ -1,40 +1,63 @@
-"""The search space in Optuna terms: sample a trial's recipe, enqueue the classic ones."""
+"""The search space in Optuna terms: sample a trial's recipe, and replay a known recipe (a
+classic one, or a warm start's) into the Optuna params that make sampling return it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optuna
 
 from tuner.config import Choice, Dimension, Fixed, IntRange, SpaceConfig
-from tuner.recipe import NEVER, RECIPES, STAGES, Recipe, TrialParams
+from tuner.recipe import NEVER, RECIPES, STAGES, Recipe, Schedule, TrialParams, frozen_depth_at
+
+Suggest = Callable[[str, Dimension], Any]
+"""How a dimension gets its value: (name, dimension) -> value."""
 
 
-def sample(trial: optuna.Trial, space: SpaceConfig) -> TrialParams:
-    """Sample one recipe; conditional dimensions are asked only where they matter.
+def sample(trial: optuna.Trial, space: SpaceConfig, epochs: int) -> TrialParams:
+    """Sample one recipe of an ``epochs``-epoch run; Optuna is asked only what matters.
 
-    ``unfreeze_epoch`` exists only when something is frozen, ``unfreeze_mode`` only when
-    more than one stage unfreezes, ``backbone_lr`` only when some backbone stage trains.
     Fixed dimensions are not Optuna parameters; they are recorded in the study config.
     """
-    freeze_depth = _suggest(trial, "freeze_depth", space.freeze_depth)
+    return build_params(lambda name, dimension: _suggest(trial, name, dimension), space, epochs)
+
+
+def build_params(suggest: Suggest, space: SpaceConfig, epochs: int) -> TrialParams:
+    """The recipe, asking ``suggest`` for each dimension only where it changes what trains.
+
+    ``unfreeze_epoch`` only when something is frozen, ``unfreeze_mode`` only when more than one
+    stage unfreezes, ``backbone_lr`` and ``bn_policy`` only when some backbone stage trains,
+    ``layer_decay`` only when two or more stages do (it sets their rates apart).
+    """
+    freeze_depth = suggest("freeze_depth", space.freeze_depth)
     unfreeze_epoch = None
     if freeze_depth > 0:
-        value = _suggest(trial, "unfreeze_epoch", space.unfreeze_epoch)
+        value = suggest("unfreeze_epoch", space.unfreeze_epoch)
         unfreeze_epoch = None if value == NEVER else int(value)
     unfreeze_mode = "all"
     if unfreeze_epoch is not None and freeze_depth > 1:
-        unfreeze_mode = _suggest(trial, "unfreeze_mode", space.unfreeze_mode)
-    backbone_trains = freeze_depth < len(STAGES) or unfreeze_epoch is not None
+        unfreeze_mode = suggest("unfreeze_mode", space.unfreeze_mode)
+    schedule = Schedule(freeze_depth, unfreeze_epoch, unfreeze_mode)
+    stages_that_train = len(STAGES) - frozen_depth_at(schedule, epochs - 1)
+    backbone_trains = stages_that_train > 0
     return TrialParams(
         freeze_depth=freeze_depth,
         unfreeze_epoch=unfreeze_epoch,
         unfreeze_mode=unfreeze_mode,
-        head_lr=_suggest(trial, "head_lr", space.head_lr),
-        backbone_lr=_suggest(trial, "backbone_lr", space.backbone_lr) if backbone_trains else None,
-        optimizer=_suggest(trial, "optimizer", space.optimizer),
-        batch_size=_suggest(trial, "batch_size", space.batch_size),
-        weight_decay=_suggest(trial, "weight_decay", space.weight_decay),
+        head_lr=suggest("head_lr", space.head_lr),
+        backbone_lr=suggest("backbone_lr", space.backbone_lr) if backbone_trains else None,
+        optimizer=suggest("optimizer", space.optimizer),
+        batch_size=suggest("batch_size", space.batch_size),
+        weight_decay=suggest("weight_decay", space.weight_decay),
+        arch=suggest("arch", space.arch),
+        layer_decay=suggest("layer_decay", space.layer_decay) if stages_that_train > 1 else 1.0,
+        warmup_epochs=suggest("warmup_epochs", space.warmup_epochs),
+        label_smoothing=suggest("label_smoothing", space.label_smoothing),
+        mixup=suggest("mixup", space.mixup),
+        cutmix=suggest("cutmix", space.cutmix),
+        ema=suggest("ema", space.ema),
+        bn_policy=suggest("bn_policy", space.bn_policy) if backbone_trains else "train",
     )
 
 
@@ -48,33 +71,68 @@ def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
     return trial.suggest_float(name, dimension.low, dimension.high, log=dimension.log)
 
 
-# The notebooks train with batch 32 and no weight decay: the recipes take the nearest legal values.
-_RECIPE_DEFAULTS = {"batch_size": 32, "weight_decay": 0.0}
+class OutsideSpace(Exception):
+    """A known recipe asks for a value the space does not allow (or leaves one unsaid)."""
 
 
-def recipe_trials(space: SpaceConfig) -> tuple[list[tuple[Recipe, dict[str, Any]]], list[str]]:
+def replay(values: dict[str, Any], space: SpaceConfig, epochs: int) -> dict[str, Any]:
+    """The Optuna params to enqueue so that :func:`sample` returns the recipe ``values``.
+
+    ``values`` is a recipe by dimension name (a TrialParams as a dict, or part of one);
+    fixed dimensions are left out of the result. Raises OutsideSpace, saying which
+    dimension, when the space cannot express the recipe.
+    """
+    params: dict[str, Any] = {}
+
+    def take(name: str, dimension: Dimension) -> Any:
+        value = values.get(name)
+        if name == "unfreeze_epoch" and value is None:
+            value = NEVER
+        if value is None:
+            raise OutsideSpace(f"it has no {name}, which this space samples")
+        if not _contains(dimension, value):
+            raise OutsideSpace(f"space.{name} does not allow {value!r}")
+        if not isinstance(dimension, Fixed):
+            params[name] = value
+        return value
+
+    build_params(take, space, epochs)
+    return params
+
+
+# The notebooks train with batch 32, no weight decay and none of the later tricks: recipes take
+# the nearest values the space allows.
+_RECIPE_DEFAULTS = {
+    "batch_size": 32,
+    "weight_decay": 0.0,
+    "layer_decay": 1.0,
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+    "mixup": 0.0,
+    "cutmix": 0.0,
+    "ema": 0.0,
+}
+
+
+def recipe_trials(
+    space: SpaceConfig, epochs: int
+) -> tuple[list[tuple[Recipe, dict[str, Any]]], list[str]]:
     """The recipes this space can express, as Optuna params to enqueue, and why others can't run.
 
     Returns (runnable, skipped): runnable pairs a recipe with the params to enqueue
     (fixed dimensions left out); skipped holds one line per recipe the space excludes.
+    Dimensions a recipe does not name (the arch, the BatchNorm policy) take their first value.
     """
     runnable, skipped = [], []
     for recipe in RECIPES:
-        wanted = dict(recipe.params)
+        wanted = {name: _first(getattr(space, name)) for name in ("arch", "bn_policy")}
         for name, target in _RECIPE_DEFAULTS.items():
             wanted[name] = _nearest(getattr(space, name), target)
-        params, problem = {}, None
-        for name, value in wanted.items():
-            dimension = getattr(space, name)
-            if not _contains(dimension, value):
-                problem = f"{recipe.name} skipped: space.{name} does not allow {value!r}"
-                break
-            if not isinstance(dimension, Fixed):
-                params[name] = value
-        if problem:
-            skipped.append(problem)
-        else:
-            runnable.append((recipe, params))
+        wanted |= recipe.params
+        try:
+            runnable.append((recipe, replay(wanted, space, epochs)))
+        except OutsideSpace as exc:
+            skipped.append(f"{recipe.name} skipped: {exc}")
     return runnable, skipped
 
 
@@ -83,9 +141,17 @@ def _contains(dimension: Dimension, value: Any) -> bool:
         return dimension.value == value
     if isinstance(dimension, Choice):
         return value in dimension.values
-    if isinstance(value, str):
+    if isinstance(value, (str, bool)):
         return False
     return dimension.low <= value <= dimension.high
+
+
+def _first(dimension: Dimension) -> Any:
+    if isinstance(dimension, Fixed):
+        return dimension.value
+    if isinstance(dimension, Choice):
+        return dimension.values[0]
+    return dimension.low
 
 
 def _nearest(dimension: Dimension, target: float) -> Any:

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import config as config_mod
-from tuner.config import ResolvedWeights, SearchConfig, StudyConfig
+from tuner.config import PinnedWeights, SearchConfig, StudyConfig
 from tuner.errors import TunerError
 from tuner.search import attrs
 from tuner.search.optuna_internals import set_heartbeat
@@ -62,7 +62,7 @@ class PinnedStudy:
 
     study: optuna.Study
     config: StudyConfig
-    weights: ResolvedWeights
+    weights: PinnedWeights
     fingerprint: str
 
 
@@ -150,9 +150,8 @@ def load_pinned(
         sampler=make_sampler(config.search, worker),
         pruner=make_pruner(config.search, config.train.epochs),
     )
-    return PinnedStudy(
-        study, config, ResolvedWeights.from_dict(stored[attrs.WEIGHTS]), stored[attrs.FINGERPRINT]
-    )
+    weights = PinnedWeights.from_dict(stored[attrs.WEIGHTS], config.space.arch)
+    return PinnedStudy(study, config, weights, stored[attrs.FINGERPRINT])
 
 
 def check_same_config(pinned: PinnedStudy, config: StudyConfig) -> None:
@@ -169,7 +168,7 @@ def check_same_config(pinned: PinnedStudy, config: StudyConfig) -> None:
 def create_pinned(
     storage: optuna.storages.BaseStorage,
     config: StudyConfig,
-    weights: ResolvedWeights,
+    weights: PinnedWeights,
     fingerprint: str,
 ) -> PinnedStudy:
     """Create the study and pin config, weights and data fingerprint into it."""

@@ -91,7 +91,7 @@ def run_worker(
     limit = context.config.search.max_consecutive_failures
     first = len(study.get_trials(deepcopy=False))  # failures of an earlier run don't count
     objective = make_objective(context)
-    ended = (*callbacks, notes.note_when_ended(context.config.train.epochs))
+    ended = (*callbacks, notes.note_when_ended(context.config))
     reason = None
     try:
         while reason is None and not study_mod.budget_met(study):
