@@ -27,8 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.recipe import RECIPES, STAGES
 from tuner.search import attrs
+from tuner.search.warm_start import Source
 
-_COMPLETE, _PRUNED, _RECIPE = "#1f77b4", "#d62728", "#2ca02c"
+_COMPLETE, _PRUNED, _RECIPE, _WARM = "#1f77b4", "#d62728", "#2ca02c", "#9467bd"
 _CURVE_STYLES = {  # (colour, plotly dash, opacity) of a trial's curve by its state
     TrialState.COMPLETE: (_COMPLETE, "solid", 0.9),
     TrialState.PRUNED: (_PRUNED, "dash", 0.55),
@@ -105,40 +106,55 @@ def _history(study: optuna.Study, complete: list[FrozenTrial]) -> Figure:
     numbers = [t.number for t in complete]
     values = [t.value for t in complete]
     best = np.maximum.accumulate(values)
-    recipes = [t for t in complete if attrs.RECIPE in t.user_attrs]
-    titles = [
-        _RECIPE_TITLES.get(t.user_attrs[attrs.RECIPE], t.user_attrs[attrs.RECIPE]) for t in recipes
-    ]
     pfig = optuna.visualization.plot_optimization_history(study, target_name="val accuracy")
-    pfig.add_scatter(
-        x=[t.number for t in recipes],
-        y=[t.value for t in recipes],
-        mode="markers+text",
-        text=titles,
-        textposition=["bottom right" if i % 2 else "top right" for i in range(len(recipes))],
-        name="classic recipe",
-        marker={"color": _RECIPE, "size": 12, "symbol": "diamond"},
-    )
     _plotly_axes(pfig, "trial", "val accuracy")
     fig, ax = plt.subplots(figsize=(8, 4.5))
     ax.scatter(numbers, values, color=_COMPLETE, s=18, label="complete trial")
     ax.step(numbers, best, where="post", color="black", label="best so far")
-    ax.scatter(
-        [t.number for t in recipes],
-        [t.value for t in recipes],
-        color=_RECIPE,
-        marker="D",
-        s=50,
-        label="classic recipe",
-        zorder=3,
-    )
-    for i, (trial, title) in enumerate(zip(recipes, titles, strict=True)):
-        offset = (8, -14) if i % 2 else (8, 8)  # alternate above and below: recipes run 0, 1, 2
-        ax.annotate(title, (trial.number, trial.value), xytext=offset,
-                    textcoords="offset points", fontsize=8, color=_RECIPE)  # fmt: skip
+    for mark in _known_marks(complete):
+        mark.draw(pfig, ax)
     _mpl_axes(ax, "trial", "val accuracy")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return Figure("", "", pfig, fig)
+
+
+@dataclass(frozen=True)
+class _Marks:
+    """The history's marks of one kind of known recipe's trials, each labelled with its name."""
+
+    name: str
+    color: str
+    symbols: tuple[str, str]  # plotly's, matplotlib's
+    trials: list[FrozenTrial]
+    titles: list[str]
+
+    def draw(self, pfig: go.Figure, ax: Any) -> None:
+        """Labels alternate above and below: known recipes run one after another."""
+        x, y = [t.number for t in self.trials], [t.value for t in self.trials]
+        pfig.add_scatter(
+            x=x, y=y, mode="markers+text", text=self.titles, name=self.name,
+            textposition=["bottom right" if i % 2 else "top right" for i in range(len(x))],
+            marker={"color": self.color, "size": 12, "symbol": self.symbols[0]},
+        )  # fmt: skip
+        ax.scatter(x, y, color=self.color, marker=self.symbols[1], s=50, label=self.name, zorder=3)
+        for i, (trial, title) in enumerate(zip(self.trials, self.titles, strict=True)):
+            offset = (8, -14) if i % 2 else (8, 8)
+            ax.annotate(title, (trial.number, trial.value), xytext=offset,
+                        textcoords="offset points", fontsize=8, color=self.color)  # fmt: skip
+
+
+def _known_marks(complete: list[FrozenTrial]) -> list[_Marks]:
+    """The classic recipes' marks, and the warm starts' where the study has any."""
+    recipes = [t for t in complete if attrs.RECIPE in t.user_attrs]
+    titles = [
+        _RECIPE_TITLES.get(t.user_attrs[attrs.RECIPE], t.user_attrs[attrs.RECIPE]) for t in recipes
+    ]
+    marks = [_Marks("classic recipe", _RECIPE, ("diamond", "D"), recipes, titles)]
+    warm = [(t, source) for t in complete if (source := Source.of(t)) is not None]
+    if warm:
+        trials = [t for t, _ in warm]
+        marks.append(_Marks("warm start", _WARM, ("star", "*"), trials, [s.title for _, s in warm]))
+    return marks
 
 
 def _curves(study: optuna.Study, trials: list[FrozenTrial]) -> Figure:

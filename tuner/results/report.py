@@ -2,11 +2,11 @@
 
 The results table has the shape of the reference notebooks' summaries (setup, freeze/unfreeze,
 learning rates, final and best val accuracy, time per epoch), with the classic recipes' rows
-marked, so a reader sees at a glance by how much the search beat the textbook recipes, and
-whether by more than noise: each row's gap to the best is also given in images with the exact
-McNemar p-value of the two trials' predictions on the same validation images, and the best
-accuracy with its 95% interval. A trial that `tuner export-best` tested shows its held-out
-test accuracy.
+marked (and the warm starts', earlier studies' winners), so a reader sees at a glance by how
+much the search beat the textbook recipes and what won before, and whether by more than noise:
+each row's gap to the best is also given in images with the exact McNemar p-value of the two
+trials' predictions on the same validation images, and the best accuracy with its 95% interval.
+A trial that `tuner export-best` tested shows its held-out test accuracy.
 """
 
 from __future__ import annotations
@@ -19,15 +19,17 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.config import StudyConfig, dimension_values
 from tuner.errors import TunerError
-from tuner.recipe import RECIPES, TrialParams, describe_freezing, describe_schedule
+from tuner.recipe import RECIPES, Recipe, describe_freezing, describe_schedule
 from tuner.results import tables as reporting
 from tuner.results.figures import Figure, study_figures
 from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.warm_start import Source
 from tuner.stats import Accuracy
 
-TOP_SEARCH_ROWS = 5  # search trials shown in the results table, besides the classic recipes
+TOP_SEARCH_ROWS = 5  # search trials in the results table, besides classic recipes, warm starts
 _RECIPES = {recipe.name: recipe for recipe in RECIPES}
 
 
@@ -52,7 +54,7 @@ def write_report(pinned: study_mod.PinnedStudy, out: Path) -> ReportFiles:
     out.mkdir(parents=True, exist_ok=True)
     study, epochs = pinned.study, pinned.config.train.epochs
     figures = study_figures(study, epochs)
-    results = results_table(study, epochs)
+    results = results_table(study, pinned.config)
     trials_csv, results_csv = out / "trials.csv", out / "results.csv"
     reporting.trials_table(study).to_csv(trials_csv, index=False)
     results.to_csv(results_csv, index=False)
@@ -64,33 +66,30 @@ def write_report(pinned: study_mod.PinnedStudy, out: Path) -> ReportFiles:
     return ReportFiles(out, page, pngs, trials_csv, results_csv, results, verdict, skipped)
 
 
-def results_table(study: optuna.Study, epochs: int) -> pd.DataFrame:
-    """The classic recipes' trials, then the best search trials, one row each."""
-    trials = study.get_trials(deepcopy=False)
+def results_table(study: optuna.Study, config: StudyConfig) -> pd.DataFrame:
+    """The classic recipes' trials, the warm starts', then the best search trials, one row each."""
     ranked = study_mod.ranked_trials(study)
     best = ranked[0] if ranked else None
-    by_recipe = {t.user_attrs[attrs.RECIPE]: t for t in trials if attrs.RECIPE in t.user_attrs}
-    chosen = [by_recipe[r.name] for r in RECIPES if r.name in by_recipe]
-    chosen += [t for t in ranked if attrs.RECIPE not in t.user_attrs][:TOP_SEARCH_ROWS]
-    return pd.DataFrame([_row(study, t, best, epochs) for t in chosen])
+    chosen = [trial for _, trial in reporting.known_recipe_trials(study)]
+    searched = [t for t in ranked if not {attrs.RECIPE, attrs.WARM_START} & t.user_attrs.keys()]
+    chosen += searched[:TOP_SEARCH_ROWS]
+    return pd.DataFrame([_row(study, t, best, config) for t in chosen])
 
 
 def _row(
-    study: optuna.Study, trial: FrozenTrial, best: FrozenTrial | None, epochs: int
+    study: optuna.Study, trial: FrozenTrial, best: FrozenTrial | None, config: StudyConfig
 ) -> dict[str, object]:
-    params = (
-        TrialParams(**trial.user_attrs[attrs.PARAMS]) if attrs.PARAMS in trial.user_attrs else None
-    )
+    epochs = config.train.epochs
+    params = attrs.trial_params(trial, config.space)
     curve = trial.user_attrs.get(attrs.VAL_ACCURACY) or []
     seconds = trial.user_attrs.get(attrs.EPOCH_SECONDS) or []
-    recipe = trial.user_attrs.get(attrs.RECIPE)
     complete = trial.state == TrialState.COMPLETE
     gap = 100 * (trial.value - best.value) if complete and best is not None else None
     versus = reporting.paired(trial, best) if complete and best is not None else None
     correct = attrs.val_correct(trial) if complete else None
     tested = study.user_attrs.get(f"{attrs.TEST_EVALUATION_PREFIX}{trial.number}")
     return {
-        "setup": f"classic: {_RECIPES[recipe].title}" if recipe in _RECIPES else "search",
+        "setup": _setup(trial),
         "trial": trial.number,
         "best": "★" if best is not None and trial.number == best.number else "",
         "freeze / unfreeze": describe_freezing(params, epochs) if params else "",
@@ -113,16 +112,27 @@ def _row(
     }
 
 
+def _setup(trial: FrozenTrial) -> str:
+    """What the results table's setup column says: "classic: fine-tune from the start",
+    "warm start: pets #12" or "search"."""
+    recipe, source = trial.user_attrs.get(attrs.RECIPE), Source.of(trial)
+    if recipe in _RECIPES:
+        return f"classic: {_RECIPES[recipe].title}"
+    return source.title if source else "search"
+
+
 def recipe_verdict(study: optuna.Study) -> str:
-    """By how much the best trial beats each classic recipe, in one sentence: accuracy points,
-    images, and whether beyond noise (exact McNemar on the validation images)."""
+    """By how much the best trial beats each classic recipe and warm start, in one sentence:
+    accuracy points, images, and whether beyond noise (exact McNemar on the validation images)."""
     margins = [m for m in reporting.recipe_margins(study) if m.points is not None]
     if not margins:
         return "No classic recipe completed in this study (search.baselines: false, or pending)."
     best = study_mod.ranked_trials(study)[0]
-    if best.user_attrs.get(attrs.RECIPE) in _RECIPES:
-        title = _RECIPES[best.user_attrs[attrs.RECIPE]].title
-        return f"The best trial is a classic recipe, {title} (#{best.number}): not beaten yet."
+    own = next((m for m in margins if m.trial.number == best.number), None)
+    if own is not None:
+        title = own.recipe.title
+        what = f"a classic recipe, {title}" if isinstance(own.recipe, Recipe) else title
+        return f"The best trial is {what} (#{best.number}): not beaten yet."
     gaps = [
         f"{m.recipe.title} (#{m.trial.number}) by {m.points:.1f} ({m.evidence()})" for m in margins
     ]
@@ -161,7 +171,8 @@ h1 { margin-bottom: .2rem; } .meta { color: #555; margin-top: 0; }
 table { border-collapse: collapse; font-size: .85rem; }
 th, td { border-bottom: 1px solid #ddd; padding: .3rem .5rem; text-align: left; }
 td { white-space: nowrap; } td.words { white-space: normal; min-width: 8rem; }
-th { background: #f4f4f4; } tr.recipe { background: #eef7ee; } tr.best { background: #fff3c4; }
+th { background: #f4f4f4; } tr.recipe { background: #eef7ee; } tr.warm { background: #eaf1fb; }
+tr.best { background: #fff3c4; }
 tr.best td { font-weight: 600; } code { background: #f4f4f4; padding: .1rem .3rem; }
 .verdict { font-size: 1.1rem; font-weight: 600; background: #eef7ee; padding: .6rem .8rem;
   border-left: 4px solid #2ca02c; }
@@ -178,15 +189,17 @@ def _page(
     parts = [
         f"<h1>Study {_e(study.study_name)}</h1>",
         f"<p class='meta'>data: {_e(config.data.source)} at {config.data.image_size} px, "
-        f"{_e(config.model.arch)} from {_e(pinned.weights.describe())}, "
+        f"{_e(_archs(config))} from {_e(pinned.weights.describe())}, "
         f"{config.train.epochs} epochs per trial; trials: "
         + ", ".join(f"{n} {state}" for state, n in counts.items() if n)
         + "</p>",
-        _best_paragraph(study, ranked, config.train.epochs),
+        _best_paragraph(study, ranked, config),
         "<h2>Results</h2>",
         f"<p class='verdict'>{_e(verdict)}</p>",
         "<p>Classic recipes (green) are the reference notebooks' textbook setups, run as the "
-        "first trials; the best trial is highlighted. <em>vs best</em> is in accuracy points.</p>",
+        "first trials; warm starts (blue) are the best recipes of earlier studies, run next "
+        "(<code>--warm-start</code>); the best trial is highlighted. <em>vs best</em> is in "
+        "accuracy points.</p>",
         _results_html(results),
     ]
     first = True
@@ -206,11 +219,15 @@ def _page(
     )
 
 
-def _best_paragraph(study: optuna.Study, ranked: list[FrozenTrial], epochs: int) -> str:
+def _archs(config: StudyConfig) -> str:
+    return " or ".join(map(str, dimension_values(config.space.arch)))
+
+
+def _best_paragraph(study: optuna.Study, ranked: list[FrozenTrial], config: StudyConfig) -> str:
     if not ranked:
         return "<p>No trial has completed yet.</p>"
     best = ranked[0]
-    schedule = describe_schedule(attrs.trial_params(best), epochs)
+    schedule = describe_schedule(attrs.trial_params(best, config.space), config.train.epochs)
     return (
         f"<p><strong>Best: trial #{best.number}, val accuracy "
         f"{_e(reporting.describe_value(best))}</strong> (epoch "
@@ -255,6 +272,8 @@ def _results_html(results: pd.DataFrame) -> str:
         classes = []
         if str(record["setup"]).startswith("classic"):
             classes.append("recipe")
+        if str(record["setup"]).startswith("warm start"):
+            classes.append("warm")
         if record["best"]:
             classes.append("best")
         cells = "".join(f"<td{_WORDS.get(k, '')}>{_e(_cell(k, v))}</td>" for k, v in record.items())

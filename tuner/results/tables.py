@@ -12,6 +12,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.recipe import RECIPES, Recipe
 from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.warm_start import Source
 from tuner.stats import Accuracy, PairedComparison
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         row["best_epoch"] = trial.user_attrs.get(attrs.BEST_EPOCH)
         row["epochs"] = len(seconds)
         row.update({name: params.get(name) for name in _PARAM_COLUMNS})
-        row["recipe"] = trial.user_attrs.get(attrs.RECIPE, "")
+        row["recipe"] = trial.user_attrs.get(attrs.RECIPE) or _warm_start_title(trial)
         row["sec_per_epoch"] = round(sum(seconds) / len(seconds), 2) if seconds else None
         row["checkpoint"] = _checkpoint_state(study, trial)
         row["note"] = trial.user_attrs.get(attrs.STOPPED) or trial.user_attrs.get(
@@ -91,6 +92,11 @@ def _keep_integers(table: pd.DataFrame) -> pd.DataFrame:
         if column in table and pd.api.types.is_numeric_dtype(table[column]):
             table[column] = table[column].astype("Int64")
     return table
+
+
+def _warm_start_title(trial: FrozenTrial) -> str:
+    source = Source.of(trial)
+    return source.title if source else ""
 
 
 def _checkpoint_state(study: optuna.Study, trial: FrozenTrial) -> str:
@@ -207,9 +213,10 @@ def paired(a: FrozenTrial, b: FrozenTrial) -> PairedComparison | None:
 
 @dataclass(frozen=True)
 class RecipeMargin:
-    """One classic recipe's trial and how far the best trial is ahead of it."""
+    """A known recipe's trial (a classic recipe's, or a warm start's) and how far the best
+    trial is ahead of it."""
 
-    recipe: Recipe
+    recipe: Recipe | Source  # each has a title and a description
     trial: FrozenTrial
     points: float | None  # best minus the recipe's value; None when its trial did not complete
     comparison: PairedComparison | None = None  # the best trial against it, image by image
@@ -221,21 +228,26 @@ class RecipeMargin:
         return self.comparison.evidence()
 
 
+def known_recipe_trials(study: optuna.Study) -> list[tuple[Recipe | Source, FrozenTrial]]:
+    """The trials of known recipes: the classic recipes in RECIPES order, then the warm starts
+    in the order they were queued; of a retried one, its last trial."""
+    trials = study.get_trials(deepcopy=False)
+    by_recipe = {t.user_attrs[attrs.RECIPE]: t for t in trials if attrs.RECIPE in t.user_attrs}
+    known: list[tuple[Recipe | Source, FrozenTrial]] = [
+        (recipe, by_recipe[recipe.name]) for recipe in RECIPES if recipe.name in by_recipe
+    ]
+    warm = {source: t for t in trials if (source := Source.of(t)) is not None}
+    return known + list(warm.items())
+
+
 def recipe_margins(study: optuna.Study) -> list[RecipeMargin]:
-    """The classic recipes that ran in this study, in RECIPES order; empty before any completes."""
+    """The known recipes that ran in this study (:func:`known_recipe_trials`) and how far the
+    best trial is ahead of each; empty before any trial completes."""
     ranked = study_mod.ranked_trials(study)
     if not ranked:
         return []
-    by_recipe = {
-        t.user_attrs["recipe"]: t
-        for t in study.get_trials(deepcopy=False)
-        if "recipe" in t.user_attrs
-    }
     margins = []
-    for recipe in RECIPES:
-        trial = by_recipe.get(recipe.name)
-        if trial is None:
-            continue
+    for recipe, trial in known_recipe_trials(study):
         if trial.state != TrialState.COMPLETE:
             margins.append(RecipeMargin(recipe, trial, None))
             continue
@@ -245,14 +257,19 @@ def recipe_margins(study: optuna.Study) -> list[RecipeMargin]:
 
 
 def recipe_comparison(study: optuna.Study) -> str:
-    """How the best trial compares with each classic recipe's trial: accuracy points, and
-    how many images that is and whether it is beyond noise (exact McNemar on val)."""
+    """How the best trial compares with each classic recipe's and warm start's trial: accuracy
+    points, and how many images that is and whether it is beyond noise (exact McNemar on val)."""
     margins = recipe_margins(study)
     if not margins:
         return "classic recipes: not run in this study (search.baselines: false)."
     best = study_mod.ranked_trials(study)[0]
-    lines = [f"classic recipes vs the best trial (#{best.number}), on the validation images:"]
-    width = max(len(recipe.description) for recipe in RECIPES)
+    compared = " and ".join(
+        kind
+        for kind, known in (("classic recipes", Recipe), ("warm starts", Source))
+        if any(isinstance(m.recipe, known) for m in margins)
+    )
+    lines = [f"{compared} vs the best trial (#{best.number}), on the validation images:"]
+    width = max(len(m.recipe.description) for m in margins)
     for margin in margins:
         trial = margin.trial
         if margin.points is None:

@@ -7,28 +7,32 @@ attributes are prefixed ``tuner:``; trial attributes keep the short names the da
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 from optuna.trial import FrozenTrial
 
+from tuner.config import Fixed, SpaceConfig
 from tuner.recipe import TrialParams
 from tuner.stats import pack_correct, unpack_correct
 
 # --- on the study ------------------------------------------------------------------------
 CONFIG = "tuner:config"  # the full resolved StudyConfig, as plain data
-WEIGHTS = "tuner:weights"  # ResolvedWeights.to_dict()
+WEIGHTS = "tuner:weights"  # PinnedWeights.to_dict(): arch -> ResolvedWeights.to_dict()
 FINGERPRINT = "tuner:data_fingerprint"  # PreparedData.fingerprint
 CHECKPOINT_REMOVED_PREFIX = "tuner:checkpoint_removed:"  # + trial number: its checkpoint evicted
 PARENT_STUDY = "tuner:parent_study"  # on a confirm study: the study it confirms
 CONFIRM_REQUEST = "tuner:confirm_request"  # the last `tuner confirm` request: candidates, seeds
 TEST_EVALUATION_PREFIX = "tuner:test:"  # + trial number: its export's held-out test result
+SOUP = "tuner:soup"  # the last `export-best --soup`: ingredients, val and test beside the best
 
 OBJECTIVE = "val_accuracy"  # the objective's name (set_metric_names): the dashboard's label
 
 # --- on a trial: what it is --------------------------------------------------------------
 PARAMS = "params"  # the full TrialParams as a dict, fixed dimensions included
 RECIPE = "recipe"  # the classic recipe's name, on the trials enqueued for them
+WARM_START = "warm_start"  # "pets#12": the earlier study's trial whose recipe it replays
 ORIGIN = "origin_trial"  # the first trial of a chain of retries: fixes the seed
 SEED = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
 WORKER = "worker"  # {host, worker, pid, device} of the process that ran it
@@ -73,7 +77,23 @@ def record_val_correct(correct: np.ndarray) -> dict[str, object]:
     return {"images": len(correct), "bits": pack_correct(correct)}
 
 
-def trial_params(trial: FrozenTrial) -> TrialParams | None:
-    """The trial's recipe as a TrialParams; None for a trial that failed before recording it."""
+def trial_params(trial: FrozenTrial, space: SpaceConfig) -> TrialParams | None:
+    """The trial's recipe as a TrialParams; None for a trial that failed before recording it.
+
+    A trial recorded before a dimension existed gets the value its study's ``space`` fixes it
+    at (a moved ``model.arch``, say), else the dimension's "off" default.
+    """
     recorded = trial.user_attrs.get(PARAMS)
-    return TrialParams(**recorded) if recorded else None
+    return params_from_record(recorded, space) if recorded else None
+
+
+def params_from_record(recorded: dict[str, Any], space: SpaceConfig) -> TrialParams:
+    """A stored recipe dict as TrialParams; missing dimensions filled as in :func:`trial_params`."""
+    fixed = {
+        f.name: getattr(space, f.name).value
+        for f in dataclasses.fields(space)
+        if isinstance(getattr(space, f.name), Fixed)
+    }
+    names = {f.name for f in dataclasses.fields(TrialParams)}
+    missing = {k: v for k, v in fixed.items() if k in names and k not in recorded}
+    return TrialParams(**{**missing, **recorded})

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 
 from tuner import config as config_mod
 from tuner.data import PreparedData
-from tuner.engine import resolve_weights
-from tuner.search import attrs
+from tuner.engine import resolve_study_weights
+from tuner.search import attrs, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
 from tuner.search.host import describe_artifacts, describe_counts, prepare_host
@@ -20,6 +21,7 @@ from tuner.search.launcher import Launcher, Slot
 from tuner.search.objective import SearchContext
 from tuner.search.progress import DataProgress, SearchProgress
 from tuner.search.space import recipe_trials
+from tuner.search.warm_start import WarmStart
 from tuner.search.workers import WorkerOutcome, run_worker
 
 Say = Callable[[str], None]
@@ -45,6 +47,7 @@ class SearchRequest:
     trials: int | None = None
     storage: str | None = None
     artifacts: str | None = None
+    warm_start: WarmStart | None = None  # seeds the study only if this creates it
 
     def overrides(self) -> list[str]:
         extra = [f"search.study={self.study}"] if self.study else []
@@ -69,6 +72,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     artifacts = storage_mod.artifacts_uri(request.artifacts)
     storage = storage_mod.open_storage(url)
     existing = _existing_study(storage, config.search.study)
+    warm = None
     if existing is not None:
         if request.names_only_a_study():
             trials = request.trials or existing.config.search.trials
@@ -76,7 +80,10 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
         study_mod.check_same_config(existing, config)
         weights = existing.weights
     else:
-        weights = resolve_weights(config.model.arch, config.model.weights)
+        if request.warm_start is not None:
+            warm = warm_start.plan(request.warm_start, config, storage, url)
+        archs = tuple(map(str, config_mod.dimension_values(config.space.arch)))
+        weights = resolve_study_weights(archs, config.model.weights)
     source = "stored in the study" if existing else request.config_path or "built-in default"
     say(f"config ({source}):")
     say(_indent(config_mod.to_yaml(config)))
@@ -85,6 +92,8 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     if existing is not None:
         done = study_mod.finished_count(existing.study)
         say(f"study {config.search.study!r} exists with {done} finished trials: continuing it.")
+        if request.warm_start is not None:
+            say(warm_start.only_new_note(config.search.study))
     say(f"weights:   {weights.describe()}")
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
@@ -101,8 +110,9 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
         pinned = study_mod.set_budget(existing, config.search.trials)
     else:
         pinned = study_mod.create_pinned(storage, config, weights, context.data.fingerprint)
-        if config.search.baselines:
-            _enqueue_recipes(pinned, say)
+        queued = _enqueue_recipes(pinned, say) if config.search.baselines else {}
+        if warm is not None:
+            warm_start.enqueue(pinned, warm, queued, say)
     return SearchSession(pinned, context, url, artifacts)
 
 
@@ -112,14 +122,18 @@ def _existing_study(
     return study_mod.load_pinned(storage, name) if study_mod.study_exists(storage, name) else None
 
 
-def _enqueue_recipes(pinned: study_mod.PinnedStudy, say: Say) -> None:
-    """The classic recipes the space can express run first: the search must beat them."""
-    runnable, skipped = recipe_trials(pinned.config.space)
+def _enqueue_recipes(pinned: study_mod.PinnedStudy, say: Say) -> dict[str, dict[str, Any]]:
+    """The classic recipes the space can express run first: the search must beat them.
+
+    Returns what it queued, by recipe, so that a warm start does not queue a recipe twice.
+    """
+    runnable, skipped = recipe_trials(pinned.config.space, pinned.config.train.epochs)
     for recipe, params in runnable:
         pinned.study.enqueue_trial(params, user_attrs={attrs.RECIPE: recipe.name})
     for line in skipped:
         say(f"baseline {line}")
     say(f"enqueued {len(runnable)} classic recipes as the first trials.")
+    return {f"classic recipe {recipe.title!r}": params for recipe, params in runnable}
 
 
 def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:

@@ -16,16 +16,18 @@ from optuna.trial import FrozenTrial, TrialState
 from optuna_dashboard import get_note, save_note
 
 from tuner import config as config_mod
-from tuner.recipe import RECIPES, TrialParams, describe_schedule
+from tuner.recipe import RECIPES, describe_schedule
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.optuna_internals import NoteHandle
+from tuner.search.warm_start import Source
 
 _RECIPE_NAMES = {recipe.name: recipe.description for recipe in RECIPES}
 
 
-def trial_note(study: optuna.Study, trial: FrozenTrial, epochs: int) -> str:
+def trial_note(study: optuna.Study, trial: FrozenTrial, config: config_mod.StudyConfig) -> str:
     """The note of a finished trial."""
+    epochs = config.train.epochs
     stored = trial.user_attrs
     state = trial.state.name.lower()
     if trial.state == TrialState.COMPLETE:
@@ -38,10 +40,15 @@ def trial_note(study: optuna.Study, trial: FrozenTrial, epochs: int) -> str:
     lines = [heading, ""]
     if attrs.PARAMS in stored:
         lines.append(
-            f"**Schedule:** {describe_schedule(TrialParams(**stored[attrs.PARAMS]), epochs)}"
+            f"**Schedule:** {describe_schedule(attrs.trial_params(trial, config.space), epochs)}"
         )
     if stored.get(attrs.RECIPE) in _RECIPE_NAMES:
         lines.append(f"\n**Classic recipe:** {_RECIPE_NAMES[stored[attrs.RECIPE]]}")
+    source = Source.of(trial)
+    if source is not None:
+        lines.append(
+            f"\n**Warm start:** the recipe of trial #{source.number} of study `{source.study}`"
+        )
     why = stored.get(attrs.STOPPED) or stored.get(attrs.FAIL_REASON)
     if why:
         lines.append(f"\n**Why it stopped:** {why}")
@@ -94,10 +101,12 @@ def study_note(pinned: study_mod.PinnedStudy) -> str:
     )
 
 
-def write_trial_note(study: optuna.Study, trial: FrozenTrial, epochs: int) -> bool:
+def write_trial_note(
+    study: optuna.Study, trial: FrozenTrial, config: config_mod.StudyConfig
+) -> bool:
     """Save the trial's note if it changed; True when written."""
     handle = NoteHandle.of(study, trial)
-    body = trial_note(study, trial, epochs)
+    body = trial_note(study, trial, config)
     if get_note(handle) == body:
         return False
     save_note(handle, body)
@@ -116,16 +125,17 @@ def write_study_note(pinned: study_mod.PinnedStudy) -> bool:
 def backfill(pinned: study_mod.PinnedStudy) -> int:
     """Write missing or stale notes of the study and its ended trials; returns how many."""
     written = int(write_study_note(pinned))
-    epochs = pinned.config.train.epochs
     for trial in pinned.study.get_trials(deepcopy=False, states=study_mod.ENDED):
-        written += write_trial_note(pinned.study, trial, epochs)
+        written += write_trial_note(pinned.study, trial, pinned.config)
     return written
 
 
-def note_when_ended(epochs: int) -> Callable[[optuna.Study, FrozenTrial], None]:
+def note_when_ended(
+    config: config_mod.StudyConfig,
+) -> Callable[[optuna.Study, FrozenTrial], None]:
     """A study callback that notes each trial as it ends (worker loops add it)."""
 
     def callback(study: optuna.Study, trial: FrozenTrial) -> None:
-        write_trial_note(study, trial, epochs)
+        write_trial_note(study, trial, config)
 
     return callback

@@ -138,19 +138,21 @@ for _name in (*_RETRIED, *RDB_INTERNAL_CALLS):
     setattr(ResilientStorage, _name, _retrying(getattr(optuna.storages.RDBStorage, _name)))
 
 
-def open_storage(url: str, must_exist: bool = False) -> ResilientStorage:
+def open_storage(
+    url: str, must_exist: bool = False, option: str = "--storage / TUNER_STORAGE"
+) -> ResilientStorage:
     """The study database; SQLite gets WAL, a busy timeout and locking transactions, so local
     processes can share it.
 
     With ``must_exist`` (commands that only read), a missing SQLite file is an error
-    rather than a new empty database.
+    rather than a new empty database. ``option``: where the user gave ``url``, for errors.
     """
     if must_exist and url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///"))
         if not path.is_file():
             raise TunerError(
                 f"storage {url}: no such database file ({path.resolve()}). Run `tuner search` "
-                "in this folder first, or point --storage / TUNER_STORAGE at the study database."
+                f"in this folder first, or point {option} at the study database."
             )
     if url.startswith("sqlite"):
         kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
@@ -168,7 +170,7 @@ def open_storage(url: str, must_exist: bool = False) -> ResilientStorage:
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error, ValueError, ImportError) as exc:
         raise TunerError(
             f"storage {redact(url)}: cannot open it ({type(exc).__name__}: "
-            f"{_first_line(exc, url)}). Check --storage / TUNER_STORAGE."
+            f"{_first_line(exc, url)}). Check {option}."
         ) from None
     if url.startswith("sqlite:///") and ":memory:" not in url:  # a file other processes open
         _lock_sqlite_transactions(storage.engine)

@@ -13,6 +13,7 @@ from tuner.search import slurm
 from tuner.search import study as study_mod
 from tuner.search.host import describe_artifacts
 from tuner.search.storage import artifacts_uri, open_storage, redact, storage_url
+from tuner.search.warm_start import WarmStart, only_new_note
 
 Say = Callable[[str], None]
 
@@ -37,6 +38,7 @@ class SubmitRequest:
     sbatch_args: tuple[str, ...] = ()
     logs: Path | None = None
     dry_run: bool = False
+    warm_start: WarmStart | None = None  # seeds the study only if this creates it
 
     @property
     def creates(self) -> bool:
@@ -80,12 +82,14 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
         driver.prepare(
             driver.SearchRequest(
                 request.config_path, request.sets, request.study, request.trials,
-                request.storage, request.artifacts,
+                request.storage, request.artifacts, request.warm_start,
             ),
             say,
         )  # fmt: skip
     elif not study_mod.study_exists(open_storage(url, must_exist=True), name):
         raise TunerError(f"--study {name}: no such study in {redact(url)}; give its config.")
+    elif request.warm_start is not None:
+        say(only_new_note(name))
     job_id = slurm.submit(job, Path.cwd(), {**os.environ, "TUNER_STORAGE": url})
     say(
         f"submitted job array {job_id}: {request.workers} tuner worker task(s) for study "
