@@ -16,6 +16,7 @@ from tuner.errors import TunerError
 
 if TYPE_CHECKING:
     from tuner.search.storage import ResilientStorage
+    from tuner.search.warm_start import WarmStart
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -52,7 +53,7 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     """Options several commands take, each defined once in a parent parser (``parents=``)."""
     shared = {
         name: argparse.ArgumentParser(add_help=False)
-        for name in ("study", "storage", "artifacts", "gpus", "device")
+        for name in ("study", "storage", "artifacts", "gpus", "device", "warm_start")
     }
     shared["study"].add_argument(
         "--study", help="study name (default: the only one in the storage)"
@@ -76,6 +77,14 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     shared["device"].add_argument(
         "--device", help="override the study's train.device on this host (cpu, cuda, cuda:1)"
     )
+    warm = shared["warm_start"]
+    warm.add_argument("--warm-start", metavar="STUDY[,STUDY...]",
+                      help="a new study first runs the best recipes of these earlier studies "
+                      "that fit its space")  # fmt: skip
+    warm.add_argument("--warm-start-storage", metavar="URL",
+                      help="where the --warm-start studies are (default: --storage)")  # fmt: skip
+    warm.add_argument("--warm-start-top", type=int, metavar="N",
+                      help="best complete trials taken from each of them (3)")  # fmt: skip
     return shared
 
 
@@ -157,6 +166,25 @@ def _export_arguments(export: argparse.ArgumentParser) -> None:
         help="retrain the recipe on training + validation images for its best number of "
         "epochs and export that, tested beside the search's own checkpoint",
     )
+    export.add_argument(
+        "--soup",
+        type=_at_least_one,
+        metavar="K",
+        help="export a greedy soup: the weights of up to K top trials averaged, each kept only "
+        "if val accuracy does not drop (needs search.keep_checkpoints >= K), tested beside the "
+        "best single trial",
+    )
+
+
+def _at_least_one(text: str) -> int:
+    """argparse type of a count that must be 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def _confirm_arguments(confirm: argparse.ArgumentParser) -> None:
@@ -221,13 +249,20 @@ def _search(args: argparse.Namespace) -> None:
 
     _before_trials()
     request = search.SearchRequest(
-        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts
-    )
+        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
+        _warm_start(args),
+    )  # fmt: skip
     started = time.monotonic()
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = search.prepare(request, print)
     outcome = search.run(session, slots, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
+
+
+def _warm_start(args: argparse.Namespace) -> WarmStart | None:
+    from tuner.search.warm_start import WarmStart
+
+    return WarmStart.parse(args.warm_start, args.warm_start_storage, args.warm_start_top)
 
 
 def _before_trials() -> None:
@@ -263,6 +298,7 @@ def _submit(args: argparse.Namespace) -> None:
         workers=args.workers, partition=args.partition, gpus_per_worker=args.gpus_per_worker,
         cpus_per_worker=args.cpus_per_worker, mem=args.mem, time=args.time, grace=args.grace,
         sbatch_args=tuple(args.sbatch_arg), logs=args.logs, dry_run=args.dry_run,
+        warm_start=_warm_start(args),
     )  # fmt: skip
     submit.run(request, print, lambda line: print(line, file=sys.stderr))
 
@@ -343,6 +379,13 @@ def _export_best(args: argparse.Namespace) -> None:
     pinned = study.load_pinned(storage, name)
     store = artifact_store(artifacts_uri(args.artifacts), must_exist=True)
     trial, confirmation = args.trial, None
+    clashing = {"--trial": trial is not None, "--confirmed": args.confirmed, "--refit": args.refit}
+    if args.soup and any(clashing.values()):
+        given = " and ".join(name for name, on in clashing.items() if on)
+        raise TunerError(
+            f"--soup averages the best trial with the next ones as the search left them; "
+            f"drop {given}, or --soup."
+        )
     if args.confirmed:
         if args.trial is not None:
             raise TunerError("--confirmed picks the trial itself; drop --trial.")
@@ -350,7 +393,13 @@ def _export_best(args: argparse.Namespace) -> None:
         pinned, trial, confirmation = chosen.pinned, chosen.trial, chosen.summary
         print(f"confirmed winner: {chosen.summary['verdict']}")
     request = export.ExportRequest(
-        args.out, args.force, args.format.split(","), confirmation, args.refit, args.device
+        args.out,
+        args.force,
+        args.format.split(","),
+        confirmation,
+        args.refit,
+        args.device,
+        args.soup,
     )
     result = export.export_trial(pinned, store, request, trial_number=trial, say=print)
     print(export.describe(result))
@@ -451,7 +500,7 @@ _COMMANDS = (
         "search",
         "run (or continue) a study's search",
         _search,
-        ("gpus", *_STORE),
+        ("gpus", *_STORE, "warm_start"),
         _search_arguments,
     ),
     _Command(
@@ -465,7 +514,7 @@ _COMMANDS = (
         "submit",
         "run a study's workers as one Slurm job array (sbatch)",
         _submit,
-        ("study", *_STORE),
+        ("study", *_STORE, "warm_start"),
         _submit_arguments,
     ),
     _Command(

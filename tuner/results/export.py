@@ -6,11 +6,13 @@ exported file is loaded back and must predict what the rebuilt model predicts. T
 then evaluated once on the held-out test split that nothing in the search reads: the one
 accuracy that is not optimistic by construction, with its 95% interval. ``refit`` exports
 the recipe trained again on training + validation images instead (:mod:`tuner.results.refit`),
-tested beside the search's own checkpoint on the same images.
+tested beside the search's own checkpoint on the same images; ``soup`` the average of the top
+trials' weights (:mod:`tuner.results.soup`), tested beside the best single trial.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -24,10 +26,8 @@ from typing import Any, NamedTuple
 
 import optuna
 import torch
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from PIL import Image
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import load_file
 from torch import nn
 
@@ -47,6 +47,8 @@ from tuner.errors import TunerError
 from tuner.results import formats as formats_mod
 from tuner.results import model_card
 from tuner.results import refit as refit_mod
+from tuner.results import soup as soup_mod
+from tuner.results.checkpoints import read_checkpoint
 from tuner.results.held_out import TestEvaluation, class_results, evaluate_test, record_on_study
 from tuner.results.refit import Refit
 from tuner.search import attrs
@@ -72,6 +74,7 @@ class ExportResult:
     checks: tuple[formats_mod.FormatCheck, ...]  # one per exported model file
     test: TestEvaluation | None = None  # None: the study has no test split
     refit: Refit | None = None
+    soup: soup_mod.Soup | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,8 @@ class ExportRequest:
     formats: Iterable[str] = formats_mod.DEFAULT_FORMATS
     confirmation: dict[str, Any] | None = None  # from `tuner confirm`: metrics.json, model card
     refit: bool = False  # export the recipe refit on training + validation images
-    device: str | None = None  # the refit's device, instead of the study's train.device
+    device: str | None = None  # the refit's or soup's device, instead of train.device
+    soup: int | None = None  # --soup K: a greedy soup of the top K trials, not the best alone
 
 
 def export_trial(
@@ -99,16 +103,21 @@ def export_trial(
     back and checked against the PyTorch model on the validation split before the folder
     appears; see :mod:`tuner.formats`. The test split is evaluated after that check and
     recorded in the files and on the study (``tuner report`` shows it). ``say`` gets the
-    refit's progress lines.
+    refit's and the soup's progress lines.
     """
     out_dir = _free_out_dir(request)
     chosen = formats_mod.resolve(request.formats)
+    soup_mod.check_size(pinned.config, request.soup)
     trial = _pick_trial(pinned.study, trial_number)
     model, data = _rebuild(pinned, store, trial)
-    searched, done = None, None
+    searched, done, souped = None, None, None
     if request.refit:
         searched = model
         model, done = refit_mod.refit(pinned, trial, data, request.device, say)
+    if request.soup:
+        model, souped = soup_mod.greedy_soup(
+            pinned, store, trial, model, data, request.soup, request.device, say
+        )
     batch = pinned.config.train.eval_batch_size
     logits = formats_mod.batched_logits(model, data.val_images, batch)
     predictions = logits.argmax(1)
@@ -126,6 +135,7 @@ def export_trial(
             **_config_json(pinned, trial, data, accuracy, chosen),
             "test": tested.to_dict() if tested else {"split": data.test_split},
             "refit": done.to_dict() if done else None,
+            "soup": souped.to_dict(tested) if souped else None,
             "weights_sha256": hashes["safetensors"],  # what load_model checks
             "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
         }
@@ -135,14 +145,19 @@ def export_trial(
             metrics["test"] = tested.metrics(data.class_names)
         if request.confirmation is not None:
             metrics["confirmation"] = request.confirmation
+        if souped is not None:
+            metrics["soup"] = config_json["soup"]
         _write_json(folder / METRICS_FILE, metrics)
         (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
     _write_atomically(out_dir, fill)
-    record_on_study(pinned.study, trial.number, tested, done)
+    if souped is None:
+        record_on_study(pinned.study, trial.number, tested, done)
+    else:
+        soup_mod.record(pinned.study, souped, tested)
     return ExportResult(
         out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks),
-        tested, done,
+        tested, done, souped,
     )  # fmt: skip
 
 
@@ -160,9 +175,10 @@ def _rebuild(
 ) -> tuple[nn.Module, PreparedData]:
     """The trial's best-epoch model in eval mode, and the study's data to verify it on."""
     config = pinned.config
-    state = _read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
+    state = read_checkpoint(pinned.study, store, trial, config.search.keep_checkpoints)
     data = load_study_data(config, pinned.study.study_name, pinned.fingerprint, with_test=True)
-    model = build_model(config.model.arch, data.num_classes, ResolvedWeights.random_init())
+    arch = attrs.trial_params(trial, config.space).arch
+    model = build_model(arch, data.num_classes, ResolvedWeights.random_init())
     model.load_state_dict(state)
     model.eval()
     return model, data
@@ -190,30 +206,6 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trial
 
 
-def _read_checkpoint(
-    study: optuna.Study,
-    store: ArtifactStore,
-    trial: FrozenTrial,
-    keep: int,
-) -> dict[str, torch.Tensor]:
-    artifact_id = trial.user_attrs.get(attrs.CHECKPOINT)
-    if artifact_id is None or study_mod.checkpoint_removed(study, trial):
-        raise TunerError(
-            f"trial #{trial.number} has no checkpoint any more: only the top {keep} complete "
-            "trials keep theirs (search.keep_checkpoints). Export one of those instead."
-        )
-    try:
-        with store.open_reader(artifact_id) as reader:
-            return load_safetensors(reader.read())
-    except ArtifactNotFound:
-        raise TunerError(
-            f"trial #{trial.number}'s checkpoint {artifact_id} is not in the artifact store. "
-            "Point --artifacts / TUNER_ARTIFACTS at the folder the search wrote to."
-        ) from None
-    except OSError as exc:
-        raise TunerError(f"cannot read the artifact store: {exc}.") from None
-
-
 def _config_json(
     pinned: study_mod.PinnedStudy,
     trial: FrozenTrial,
@@ -222,9 +214,10 @@ def _config_json(
     chosen: tuple[formats_mod.Format, ...],
 ) -> dict[str, Any]:
     config, class_names = pinned.config, data.class_names
+    arch = attrs.trial_params(trial, config.space).arch
     return {
         "format_version": FORMAT_VERSION,
-        "arch": config.model.arch,
+        "arch": arch,
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "image_size": config.data.image_size,
@@ -233,13 +226,13 @@ def _config_json(
         "center crop, scaled to 0..1, normalised with mean/std",
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "params": attrs.recipe_params(trial),
+        "params": dataclasses.asdict(attrs.trial_params(trial, config.space)),
         "study_name": pinned.study.study_name,
         "trial_number": trial.number,
         "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
         "val_accuracy": acc,
         "recorded_val_accuracy": trial.value,
-        "resolved_weights": pinned.weights.to_dict(),
+        "resolved_weights": pinned.weights[arch].to_dict(),
         "study_config": config_mod.to_dict(config),
         "data": {
             "train_images": len(data.train_labels),
@@ -303,7 +296,9 @@ def _write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
 
 def describe(result: ExportResult) -> str:
     files = [check.file for check in result.checks]
-    what = "the recipe of trial" if result.refit else "trial"
+    what = (
+        "the recipe of trial" if result.refit else "a soup led by trial" if result.soup else "trial"
+    )
     return "\n".join(
         [
             f"exported study {result.study_name!r} {what} #{result.trial_number} "
@@ -318,8 +313,10 @@ def describe(result: ExportResult) -> str:
 
 
 def _accuracy_lines(result: ExportResult) -> list[str]:
-    tested, done = result.test, result.refit
-    if done is None:
+    tested, done, souped = result.test, result.refit, result.soup
+    if souped is not None:
+        lines = souped.describe()
+    elif done is None:
         lines = [
             f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
             f"reloaded and re-evaluated {result.verified_accuracy:.4f} (what the search chose on)"
@@ -331,6 +328,8 @@ def _accuracy_lines(result: ExportResult) -> list[str]:
         ]
     if tested is None:
         return [*lines, "  test accuracy: no held-out test split (data.test_source: none)"]
+    if souped is not None:
+        return [*lines, *souped.describe_test(tested)]
     lines.append(
         f"  test accuracy: {tested.accuracy.describe()} on held-out images the search never "
         f"saw ({tested.split})"

@@ -14,6 +14,7 @@ from tuner import config as config_mod
 from tuner.config import DataConfig, ResolvedWeights
 from tuner.engine import file_sha256
 from tuner.recipe import TrialParams, describe_schedule
+from tuner.search.attrs import params_from_record
 
 CARD_FILE = "MODEL_CARD.md"
 
@@ -33,7 +34,7 @@ def render(folder: Path, shown: Path) -> str:
     config = json.loads((folder / "config.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
     study = config_mod.from_dict(config["study_config"])
-    params = TrialParams(**config["params"])
+    params = params_from_record(config["params"], study.space)
     sections = [
         f"# {config['arch']} fine-tuned by tuner: study {config['study_name']!r}, "
         f"trial #{config['trial_number']}",
@@ -94,15 +95,15 @@ def _recipe_section(
 ) -> str:
     train = study.train
     extras = [f"{train.lr_schedule} learning-rate schedule"]
-    if train.label_smoothing:
-        extras.append(f"label smoothing {train.label_smoothing}")
     if train.grad_clip is not None:
         extras.append(f"gradient norm clipped at {train.grad_clip}")
     if study.data.class_weights == "auto":
         extras.append("inverse-frequency class weights")
     weights = ResolvedWeights.from_dict(config["resolved_weights"])
     refit = config["refit"]
-    if refit is None:
+    if config["soup"] is not None:
+        trained = _soup_sentence(config["soup"], config["best_epoch"])
+    elif refit is None:
         trained = (
             f"the exported weights are from epoch {config['best_epoch']}, the best on validation."
         )
@@ -155,7 +156,50 @@ def _test_section(config: dict[str, Any]) -> str:
             f"the refit got right, {versus['only_b_right']} only the checkpoint; exact McNemar "
             f"p = {versus['p_value']:.2g}, {verdict}).",
         ]
-    return "\n".join(lines)
+    return "\n".join([*lines, *_soup_test_lines(config["soup"])])
+
+
+def _soup_sentence(soup: dict[str, Any], best_epoch: int) -> str:
+    """What a greedy soup's weights are, for the recipe section (whose recipe is the best's)."""
+    kept = ", ".join(f"#{item['trial']}" for item in soup["ingredients"])
+    rejected = ", ".join(f"#{number}" for number in soup["rejected"]) or "none"
+    greedy = (
+        f"a greedy soup (Wortsman et al., 2022) tried the top {len(soup['tried'])} "
+        f"{soup['arch']} trials in order of val accuracy, each kept only if the soup's val "
+        f"accuracy did not drop (rejected: {rejected})"
+    )
+    if len(soup["ingredients"]) == 1:
+        return (
+            f"{greedy}, so the exported weights are trial {kept}'s own, from epoch {best_epoch}, "
+            "the best on validation."
+        )
+    statistics = (
+        f"BatchNorm statistics re-estimated on the {soup['bn_images']} training images in "
+        f"{len(soup['bn_layers'])} layers where the trials' differed"
+        if soup["bn_recomputed"]
+        else "BatchNorm statistics the same in every trial"
+    )
+    return (
+        f"{greedy}: the exported weights are the uniform average of the best-epoch weights of "
+        f"trials {kept}, {statistics}. The recipe above is that of trial "
+        f"#{soup['val']['best_single_trial']}, the best single trial."
+    )
+
+
+def _soup_test_lines(soup: dict[str, Any] | None) -> list[str]:
+    """The soup beside the best single trial on the same test images."""
+    if soup is None or "test" not in soup:
+        return []
+    single, versus = soup["test"]["best_single"], soup["test"]["soup_vs_best_single"]
+    verdict = "significant" if versus["p_value"] < 0.05 else "not significant"
+    return [
+        "",
+        f"The best single trial, #{soup['val']['best_single_trial']}, scored "
+        f"{_percent(single['accuracy'])} ({single['correct']} of {single['images']}) on the "
+        f"same images; the soup differs by {versus['points']:+.1f} points "
+        f"({versus['only_a_right']} images only the soup got right, {versus['only_b_right']} "
+        f"only the single trial; exact McNemar p = {versus['p_value']:.2g}, {verdict}).",
+    ]
 
 
 def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -176,6 +220,9 @@ def _accuracy_section(config: dict[str, Any], metrics: dict[str, Any]) -> str:
             + (
                 ". The refit trained on these images: its validation accuracy is no measure."
                 if config["refit"]
+                else ". The soup chose its ingredients on these images, so this accuracy is "
+                "optimistic; the test accuracy above is the fair one."
+                if config["soup"]
                 else "."
             ),
             *_confirmation_lines(metrics.get("confirmation")),
