@@ -171,9 +171,12 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per search")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="append the results to this markdown file")
+    parser.add_argument("--spaces", default=",".join(SPACES), help="which spaces, comma-separated")
     args = parser.parse_args()
     started = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))
+    for name in set(SPACES) - set(args.spaces.split(",")):
+        del SPACES[name]
     tasks = anytime.prepare_tasks(work)
     runs = run_all(tasks, args.seeds, args.budget, work)
     record = [
@@ -188,7 +191,8 @@ def main() -> None:
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
         f"## Recipe space and soups ({when})\n\n"
-        f"Command: `python bench/recipe_space.py --seeds {args.seeds} --budget {args.budget:g}`; "
+        f"Command: `python bench/recipe_space.py --seeds {args.seeds} --budget {args.budget:g} "
+        f"--spaces {args.spaces}`; "
         f"machine: {anytime.machine().split(', Ray')[0]}; "
         f"{(time.monotonic() - started) / 60:.0f} minutes; "
         f"runs kept in {work}.\n\n" + summarise(runs, {t.name: t.note for t in tasks})

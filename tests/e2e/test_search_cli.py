@@ -203,7 +203,7 @@ def test_weights_from_a_file_are_pinned_and_a_changed_file_is_refused(
     first = run_tuner(tmp_path, *args)
     assert first.returncode == 0, first.stderr
     assert f"weights file {weights}" in first.stdout
-    stored = load_tiny(tmp_path).user_attrs["tuner:weights"]
+    stored = load_tiny(tmp_path).user_attrs["tuner:weights"]["resnet18"]  # per arch
     assert stored["kind"] == "file" and len(stored["sha256"]) == 64
     torch.save(torchvision.models.resnet18(num_classes=7).state_dict(), weights)  # new values
     again = run_tuner(tmp_path, *args[:-1], "2")
@@ -227,7 +227,7 @@ def test_auto_weights_offline_fall_back_loudly(tmp_path: Path, tiny_study_file: 
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("WARNING: ImageNet weights for resnet18 could not be loaded") == 2
-    assert load_tiny(tmp_path).user_attrs["tuner:weights"]["kind"] == "none"
+    assert load_tiny(tmp_path).user_attrs["tuner:weights"]["resnet18"]["kind"] == "none"
 
 
 def test_imagenet_weights_offline_is_a_clear_error(tmp_path: Path, tiny_study_file: Path) -> None:

@@ -29,7 +29,8 @@ WATCH = ["--set", "search.heartbeat_seconds=1", "--set", "search.grace_seconds=3
 # the tiny study skips per-epoch resume checkpoints to save time; the crash tests need them
 RESUMABLE = ["--set", "search.resume=true"]
 # one epoch per trial where only the sharing of the study is tested
-ONE_EPOCH = ["--set", "train.epochs=1", "--set", "space.unfreeze_epoch=never"]
+ONE_EPOCH = ["--set", "train.epochs=1", "--set", "space.unfreeze_epoch=never", "--set",
+             "space.warmup_epochs=0"]  # fmt: skip
 
 
 def load(url: str, name: str = "tiny") -> optuna.Study:
