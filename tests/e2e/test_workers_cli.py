@@ -273,7 +273,7 @@ def test_a_worker_refuses_what_it_cannot_reproduce(tmp_path: Path, searched: Pat
     study_file.write_text(
         "data: {source: folder, path: images, image_size: 16}\n"
         "model: {arch: resnet18, weights: none}\ntrain: {epochs: 1}\n"
-        "space: {unfreeze_epoch: never}\n"
+        "space: {unfreeze_epoch: never, warmup_epochs: 0}\n"
         "search: {study: pets, trials: 1, baselines: false}\n"
     )
     assert run_tuner(tmp_path, "search", "folder.yaml").returncode == 0
