@@ -18,6 +18,7 @@ from tuner.errors import TunerError
 from tuner.results.checkpoints import read_checkpoint
 from tuner.results.export import ExportRequest, describe, export_trial, load_model
 from tuner.results.soup import average_states, bn_layers_that_differ, recompute_bn_stats
+from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.workers import run_worker
 
@@ -121,9 +122,7 @@ def test_a_greedy_soup_of_a_real_study(searched, tmp_path: Path) -> None:
     for step in soup["tried"][1:]:  # kept exactly when the soup's val accuracy did not drop
         assert step["kept"] == (step["soup_val_accuracy"] >= current)
         current = step["soup_val_accuracy"] if step["kept"] else current
-    note, *progress = lines  # weights: none, so the trials share no starting point
-    assert "start from random init, each its own" in note
-    assert [line[: len("soup: + trial #")] for line in progress] == ["soup: + trial #"] * (KEEP - 1)
+    assert [line[: len("soup: + trial #")] for line in lines] == ["soup: + trial #"] * (KEEP - 1)
     assert soup["val"]["soup"] == current == pytest.approx(result.verified_accuracy)
     assert soup["val"]["best_single"] == pytest.approx(top[0].value)
     test = soup["test"]
@@ -157,6 +156,35 @@ def test_a_greedy_soup_of_a_real_study(searched, tmp_path: Path) -> None:
     assert f"best single trial #{top[0].number}" in printed and "exact McNemar" in printed
     card = (folder / "MODEL_CARD.md").read_text()
     assert "greedy soup" in card and f"The best single trial, #{top[0].number}" in card
+
+
+def test_trials_share_one_start_and_a_soup_takes_only_trials_from_it(
+    tmp_path: Path, tiny_data
+) -> None:
+    """Every trial draws its model from the study's seed (a random-init backbone included), so
+    their weights can be averaged; a trial drawn from another seed never joins the soup."""
+    pinned, context = tiny_context(
+        tmp_path, tiny_data, "search.keep_checkpoints=3", "search.pruner=none", "search.trials=3"
+    )
+    pinned.study.enqueue_trial({}, user_attrs={attrs.INIT_SEED: 123})
+    with single_thread():
+        run_worker(pinned.study, context)
+    trials = pinned.study.get_trials()
+    odd = [t for t in trials if t.user_attrs[attrs.INIT_SEED] == 123]
+    shared = [t for t in trials if t not in odd]
+    assert len(odd) == 1 and len(shared) == 2
+    assert {t.user_attrs[attrs.INIT_SEED] for t in shared} == {pinned.config.train.seed}
+    assert len({t.user_attrs[attrs.SEED] for t in trials}) == 3  # each trains its own way
+
+    lines: list[str] = []
+    best = study_mod.ranked_trials(pinned.study)[0]
+    request = ExportRequest(tmp_path / "soup", soup=3)
+    export_trial(pinned, context.store, request, say=lines.append)
+    soup = json.loads((tmp_path / "soup" / "config.json").read_text())["soup"]
+    tried = {step["trial"] for step in soup["tried"]}
+    expected = {t.number for t in (odd if best in odd else shared)}
+    assert tried == expected
+    assert any("not 3: souping those" in line for line in lines)
 
 
 def test_a_soup_larger_than_the_kept_checkpoints_is_refused(searched, tmp_path: Path) -> None:

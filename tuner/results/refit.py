@@ -76,7 +76,7 @@ def refit(
         f"validation images, {epochs} epoch(s) (its best epoch was {epochs - 1}), seed {seed}, "
         f"on {where}"
     )
-    torch.manual_seed(seed)  # the head is drawn as the trial drew it
+    torch.manual_seed(attrs.init_seed(trial.user_attrs, config.train.seed))  # as the trial did
     model = build_model(params.arch, data.num_classes, pinned.weights[params.arch])
     weights = combined.class_weights() if config.data.class_weights == "auto" else None
     environment = TrainEnvironment(

@@ -26,7 +26,7 @@ from optuna.trial import FrozenTrial
 from torch import nn
 
 from tuner import stats
-from tuner.config import SpaceConfig, StudyConfig
+from tuner.config import StudyConfig
 from tuner.data import PreparedData, normalize
 from tuner.engine import evaluate, resolve_device
 from tuner.errors import TunerError
@@ -169,10 +169,8 @@ def greedy_soup(
     for the BatchNorm passes and the val evaluations."""
     config = pinned.config
     keep, batch = config.search.keep_checkpoints, config.train.eval_batch_size
-    arch = _arch(best, config.space)
-    trials = _ingredients(pinned.study, config.space, best, size, say)
-    if len(trials) > 1 and pinned.weights[arch].kind == "none":
-        say(f"soup: the {arch} trials start from random init, each its own: averages rarely help")
+    arch = _start(best, config)[0]
+    trials = _ingredients(pinned.study, config, best, size, say)
     where = resolve_device(device or config.train.device)
 
     def val_accuracy(model: nn.Module) -> float:
@@ -205,33 +203,33 @@ def record(study: optuna.Study, soup: Soup, tested: TestEvaluation | None) -> No
     study.set_user_attr(attrs.SOUP, soup.to_dict(tested))
 
 
-def _arch(trial: FrozenTrial, space: SpaceConfig) -> str | None:
-    params = attrs.trial_params(trial, space)
-    return params.arch if params is not None else None
+def _start(trial: FrozenTrial, config: StudyConfig) -> tuple[str | None, int]:
+    """What a trial started from: its arch (so its pinned weights) and its init seed."""
+    params = attrs.trial_params(trial, config.space)
+    arch = params.arch if params is not None else None
+    return arch, attrs.init_seed(trial.user_attrs, config.train.seed)
 
 
 def _ingredients(
     study: optuna.Study,
-    space: SpaceConfig,
+    config: StudyConfig,
     best: FrozenTrial,
     size: int,
     say: Callable[[str], None],
 ) -> list[FrozenTrial]:
-    """``best`` and the next complete trials by val accuracy that share its arch (so its
-    starting weights: a study pins one per arch) and still have a checkpoint; ``size`` at most."""
-    arch = _arch(best, space)
-    others = [
-        trial
-        for trial in study_mod.ranked_trials(study)
-        if trial.number != best.number
-        and _arch(trial, space) == arch
-        and has_checkpoint(study, trial)
-    ]
+    """``best`` and the next complete trials by val accuracy that started from the same model
+    (arch, so pinned weights, and init seed) and still have a checkpoint; ``size`` at most."""
+    start = _start(best, config)
+    ranked = [t for t in study_mod.ranked_trials(study) if t.number != best.number]
+    same = [t for t in ranked if _start(t, config) == start]
+    others = [t for t in same if has_checkpoint(study, t)]
     chosen = [best, *others[: size - 1]]
     if len(chosen) < size:
+        apart = len(ranked) - len(same)
         say(
-            f"soup: only {len(chosen)} complete {arch} trial(s) still have a checkpoint, "
-            f"not {size}: souping those"
+            f"soup: only {len(chosen)} complete trial(s) that started from trial "
+            f"#{best.number}'s {start[0]} model still have a checkpoint, not {size}: souping "
+            "those" + (f" ({apart} other(s) started elsewhere)" if apart else "")
         )
     return chosen
 

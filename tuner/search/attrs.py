@@ -35,6 +35,7 @@ RECIPE = "recipe"  # the classic recipe's name, on the trials enqueued for them
 WARM_START = "warm_start"  # "pets#12": the earlier study's trial whose recipe it replays
 ORIGIN = "origin_trial"  # the first trial of a chain of retries: fixes the seed
 SEED = "seed"  # the training seed; set before the trial starts to choose it (tuner confirm)
+INIT_SEED = "init_seed"  # the seed its model (new head, random-init backbone) was drawn from
 WORKER = "worker"  # {host, worker, pid, device} of the process that ran it
 CONFIRMS = "confirms"  # on a confirm run: the parent trial it re-trains
 SEED_INDEX = "seed_index"  # on a confirm run: which of the fresh seeds
@@ -63,6 +64,19 @@ def recipe_params(trial: FrozenTrial) -> dict[str, Any]:
     Trials that failed before their recipe was recorded have only the Optuna params.
     """
     return trial.user_attrs.get(PARAMS) or trial.params
+
+
+def init_seed(user_attrs: dict[str, Any], study_seed: int) -> int:
+    """The seed a trial's starting model is drawn from (see :data:`INIT_SEED`).
+
+    New trials share the study's ``train.seed``, so every trial of a study starts from one
+    model, as weight averaging (``export-best --soup``) assumes, and random-init trials share
+    frozen features. A trial that recorded a training seed but no init seed (a retry of a trial
+    from before init seeds were recorded, or a confirm run) drew its model from that seed.
+    """
+    if INIT_SEED in user_attrs:
+        return int(user_attrs[INIT_SEED])
+    return int(user_attrs.get(SEED, study_seed))
 
 
 def val_correct(trial: FrozenTrial) -> np.ndarray | None:

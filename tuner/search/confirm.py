@@ -3,7 +3,8 @@
 The re-runs are trials of a linked study, ``<study>-confirm``, in the same storage: it pins
 the parent's config (pruner off), so its runs keep checkpoints, curves and heartbeats like
 any trial, and the dashboard shows them. Each run is enqueued with its candidate's params,
-the candidate's trial number and a seed derived from (study seed, candidate, seed index);
+the candidate's trial number and a seed derived from (study seed, candidate, seed index),
+which draws its starting model and orders its training;
 re-running the command only runs what is missing.
 """
 
@@ -131,12 +132,14 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
         for index in range(seeds):
             if (candidate.number, index) in have:
                 continue
+            seed = confirm_seed(parent.config.train.seed, candidate.number, index)
             linked.study.enqueue_trial(
                 candidate.params,
                 user_attrs={
                     attrs.CONFIRMS: candidate.number,
                     attrs.SEED_INDEX: index,
-                    attrs.SEED: confirm_seed(parent.config.train.seed, candidate.number, index),
+                    attrs.SEED: seed,
+                    attrs.INIT_SEED: seed,  # a fresh start too: a lucky start is luck as well
                 },
             )
             added += 1

@@ -101,12 +101,13 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value.
 
     A retry of a trial whose worker died carries the dead trial's user attributes: its
-    origin (which fixes the seed) and its last epoch checkpoint, which it resumes from. A
-    trial enqueued with a ``seed`` attribute trains with that seed instead.
+    origin (which fixes the training seed) and its last epoch checkpoint, which it resumes
+    from. A trial enqueued with a ``seed`` attribute trains with that seed instead. The starting
+    model is drawn from the study's seed, the same for every trial (:func:`attrs.init_seed`).
     """
     config = context.config
-    params, origin, seed = _begin(trial, context)
-    torch.manual_seed(seed)  # the new head (and a random-init backbone) are drawn here
+    params, origin, seed, init_seed = _begin(trial, context)
+    torch.manual_seed(init_seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(params.arch, context.data.num_classes, context.weights[params.arch])
     reporter = _TrialReporter(trial, context, origin, _load_resume(trial, context))
     weights = context.data.class_weights() if config.data.class_weights == "auto" else None
@@ -147,16 +148,19 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
             reporter.remove_resume_checkpoints()
 
 
-def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, int, int]:
-    """Sample the recipe and record what the trial is: (params, origin trial, seed)."""
+def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, int, int, int]:
+    """Sample the recipe and record what the trial is: (params, origin trial, training seed,
+    init seed). Trials share the init seed (one starting model) and differ in the training seed."""
     params = sample(trial, context.config.space, context.config.train.epochs)
     origin = trial.user_attrs.get(attrs.ORIGIN, trial.number)
     trial.set_user_attr(attrs.ORIGIN, origin)
     trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
     trial.set_user_attr(attrs.WORKER, _describe_worker(context))
+    init_seed = attrs.init_seed(trial.user_attrs, context.config.train.seed)
     seed = trial.user_attrs.get(attrs.SEED, context.config.train.seed + origin)
+    trial.set_user_attr(attrs.INIT_SEED, init_seed)
     trial.set_user_attr(attrs.SEED, seed)
-    return params, origin, seed
+    return params, origin, seed, init_seed
 
 
 class _TrialReporter:
