@@ -127,3 +127,15 @@ def test_a_recipe_outside_the_space_says_which_dimension() -> None:
         replay(recipe, narrow, 4)
     wide = load_config(None, ["space.mixup={choices: [0.0, 0.2]}"]).space
     assert replay({**recipe, "mixup": 0.2}, wide, 4)["mixup"] == 0.2
+
+
+def test_an_int_off_the_spaces_grid_is_outside_it_and_recipes_take_the_nearest_point() -> None:
+    space = load_config(None, ["space.freeze_depth={low: 1, high: 5, step: 2}"]).space
+    recipe = {**dataclasses.asdict(sample_many(load_config(None).space, 1)[0][0])}
+    for off_grid in (2, 4, 0, 2.5):
+        with pytest.raises(OutsideSpace, match=rf"space\.freeze_depth does not allow {off_grid!r}"):
+            replay({**recipe, "freeze_depth": off_grid}, space, 4)
+    assert replay({**recipe, "freeze_depth": 3}, space, 4)["freeze_depth"] == 3
+    gridded = load_config(None, ["space.batch_size={low: 20, high: 100, step: 25}"]).space
+    runnable, skipped = recipe_trials(gridded, 4)  # the notebooks' batch 32: 20 is nearest
+    assert not skipped and {params["batch_size"] for _, params in runnable} == {20}

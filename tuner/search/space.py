@@ -143,6 +143,8 @@ def _contains(dimension: Dimension, value: Any) -> bool:
         return value in dimension.values
     if isinstance(value, (str, bool)):
         return False
+    if isinstance(dimension, IntRange):
+        return value in _grid(dimension)  # Optuna samples only the grid's points
     return dimension.low <= value <= dimension.high
 
 
@@ -160,4 +162,10 @@ def _nearest(dimension: Dimension, target: float) -> Any:
     if isinstance(dimension, Choice):
         numbers = [v for v in dimension.values if isinstance(v, (int, float))]
         return min(numbers, key=lambda v: abs(v - target)) if numbers else dimension.values[0]
+    if isinstance(dimension, IntRange):
+        return min(_grid(dimension), key=lambda v: abs(v - target))
     return min(max(target, dimension.low), dimension.high)
+
+
+def _grid(dimension: IntRange) -> range:
+    return range(dimension.low, dimension.high + 1, dimension.step)
