@@ -235,7 +235,7 @@ def run_worker(job: WorkerJob, barrier: Any) -> dict[str, Any]:
     worker_name = f"bench/{job.index}"
     storage = open_tuner_storage(job.url)
     study_mod.watch_trials(storage, config.search)  # heartbeats on, as load_pinned does
-    sampler = study_mod.make_sampler(config.search, worker_name)
+    sampler = study_mod.make_sampler(config.search, job.study, worker_name)
     pruner = study_mod.make_pruner(config.search, epochs)
     clock = Clock()
     instrument(storage, sampler, pruner, clock)

@@ -53,12 +53,14 @@ def test_only_study_is_picked_when_unambiguous(tmp_path: Path) -> None:
         study_mod.only_study(storage, required=True)
 
 
-def test_each_worker_gets_its_own_reproducible_sampler_seed() -> None:
-    seeds = [study_mod.worker_seed(7, f"host/{i}") for i in range(8)]
+def test_each_worker_of_each_study_gets_its_own_reproducible_sampler_seed() -> None:
+    seeds = [study_mod.worker_seed(7, "pets", f"host/{i}") for i in range(8)]
     assert len(set(seeds)) == 8
-    assert seeds == [study_mod.worker_seed(7, f"host/{i}") for i in range(8)]
-    assert study_mod.worker_seed(7, None) == 7  # a lone worker keeps the study's own seed
-    assert study_mod.worker_seed(8, "host/0") != seeds[0]
+    assert seeds == [study_mod.worker_seed(7, "pets", f"host/{i}") for i in range(8)]
+    assert study_mod.worker_seed(8, "pets", "host/0") != seeds[0]
+    # Same search.seed, another study (a warm start from "pets", say): other start-up points.
+    assert study_mod.worker_seed(7, "flowers", "host/0") != seeds[0]
+    assert study_mod.worker_seed(7, "flowers", None) != study_mod.worker_seed(7, "pets", None)
 
 
 def test_a_raised_budget_reaches_every_worker_through_the_study(tmp_path: Path) -> None:

@@ -31,21 +31,24 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 ENDED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
-def worker_seed(study_seed: int, worker: str | None) -> int:
-    """The sampler seed of one worker: the study's own, or one derived from it and the worker id.
+def worker_seed(study_seed: int, study_name: str, worker: str | None) -> int:
+    """The sampler seed of one worker, derived from the study's seed, its name and the worker id.
 
-    Workers seeded alike would draw the same random start-up points; derived seeds keep a
-    parallel search reproducible per worker without any two of them colliding.
+    Workers seeded alike would draw the same random start-up points; so would two studies with
+    the same ``search.seed``, and a study warm-started from another would re-draw the very
+    recipe it just replayed. Derived seeds keep each worker of each study reproducible.
     """
-    if worker is None:
-        return study_seed
-    mixed = np.random.SeedSequence([study_seed, zlib.crc32(worker.encode())])
-    return int(mixed.generate_state(1, dtype=np.uint32)[0])
+    parts = [study_seed, zlib.crc32(study_name.encode())]
+    if worker is not None:
+        parts.append(zlib.crc32(worker.encode()))
+    return int(np.random.SeedSequence(parts).generate_state(1, dtype=np.uint32)[0])
 
 
-def make_sampler(search: SearchConfig, worker: str | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    search: SearchConfig, study_name: str, worker: str | None = None
+) -> optuna.samplers.BaseSampler:
     """Seeded multivariate TPE with constant liar (parallel workers don't pile on one point)."""
-    seed = worker_seed(search.seed, worker)
+    seed = worker_seed(search.seed, study_name, worker)
     if search.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     with warnings.catch_warnings():
@@ -147,7 +150,7 @@ def load_pinned(
     study = optuna.load_study(
         study_name=name,
         storage=storage,
-        sampler=make_sampler(config.search, worker),
+        sampler=make_sampler(config.search, name, worker),
         pruner=make_pruner(config.search, config.train.epochs),
     )
     weights = PinnedWeights.from_dict(stored[attrs.WEIGHTS], config.space.arch)
@@ -177,7 +180,7 @@ def create_pinned(
         study_name=config.search.study,
         storage=storage,
         direction="maximize",
-        sampler=make_sampler(config.search),
+        sampler=make_sampler(config.search, config.search.study),
         pruner=make_pruner(config.search, config.train.epochs),
     )
     with warnings.catch_warnings():  # experimental since Optuna 3.2, unchanged since
