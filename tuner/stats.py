@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import math
+from typing import Any
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +48,11 @@ class Accuracy:
         low, high = self.interval
         return {"accuracy": self.value, "correct": self.correct, "images": self.n,
                 "ci95": [low, high]}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> Accuracy:
+        """Back from :meth:`to_dict` (a study attribute, metrics.json)."""
+        return cls(int(stored["correct"]), int(stored["images"]))
 
     @classmethod
     def of(cls, correct: np.ndarray) -> Accuracy:
@@ -119,6 +125,12 @@ class PairedComparison:
             "only_a_right": self.a_only, "only_b_right": self.b_only,
             "points": self.points, "p_value": self.p_value, "test": "exact McNemar",
         }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> PairedComparison:
+        """Back from :meth:`to_dict`."""
+        counts = ("images", "a_correct", "b_correct", "only_a_right", "only_b_right")
+        return cls(*(int(stored[key]) for key in counts))
 
 
 def _verdict(p: float) -> str:

@@ -17,6 +17,7 @@ from tuner.engine import build_model
 from tuner.errors import TunerError
 from tuner.results.checkpoints import read_checkpoint
 from tuner.results.export import ExportRequest, describe, export_trial, load_model
+from tuner.results.report import write_report
 from tuner.results.soup import average_states, bn_layers_that_differ, recompute_bn_stats
 from tuner.search import attrs
 from tuner.search import study as study_mod
@@ -156,6 +157,15 @@ def test_a_greedy_soup_of_a_real_study(searched, tmp_path: Path) -> None:
     assert f"best single trial #{top[0].number}" in printed and "exact McNemar" in printed
     card = (folder / "MODEL_CARD.md").read_text()
     assert "greedy soup" in card and f"The best single trial, #{top[0].number}" in card
+
+    page = write_report(pinned, tmp_path / "report").html.read_text()
+    soup_test, single_test = test["soup"], test["best_single"]
+    assert (
+        f"Greedy soup (export-best --soup 3) of trials {', '.join(f'#{n}' for n in kept)} "
+        f"({len(soup['rejected'])} rejected): val {current:.4f}; held-out test "
+        f"{soup_test['accuracy']:.4f} ({soup_test['correct']} of {soup_test['images']}; 95% CI"
+    ) in page
+    assert f"best single trial #{top[0].number}&#x27;s {single_test['accuracy']:.4f}" in page
 
 
 def test_trials_share_one_start_and_a_soup_takes_only_trials_from_it(

@@ -27,7 +27,7 @@ from tuner.results.figures import Figure, study_figures
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.warm_start import Source
-from tuner.stats import Accuracy
+from tuner.stats import Accuracy, PairedComparison
 
 TOP_SEARCH_ROWS = 5  # search trials in the results table, besides classic recipes, warm starts
 _RECIPES = {recipe.name: recipe for recipe in RECIPES}
@@ -232,6 +232,7 @@ def _best_paragraph(study: optuna.Study, ranked: list[FrozenTrial], config: Stud
         f"<p><strong>Best: trial #{best.number}, val accuracy "
         f"{_e(reporting.describe_value(best))}</strong> (epoch "
         f"{best.user_attrs.get('best_epoch')}): {_e(schedule)}.<br>{_test_sentence(study, best)}"
+        f"{_soup_sentence(study)}"
         f"<br>Export it: <code>tuner export-best --study {_e(study.study_name)} --out best/</code>"
         "</p>"
     )
@@ -246,12 +247,34 @@ def _test_sentence(study: optuna.Study, best: FrozenTrial) -> str:
             "<code>tuner export-best</code> measures it once on the held-out test split."
         )
     test = tested["test"]
-    accuracy = Accuracy(test["correct"], test["images"])
+    accuracy = Accuracy.from_dict(test)
     text = f"Held-out test accuracy, measured once by tuner export-best: {accuracy.describe()}"
     if tested["refit"] is not None:
         text += f" for the refit on training + validation images ({tested['refit']['epochs']} "
         text += f"epochs); the search's own checkpoint: {test['search_checkpoint']['accuracy']:.4f}"
     return _e(text + ".")
+
+
+def _soup_sentence(study: optuna.Study) -> str:
+    """What the last `tuner export-best --soup` averaged, and its test beside the best single's."""
+    soup = study.user_attrs.get(attrs.SOUP)
+    if soup is None:
+        return ""
+    kept = ", ".join(f"#{item['trial']}" for item in soup["ingredients"])
+    text = (
+        f"Greedy soup (export-best --soup {soup['asked']}) of trials {kept} "
+        f"({len(soup['rejected'])} rejected): val {soup['val']['soup']:.4f}"
+    )
+    test = soup.get("test")
+    if test is not None:
+        versus = PairedComparison.from_dict(test["soup_vs_best_single"])
+        text += (
+            f"; held-out test {Accuracy.from_dict(test['soup']).describe()} against the best "
+            f"single trial #{soup['val']['best_single_trial']}'s "
+            f"{Accuracy.from_dict(test['best_single']).describe()}: {versus.points:+.1f} points "
+            f"({versus.evidence()}, exact McNemar)"
+        )
+    return "<br>" + _e(text + ".")
 
 
 def _interval(accuracy: Accuracy) -> str:
