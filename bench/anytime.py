@@ -385,9 +385,14 @@ def plot(runs: list[Run], tasks: dict[str, str], budget: float, path: Path) -> N
 
 
 def machine() -> str:
+    return f"{cpu()}, Ray {RAY_VERSION}"
+
+
+def cpu() -> str:
+    """E.g. "2 cores (AMD EPYC 7B13), torch 2.14.1"."""
     lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
-    return f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__}, Ray {RAY_VERSION}"
+    name = next((line.split(":", 1)[1].strip() for line in lines if "model name" in line), "?")
+    return f"{os.cpu_count()} cores ({name}), torch {torch.__version__}"
 
 
 RUNS_FILE = "runs.json"

@@ -193,7 +193,7 @@ def main() -> None:
         f"## Recipe space and soups ({when})\n\n"
         f"Command: `python bench/recipe_space.py --seeds {args.seeds} --budget {args.budget:g} "
         f"--spaces {args.spaces}`; "
-        f"machine: {anytime.machine().split(', Ray')[0]}; "
+        f"machine: {anytime.cpu()}; "
         f"{(time.monotonic() - started) / 60:.0f} minutes; "
         f"runs kept in {work}.\n\n" + summarise(runs, {t.name: t.note for t in tasks})
     )
