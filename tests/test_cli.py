@@ -80,7 +80,12 @@ def test_shared_options_are_one_definition(flag: str, commands: set[str]) -> Non
 
 def test_options_keep_their_defaults() -> None:
     args = cli._parser().parse_args(["worker", "--gpus", "0,1"])
-    assert (args.per_gpu, args.study, args.storage, args.handler) == (1, None, None, cli._worker)
+    assert (args.per_gpu, args.study, args.storage, args.handler) == (
+        1,
+        None,
+        None,
+        cli.commands.worker_command,
+    )
     args = cli._parser().parse_args(["confirm"])
     assert (args.top, args.seeds, args.device, args.command) == (3, 3, None, "confirm")
 

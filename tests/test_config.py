@@ -15,7 +15,6 @@ from tuner.config import (
     IntRange,
     PinnedWeights,
     ResolvedWeights,
-    Rule,
     StudyConfig,
     from_dict,
     from_stored,
@@ -23,6 +22,7 @@ from tuner.config import (
     load_config,
     to_dict,
 )
+from tuner.config.rules import Rule
 from tuner.errors import TunerError
 from tuner.recipe import NEVER
 from tuner.search.attrs import params_from_record

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 

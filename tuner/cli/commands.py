@@ -1,0 +1,273 @@
+"""One handler per command: read its arguments, call the layers below, print what they say.
+
+Each imports what it needs when it runs, so ``tuner --help`` and ``tuner status`` stay instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.search.storage import ResilientStorage
+    from tuner.search.warm_start import WarmStart
+
+EXIT_USER_ERROR = 2
+
+
+def search_command(args: argparse.Namespace) -> None:
+    from tuner.results import tables as reporting
+    from tuner.search import driver as search
+    from tuner.search import launcher
+
+    _before_trials()
+    request = search.SearchRequest(
+        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
+        _warm_start(args),
+    )  # fmt: skip
+    started = time.monotonic()
+    slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
+    session = search.prepare(request, print)
+    outcome = search.run(session, slots, print)
+    print(reporting.search_summary(session, outcome, time.monotonic() - started))
+
+
+def _warm_start(args: argparse.Namespace) -> WarmStart | None:
+    from tuner.search.warm_start import WarmStart
+
+    return WarmStart.parse(args.warm_start, args.warm_start_storage, args.warm_start_top)
+
+
+def _before_trials() -> None:
+    """Set up a command that runs trials, before it does any work.
+
+    It stops on Ctrl-C/SIGTERM between steps; a bad $TUNER_PROGRESS_SECONDS fails now rather
+    than once data is prepared. tuner reports through its progress and summary (failed
+    trials' reasons included): Optuna's log lines and per-trial tracebacks would break a bar.
+    """
+    import optuna
+
+    from tuner.progress import interval_seconds
+    from tuner.search import signals
+
+    interval_seconds()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    signals.stop_on_signals()
+
+
+def prepare_command(args: argparse.Namespace) -> None:
+    from tuner.config import load_config
+    from tuner.search.host import prepare_ahead
+
+    for line in prepare_ahead(load_config(args.config, args.set).data):
+        print(line)
+
+
+def submit_command(args: argparse.Namespace) -> None:
+    from tuner.search import submit
+
+    request = submit.SubmitRequest(
+        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
+        workers=args.workers, partition=args.partition, gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker, mem=args.mem, time=args.time, grace=args.grace,
+        sbatch_args=tuple(args.sbatch_arg), logs=args.logs, dry_run=args.dry_run,
+        warm_start=_warm_start(args),
+    )  # fmt: skip
+    submit.run(request, print, lambda line: print(line, file=sys.stderr))
+
+
+def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, str]:
+    """Storage URL, artifacts URI, storage and study name for a command that runs trials."""
+    from tuner.search import study
+    from tuner.search.storage import artifacts_uri, open_storage, storage_url
+
+    _before_trials()
+    url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
+    storage = open_storage(url, must_exist=True)
+    return url, artifacts, storage, args.study or study.only_study(storage, required=True)
+
+
+def worker_command(args: argparse.Namespace) -> None:
+    import torch
+
+    from tuner.search import launcher, study, workers
+    from tuner.search.objective import WorkerIdentity
+    from tuner.search.progress import SearchProgress
+    from tuner.search.storage import redact
+
+    url, artifacts, storage, name = _join_study(args)
+    if args.gpus:  # one process per GPU slot, each pinned before torch starts
+        slots = launcher.plan_slots(None, args.gpus, args.per_gpu)
+        pinned = study.load_pinned(storage, name)
+        logs = Path("tuner-logs") / name
+        run = launcher.Launcher(pinned.study, slots, url, artifacts, logs, print)
+        outcome = run.run(pinned.config.search.max_consecutive_failures)
+    else:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        identity = WorkerIdentity(index=args.worker_index, gpu=os.environ.get("TUNER_GPU"))
+        request = workers.JoinRequest(name, url, artifacts, identity, args.device)
+        pinned, context = workers.join(request)
+        progress = None
+        print(f"worker {identity.name}: data {context.placement.describe()}")
+        if not args.quiet:
+            print(f"worker {identity.name}: study {name!r} in {redact(url)}, on {context.device}")
+            progress = SearchProgress(pinned.study, pinned.config.search.trials)
+        try:
+            outcome = workers.run_worker(pinned.study, context, (progress,) if progress else ())
+        finally:
+            if progress:
+                progress.close()
+    print(
+        f"worker done: study {name!r} has {outcome.finished} of {outcome.budget} trials finished"
+        + (f"; STOPPED EARLY: {outcome.stopped_reason}" if outcome.stopped_reason else "")
+    )
+
+
+def status_command(args: argparse.Namespace) -> None:
+    from tuner.results import tables as reporting
+    from tuner.search import study
+    from tuner.search.storage import open_storage, storage_url
+
+    storage = open_storage(storage_url(args.storage), must_exist=True)
+    print(reporting.studies_table(storage))
+    name = args.study or study.only_study(storage, required=False)
+    if name:
+        pinned = study.load_pinned(storage, name)
+        table = reporting.trials_table(pinned.study)
+        print()
+        print(reporting.study_details(pinned.study, table))
+        if args.csv:
+            table.to_csv(args.csv, index=False)
+            print(f"\ntrials table written to {args.csv}")
+
+
+def export_best_command(args: argparse.Namespace) -> None:
+    from tuner.results import export
+    from tuner.search import confirm, study
+    from tuner.search.storage import artifact_store, artifacts_uri, open_storage, storage_url
+
+    storage = open_storage(storage_url(args.storage), must_exist=True)
+    name = args.study or study.only_study(storage, required=True)
+    pinned = study.load_pinned(storage, name)
+    store = artifact_store(artifacts_uri(args.artifacts), must_exist=True)
+    trial, confirmation = args.trial, None
+    clashing = {"--trial": trial is not None, "--confirmed": args.confirmed, "--refit": args.refit}
+    if args.soup and any(clashing.values()):
+        given = " and ".join(name for name, on in clashing.items() if on)
+        raise TunerError(
+            f"--soup averages the best trial with the next ones as the search left them; "
+            f"drop {given}, or --soup."
+        )
+    if args.confirmed:
+        if args.trial is not None:
+            raise TunerError("--confirmed picks the trial itself; drop --trial.")
+        chosen = confirm.confirmed_export(storage, pinned)
+        pinned, trial, confirmation = chosen.pinned, chosen.trial, chosen.summary
+        print(f"confirmed winner: {chosen.summary['verdict']}")
+    request = export.ExportRequest(
+        args.out,
+        args.force,
+        args.format.split(","),
+        confirmation,
+        args.refit,
+        args.device,
+        args.soup,
+    )
+    result = export.export_trial(pinned, store, request, trial_number=trial, say=print)
+    print(export.describe(result))
+
+
+def confirm_command(args: argparse.Namespace) -> None:
+    from tuner.search import confirm, study, workers
+    from tuner.search.objective import WorkerIdentity
+    from tuner.search.progress import SearchProgress
+
+    url, artifacts, storage, name = _join_study(args)
+    parent = study.load_pinned(storage, name)
+    linked = confirm.open_linked(storage, parent)
+    confirm.plan(parent, linked, args.top, args.seeds)
+    candidates = len(confirm.results(parent, linked).results)
+    if candidates < args.top:
+        print(f"study {name!r} has only {candidates} complete trial(s): confirming those.")
+    pending = confirm.pending_runs(linked)
+    print(
+        f"confirming the top {candidates} trial(s) of {name!r} with {args.seeds} fresh seed(s) "
+        f"each: {pending} run(s) to go, kept in study {linked.study.study_name!r}."
+    )
+    if pending:
+        request = workers.JoinRequest(
+            linked.study.study_name, url, artifacts, WorkerIdentity(), args.device
+        )
+        linked, context = workers.join(request)
+        progress = SearchProgress(linked.study, linked.config.search.trials)
+        try:
+            confirm.run(linked, context, (progress,))
+        finally:
+            progress.close()
+    confirmation = confirm.results(parent, linked)
+    print()
+    print(confirm.format_table(confirmation))
+    missing = candidates * args.seeds - sum(len(r.values) for r in confirmation.results)
+    if missing:
+        print(f"{missing} run(s) did not complete; run the same command again to retry them.")
+    elif confirmation.winner is not None:
+        print(f"\nnext: tuner export-best --study {name} --confirmed --out best/")
+
+
+def dashboard_command(args: argparse.Namespace) -> None:
+    from tuner.results import dashboard
+    from tuner.search.storage import (
+        artifact_store,
+        artifacts_uri,
+        open_storage,
+        redact,
+        storage_url,
+    )
+
+    url = storage_url(args.storage)
+    storage = open_storage(url, must_exist=True)
+    store = artifact_store(artifacts_uri(args.artifacts))
+    server = dashboard.bind(args.host, args.port)
+    studies, written = dashboard.backfill_notes(storage)
+    warning = dashboard.exposure_warning(args.host, args.port)
+    if warning:
+        print(warning, file=sys.stderr)
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"optuna-dashboard for {redact(url)} ({studies} tuner studies; {written} notes written) "
+        f"at http://{host}:{args.port}/dashboard - Ctrl-C stops it.",
+        flush=True,
+    )
+    dashboard.serve(server, storage, store)
+    print("dashboard stopped.")
+
+
+def report_command(args: argparse.Namespace) -> None:
+    from tuner.results import report
+    from tuner.search import study
+    from tuner.search.storage import open_storage, storage_url
+
+    storage = open_storage(storage_url(args.storage), must_exist=True)
+    name = args.study or study.only_study(storage, required=True)
+    print(report.describe(report.write_report(study.load_pinned(storage, name), args.out)))
+
+
+def predict_command(args: argparse.Namespace) -> int:
+    from tuner.results import predict
+
+    outcome = predict.predict(args.model_dir, args.images, top_k=args.top_k)
+    if args.json:
+        if outcome.predictions:
+            print(predict.format_json_lines(outcome))
+    else:
+        print(predict.format_table(outcome))
+    for path, why in outcome.bad_files:
+        print(f"tuner predict: skipped {path}: {why}", file=sys.stderr)
+    return EXIT_USER_ERROR if outcome.bad_files else 0

@@ -1,0 +1,69 @@
+"""StudyConfig: the typed, validated form of a study YAML file.
+
+Everything past this package sees frozen dataclasses, never loose dicts. A config is
+loaded from YAML, patched with ``--set key.path=value`` overrides, validated (every
+error names the file and the key), and serialised into the study so that any worker
+can rebuild exactly the same run. One module per job: the space's dimensions, the rules
+each key declares, the sections, loading, serialising, and the weights pinned beside it.
+"""
+
+from tuner.config.dimensions import (
+    Choice,
+    Dimension,
+    Fixed,
+    FloatRange,
+    IntRange,
+    dimension_values,
+)
+from tuner.config.load import from_dict, from_stored, load_config
+from tuner.config.pinned import PinnedWeights, ResolvedWeights
+from tuner.config.sections import (
+    AMP_MODES,
+    ARCHS,
+    AUGMENTATIONS,
+    DATA_ON_DEVICE,
+    DATA_SOURCES,
+    LR_SCHEDULES,
+    PRUNERS,
+    SAMPLERS,
+    TEST_SOURCES,
+    DataConfig,
+    ModelConfig,
+    SearchConfig,
+    SpaceConfig,
+    StudyConfig,
+    TrainConfig,
+)
+from tuner.config.serialise import identity_differences, to_dict, to_yaml
+
+__all__ = [
+    "AMP_MODES",
+    "ARCHS",
+    "AUGMENTATIONS",
+    "DATA_ON_DEVICE",
+    "DATA_SOURCES",
+    "LR_SCHEDULES",
+    "PRUNERS",
+    "SAMPLERS",
+    "TEST_SOURCES",
+    "Choice",
+    "DataConfig",
+    "Dimension",
+    "Fixed",
+    "FloatRange",
+    "IntRange",
+    "ModelConfig",
+    "PinnedWeights",
+    "ResolvedWeights",
+    "SearchConfig",
+    "SpaceConfig",
+    "StudyConfig",
+    "TrainConfig",
+    "dimension_values",
+    "from_dict",
+    "from_stored",
+    "identity_differences",
+    "load_config",
+    "to_dict",
+    "to_yaml",
+]
