@@ -1,6 +1,7 @@
 """The wider recipe space against today's, and the model soup against the best single trial.
 
     python bench/recipe_space.py [--seeds 3] [--budget 120] [--out bench/RESULTS.md]
+    python bench/recipe_space.py --analyse WORK   # the tables of a finished run again
 
 On the two tasks of ``bench/anytime.py`` (``default``: digits at 32 px from random init;
 ``transfer``: digits 5-9 from a ResNet-18 pretrained on digits 0-4), `tuner search` runs with
@@ -30,6 +31,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "bench"):
@@ -131,11 +133,11 @@ def _versus(a: np.ndarray | None, b: np.ndarray | None) -> str:
     return f"{comparison.points:+.1f} points ({comparison.evidence()})"
 
 
-def _spread(values: list[float]) -> str:
+def _spread(values: list[float], digits: int = 4) -> str:
     found = [v for v in values if np.isfinite(v)]
     if not found:
         return "none"
-    return f"{np.median(found):.4f} [{min(found):.4f}, {max(found):.4f}]"
+    return f"{np.median(found):.{digits}f} [{min(found):.{digits}f}, {max(found):.{digits}f}]"
 
 
 def summarise(runs: list[Run], tasks: dict[str, str]) -> str:
@@ -156,13 +158,52 @@ def summarise(runs: list[Run], tasks: dict[str, str]) -> str:
             soups = [r.soup.mean() for r in rs if r.soup is not None]
             versus_today = "-" if space == "today" else _versus(single, today)
             lines.append(
-                f"| {space} | {_spread([r.trials for r in rs])} | "
+                f"| {space} | {_spread([r.trials for r in rs], 0)} | "
                 f"{_spread([r.best_val for r in rs])} | {_spread(tests)} | {_spread(soups)} | "
                 f"{', '.join(str(r.ingredients) for r in rs)} | {_versus(soup, single)} | "
                 f"{versus_today} |"
             )
         lines.append("")
     return "\n".join(lines)
+
+
+RUNS_FILE = "runs.json"
+
+
+def run_and_record(args: argparse.Namespace) -> dict[str, Any]:
+    """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
+    started = time.monotonic()
+    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))
+    tasks = anytime.prepare_tasks(work)
+    runs = run_all(tasks, args.seeds, args.budget, work)
+    record = {
+        "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": f"python bench/recipe_space.py --seeds {args.seeds} --budget "
+        f"{args.budget:g} --spaces {args.spaces}",
+        "machine": anytime.cpu(),
+        "minutes": (time.monotonic() - started) / 60,
+        "work": str(work),
+        "tasks": {t.name: t.note for t in tasks},
+        "runs": [
+            {"space": r.space, "task": r.task, "seed": r.seed, "best_val": r.best_val,
+             "trials": r.trials, "ingredients": r.ingredients,
+             **{f: None if getattr(r, f) is None else
+                {"bits": stats.pack_correct(getattr(r, f)), "images": len(getattr(r, f))}
+                for f in ("single", "soup")}}
+            for r in runs
+        ],
+    }  # fmt: skip
+    (work / RUNS_FILE).write_text(json.dumps(record))
+    return record
+
+
+def _run_from(item: dict[str, Any]) -> Run:
+    correct = {
+        f: None if item[f] is None else stats.unpack_correct(item[f]["bits"], item[f]["images"])
+        for f in ("single", "soup")
+    }
+    return Run(item["space"], item["task"], item["seed"], item["best_val"], item["trials"],
+               correct["single"], correct["soup"], item["ingredients"])  # fmt: skip
 
 
 def main() -> None:
@@ -172,36 +213,27 @@ def main() -> None:
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temp dir)")
     parser.add_argument("--out", type=Path, help="append the results to this markdown file")
     parser.add_argument("--spaces", default=",".join(SPACES), help="which spaces, comma-separated")
+    parser.add_argument(
+        "--analyse", type=Path, metavar="WORK", help="only write the results of a finished run"
+    )
     args = parser.parse_args()
-    started = time.monotonic()
-    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))
     for name in set(SPACES) - set(args.spaces.split(",")):
         del SPACES[name]
-    tasks = anytime.prepare_tasks(work)
-    runs = run_all(tasks, args.seeds, args.budget, work)
-    record = [
-        {"space": r.space, "task": r.task, "seed": r.seed, "best_val": r.best_val,
-         "trials": r.trials, "ingredients": r.ingredients,
-         **{f: None if getattr(r, f) is None else
-            {"bits": stats.pack_correct(getattr(r, f)), "images": len(getattr(r, f))}
-            for f in ("single", "soup")}}
-        for r in runs
-    ]  # fmt: skip
-    (work / "runs.json").write_text(json.dumps(record))
-    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if args.analyse:
+        record = json.loads((args.analyse / RUNS_FILE).read_text())
+    else:
+        record = run_and_record(args)
+    runs = [_run_from(item) for item in record["runs"]]
     text = (
-        f"## Recipe space and soups ({when})\n\n"
-        f"Command: `python bench/recipe_space.py --seeds {args.seeds} --budget {args.budget:g} "
-        f"--spaces {args.spaces}`; "
-        f"machine: {anytime.cpu()}; "
-        f"{(time.monotonic() - started) / 60:.0f} minutes; "
-        f"runs kept in {work}.\n\n" + summarise(runs, {t.name: t.note for t in tasks})
+        f"## Recipe space and soups ({record['when']})\n\n"
+        f"Command: `{record['command']}`; machine: {record['machine']}; "
+        f"{record['minutes']:.0f} minutes; runs kept in {record['work']}.\n\n"
+        + summarise(runs, record["tasks"])
     )
     print(text)
     if args.out:
         with args.out.open("a") as out:
             out.write("\n" + text)
-
 
 if __name__ == "__main__":
     main()
