@@ -75,6 +75,27 @@ def test_the_csv_writes_integers_and_blanks(tmp_path: Path) -> None:
     assert read["best_epoch"].tolist()[::2] == [1, 0]
 
 
+def test_the_csv_has_every_dimension_and_the_printout_those_the_study_varies(
+    tmp_path: Path,
+) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'd.db'}", direction="maximize")
+    tricks = {"arch": "resnet18", "mixup": 0.0, "ema": 0.0, "bn_policy": "train"}
+    for value, decay in ((0.9, 0.55), (0.8, 1.0)):
+        recipe = {**RECIPE, **tricks, "layer_decay": decay}
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=value, user_attrs={attrs.PARAMS: recipe})
+        )
+    table = trials_table(study)
+    assert {"arch", "layer_decay", "warmup_epochs", "mixup", "ema", "bn_policy"} <= set(table)
+    assert table["layer_decay"].tolist() == [0.55, 1.0]
+    header, first, _ = study_details(study, table).splitlines()[-3:]
+    assert "layer_decay" in header.split() and "0.55" in first.split()
+    assert not {"arch", "mixup", "ema", "bn_policy", "warmup_epochs"} & set(header.split())
+    assert "layer_decay=0.55" in study_details(study, table) and "arch=resnet18" in study_details(
+        study, table
+    )
+
+
 def _recipe_study(tmp_path: Path) -> optuna.Study:
     """Three classic recipes and a search trial, each with its right/wrong per val image."""
     study = optuna.create_study(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -9,7 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.recipe import RECIPES, Recipe
+from tuner.recipe import RECIPES, Recipe, TrialParams
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.warm_start import Source
@@ -19,16 +20,10 @@ if TYPE_CHECKING:
     from tuner.search.driver import SearchSession
     from tuner.search.workers import WorkerOutcome
 
-_PARAM_COLUMNS = (
-    "freeze_depth",
-    "unfreeze_epoch",
-    "unfreeze_mode",
-    "head_lr",
-    "backbone_lr",
-    "optimizer",
-    "batch_size",
-    "weight_decay",
-)
+_PARAM_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialParams))
+_TRICK_COLUMNS = _PARAM_COLUMNS[_PARAM_COLUMNS.index("weight_decay") + 1 :]
+"""The arch and the recipe dimensions beyond freezing and rates: most studies fix most of them,
+so the printed table shows only those that vary between its trials (the CSV has them all)."""
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -136,9 +131,11 @@ def _short(value: object) -> str:
 
 
 def _format(table: pd.DataFrame) -> pd.DataFrame:
-    shown = table.copy()
-    for column in ("head_lr", "backbone_lr", "weight_decay"):
-        shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
+    fixed = [c for c in _TRICK_COLUMNS if c in table and table[c].dropna().nunique() <= 1]
+    shown = table.drop(columns=fixed)
+    for column in ("head_lr", "backbone_lr", "weight_decay", "layer_decay"):
+        if column in shown:
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
     shown["val_acc"] = shown["val_acc"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     shown["unfreeze_epoch"] = shown["unfreeze_epoch"].map(
         lambda v: "never" if pd.isna(v) else str(v)
@@ -171,7 +168,9 @@ def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: floa
         "  " + _describe_params(best),
         "",
         "top trials:",
-        _format(trials_table(study).set_index("trial").loc[[t.number for t in ranked[:5]]])
+        _format(trials_table(study))  # the columns the study varies, for its top five
+        .set_index("trial")
+        .loc[[t.number for t in ranked[:5]]]
         .reset_index()
         .to_string(index=False),
         "",
