@@ -25,10 +25,10 @@ from tuner.config import (
 )
 from tuner.data.prepare import PreparedData, prepare_data
 from tuner.results.export import ExportRequest, export_trial
+from tuner.run.objective import SearchContext
+from tuner.run.workers import run_worker
 from tuner.search import study as study_mod
-from tuner.search.objective import SearchContext
 from tuner.search.storage import artifact_store, open_storage
-from tuner.search.workers import run_worker
 
 # Ctrl-C must reach the tuner processes the tests start, as it does from a terminal, even when
 # the suite runs as a background job: its shell ignores SIGINT there, and an ignored signal is

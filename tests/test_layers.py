@@ -1,8 +1,10 @@
 """The layers and their rule, read from every module's imports (lazy ones included).
 
-cli -> results -> search -> engine -> data -> base (config, recipe, errors, progress, stats):
-an arrow is "may import". data and engine never import optuna; the base imports neither
-torch nor optuna; nothing imports the cli but itself and ``python -m tuner``.
+cli -> results -> run -> search -> engine -> data -> base (config, recipe, errors, progress,
+stats): an arrow is "may import"; run (trials trained: the objective, workers, launchers) uses
+search (what to try: space, pruners, study, storage), never the reverse. data and engine never
+import optuna; the base imports neither torch nor optuna; nothing imports the cli but itself
+and ``python -m tuner``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
-ORDER = ("base", "data", "engine", "search", "results", "cli")
+ORDER = ("base", "data", "engine", "search", "run", "results", "cli")
 BASE = ("config", "recipe", "errors", "progress", "stats")
 FORBIDDEN = {"base": ("torch", "torchvision", "optuna"), "data": ("optuna",), "engine": ("optuna",)}
 
@@ -73,7 +75,7 @@ def test_every_import_points_down_the_layers(name: str, path: Path) -> None:
 
 def test_the_rule_is_checked_on_every_layer() -> None:
     layers = {layer_of(name) for name, _ in modules()}
-    assert {"base", "data", "engine", "search", "results", "cli"} <= layers
+    assert {"base", "data", "engine", "search", "run", "results", "cli"} <= layers
 
 
 def test_a_wrong_way_import_is_caught(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from optuna.trial import TrialState, create_trial
 
 from tuner.errors import TunerError
 from tuner.progress import INTERVAL_ENV, Progress, interval_seconds
-from tuner.search.progress import DataProgress, SearchProgress
+from tuner.run.progress import DataProgress, SearchProgress
 
 
 class Clock:

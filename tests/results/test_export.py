@@ -15,9 +15,9 @@ from tuner.data import normalize, prepare_data
 from tuner.engine.weights import file_sha256
 from tuner.errors import TunerError
 from tuner.results.export import ExportRequest, describe, export_trial, load_model
+from tuner.run.workers import run_worker
 from tuner.search import study as study_mod
 from tuner.search.storage import artifact_store
-from tuner.search.workers import run_worker
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from tuner.errors import TunerError
 from tuner.results import tables as reporting
 from tuner.results.export import ExportRequest, export_trial
 from tuner.results.report import format_results, results_table, write_report
+from tuner.run.workers import run_worker
 from tuner.search import study as study_mod
 from tuner.search.space import recipe_trials
 from tuner.search.storage import artifact_store
-from tuner.search.workers import run_worker
 
 FIGURES = ("history", "curves", "importances", "parallel", "freeze_heatmap", "epoch_time")
 

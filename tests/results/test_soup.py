@@ -19,9 +19,9 @@ from tuner.results.checkpoints import read_checkpoint
 from tuner.results.export import ExportRequest, describe, export_trial, load_model
 from tuner.results.report import write_report
 from tuner.results.soup import average_states, bn_layers_that_differ, recompute_bn_stats
+from tuner.run.workers import run_worker
 from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.workers import run_worker
 
 KEEP = 3
 

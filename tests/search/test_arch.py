@@ -13,9 +13,9 @@ from tuner.engine import build_model, resolve_study_weights
 from tuner.engine.features import FeatureCache, FrozenPrefix
 from tuner.engine.transfer import image_source
 from tuner.errors import TunerError
+from tuner.run.objective import make_objective
 from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.objective import make_objective
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 RANDOM = ResolvedWeights.random_init()

@@ -14,11 +14,11 @@ from PIL import Image
 from tests.conftest import single_thread, tiny_context
 from tuner.engine import EpochMetrics, confusion_matrix
 from tuner.results import dashboard
+from tuner.run.trial_figures import confusion_png, learning_curve_png
+from tuner.run.workers import run_worker
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.optuna_internals import NoteHandle
-from tuner.search.trial_figures import confusion_png, learning_curve_png
-from tuner.search.workers import run_worker
 
 
 @pytest.fixture(scope="module")

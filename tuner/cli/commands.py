@@ -23,8 +23,8 @@ EXIT_USER_ERROR = 2
 
 def search_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
-    from tuner.search import driver as search
-    from tuner.search import launcher
+    from tuner.run import driver as search
+    from tuner.run import launcher
 
     _before_trials()
     request = search.SearchRequest(
@@ -54,7 +54,7 @@ def _before_trials() -> None:
     import optuna
 
     from tuner.progress import interval_seconds
-    from tuner.search import signals
+    from tuner.run import signals
 
     interval_seconds()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -63,14 +63,14 @@ def _before_trials() -> None:
 
 def prepare_command(args: argparse.Namespace) -> None:
     from tuner.config import load_config
-    from tuner.search.host import prepare_ahead
+    from tuner.run.host import prepare_ahead
 
     for line in prepare_ahead(load_config(args.config, args.set).data):
         print(line)
 
 
 def submit_command(args: argparse.Namespace) -> None:
-    from tuner.search import submit
+    from tuner.run import submit
 
     request = submit.SubmitRequest(
         args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
@@ -96,9 +96,10 @@ def _join_study(args: argparse.Namespace) -> tuple[str, str, ResilientStorage, s
 def worker_command(args: argparse.Namespace) -> None:
     import torch
 
-    from tuner.search import launcher, study, workers
-    from tuner.search.objective import WorkerIdentity
-    from tuner.search.progress import SearchProgress
+    from tuner.run import launcher, workers
+    from tuner.run.objective import WorkerIdentity
+    from tuner.run.progress import SearchProgress
+    from tuner.search import study
     from tuner.search.storage import redact
 
     url, artifacts, storage, name = _join_study(args)
@@ -185,9 +186,12 @@ def export_best_command(args: argparse.Namespace) -> None:
 
 
 def confirm_command(args: argparse.Namespace) -> None:
-    from tuner.search import confirm, study, workers
-    from tuner.search.objective import WorkerIdentity
-    from tuner.search.progress import SearchProgress
+    from tuner.results import tables as reporting
+    from tuner.run import workers
+    from tuner.run.confirm import run_pending
+    from tuner.run.objective import WorkerIdentity
+    from tuner.run.progress import SearchProgress
+    from tuner.search import confirm, study
 
     url, artifacts, storage, name = _join_study(args)
     parent = study.load_pinned(storage, name)
@@ -208,12 +212,12 @@ def confirm_command(args: argparse.Namespace) -> None:
         linked, context = workers.join(request)
         progress = SearchProgress(linked.study, linked.config.search.trials)
         try:
-            confirm.run(linked, context, (progress,))
+            run_pending(linked, context, (progress,))
         finally:
             progress.close()
     confirmation = confirm.results(parent, linked)
     print()
-    print(confirm.format_table(confirmation))
+    print(reporting.confirm_table(confirmation))
     missing = candidates * args.seeds - sum(len(r.values) for r in confirmation.results)
     if missing:
         print(f"{missing} run(s) did not complete; run the same command again to retry them.")

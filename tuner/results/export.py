@@ -51,9 +51,9 @@ from tuner.results import soup as soup_mod
 from tuner.results.checkpoints import read_checkpoint
 from tuner.results.held_out import TestEvaluation, class_results, evaluate_test, record_on_study
 from tuner.results.refit import Refit
+from tuner.run.host import load_study_data
 from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.host import load_study_data
 from tuner.search.storage import ArtifactStore
 
 FORMAT_VERSION = 1

@@ -13,12 +13,13 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.recipe import RECIPES, Recipe, TrialParams
 from tuner.search import attrs
 from tuner.search import study as study_mod
+from tuner.search.confirm import Confirmation
 from tuner.search.warm_start import Source
 from tuner.stats import Accuracy, PairedComparison
 
 if TYPE_CHECKING:
-    from tuner.search.driver import SearchSession
-    from tuner.search.workers import WorkerOutcome
+    from tuner.run.driver import SearchSession
+    from tuner.run.workers import WorkerOutcome
 
 _PARAM_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialParams))
 _TRICK_COLUMNS = _PARAM_COLUMNS[_PARAM_COLUMNS.index("weight_decay") + 1 :]
@@ -280,4 +281,31 @@ def recipe_comparison(study: optuna.Study) -> str:
                 f"{trial.value:.4f}   best is {margin.points:+.1f} points ({margin.evidence()})"
             )
         lines.append(f"  #{trial.number:<4} {margin.recipe.description:<{width}}  {outcome}")
+    return "\n".join(lines)
+
+
+def confirm_table(confirmation: Confirmation) -> str:
+    """`tuner confirm`'s table: one row per candidate, the winner marked, then the verdict."""
+    if not confirmation.results:
+        return "nothing confirmed yet."
+    lines = [
+        f"confirmation of study {confirmation.parent!r}: {confirmation.seeds} fresh seeds per "
+        "candidate (val accuracy)",
+        "",
+        f"  {'trial':>6}  {'original':>8}  {'mean':>6}  {'std':>6}  {'min..max':>13}  seeds",
+    ]
+    winner = confirmation.winner
+    for result in confirmation.results:
+        mark = "★" if winner is not None and result.trial == winner.trial else " "
+        if result.values:
+            spread = (
+                f"{result.mean:.4f}  {result.std:.4f}  "
+                f"{min(result.values):.4f}..{max(result.values):.4f}"
+            )
+        else:
+            spread = f"{'-':>6}  {'-':>6}  {'-':>13}"
+        seeds = ", ".join(f"{v:.4f}" for v in result.values) or "none yet"
+        lines.append(f"{mark} #{result.trial:<5} {result.original:.4f}    {spread}  {seeds}")
+        lines.append(f"          {result.schedule}")
+    lines += ["", confirmation.verdict()]
     return "\n".join(lines)

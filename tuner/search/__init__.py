@@ -1,9 +1,10 @@
-"""The search layer: everything Optuna. Sampling, the objective, the pinned study, storage,
-workers and the launcher, confirm, trial notes, and the names of every attribute tuner writes.
+"""The deciding side: what to try. Sampling the space, pruners, the pinned study, storage and
+the artifact store, warm starts, confirm's plans and verdicts, trial notes, the names of every
+attribute tuner writes, and the one adapter to Optuna's private API.
 
-The names below import neither torch nor the engine, so commands that only read a study
-(``tuner status``, ``tuner report``) start quickly; the objective, workers and driver are
-imported from their modules by the commands that train.
+Trials are run by :mod:`tuner.run`, which imports this package and never the reverse. The
+names below import neither torch nor the engine, so commands that only read a study
+(``tuner status``, ``tuner report``) start quickly.
 """
 
 from tuner.search.storage import (

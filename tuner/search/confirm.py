@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import statistics
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import stats
 from tuner.errors import TunerError
 from tuner.recipe import describe_schedule
-from tuner.search import attrs, notes, signals
+from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.objective import SearchContext, make_objective
-from tuner.search.workers import ask, run_trial
 
 _PENDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -149,19 +145,6 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
     return added
 
 
-def run(
-    linked: study_mod.PinnedStudy,
-    context: SearchContext,
-    callbacks: tuple[Callable[[optuna.Study, FrozenTrial], None], ...] = (),
-) -> None:
-    """Run every waiting confirm run, one at a time; a failed run is left for a re-run."""
-    objective = make_objective(context)
-    noted = (*callbacks, notes.note_when_ended(context.config))
-    while pending_runs(linked):
-        with signals.deferred():  # the claimed run is run, never left RUNNING
-            run_trial(linked.study, ask(linked.study), objective, noted)
-
-
 def pending_runs(linked: study_mod.PinnedStudy) -> int:
     return len(linked.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
@@ -226,33 +209,6 @@ def winner_runs(
         if t.user_attrs.get(attrs.CONFIRMS) == candidate
     ]
     return sorted(runs, key=lambda run: -(run[1].value or 0.0))
-
-
-def format_table(confirmation: Confirmation) -> str:
-    """One row per candidate, the winner marked, then the verdict."""
-    if not confirmation.results:
-        return "nothing confirmed yet."
-    lines = [
-        f"confirmation of study {confirmation.parent!r}: {confirmation.seeds} fresh seeds per "
-        "candidate (val accuracy)",
-        "",
-        f"  {'trial':>6}  {'original':>8}  {'mean':>6}  {'std':>6}  {'min..max':>13}  seeds",
-    ]
-    winner = confirmation.winner
-    for result in confirmation.results:
-        mark = "★" if winner is not None and result.trial == winner.trial else " "
-        if result.values:
-            stats = (
-                f"{result.mean:.4f}  {result.std:.4f}  "
-                f"{min(result.values):.4f}..{max(result.values):.4f}"
-            )
-        else:
-            stats = f"{'-':>6}  {'-':>6}  {'-':>13}"
-        seeds = ", ".join(f"{v:.4f}" for v in result.values) or "none yet"
-        lines.append(f"{mark} #{result.trial:<5} {result.original:.4f}    {stats}  {seeds}")
-        lines.append(f"          {result.schedule}")
-    lines += ["", confirmation.verdict()]
-    return "\n".join(lines)
 
 
 @dataclass(frozen=True)

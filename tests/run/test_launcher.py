@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tuner.errors import TunerError
-from tuner.search.launcher import Slot, plan_slots, worker_command, worker_environment
+from tuner.run.launcher import Slot, plan_slots, worker_command, worker_environment
 
 
 def test_workers_share_the_cores_out() -> None:

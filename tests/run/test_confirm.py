@@ -10,11 +10,13 @@ import pytest
 from tests.conftest import single_thread, tiny_context
 from tuner.errors import TunerError
 from tuner.results.export import ExportRequest, export_trial
+from tuner.results.tables import confirm_table
+from tuner.run.confirm import run_pending
+from tuner.run.objective import WorkerIdentity
+from tuner.run.workers import JoinRequest, join, run_worker
 from tuner.search import attrs, confirm
 from tuner.search import study as study_mod
-from tuner.search.objective import WorkerIdentity
 from tuner.search.storage import open_storage
-from tuner.search.workers import JoinRequest, join, run_worker
 
 
 def test_confirm_seeds_are_fresh_distinct_and_stable() -> None:
@@ -42,7 +44,7 @@ def confirmed(tmp_path_factory: pytest.TempPathFactory, tiny_data) -> tuple:
             linked.study.study_name, url, str(folder / "artifacts"), WorkerIdentity()
         )
         linked, linked_context = join(request)
-        confirm.run(linked, linked_context)
+        run_pending(linked, linked_context)
     return folder, storage, parent, linked, added
 
 
@@ -74,7 +76,7 @@ def test_results_have_mean_and_spread_and_a_verdict(confirmed: tuple) -> None:
     # seeds and images both count: a bootstrap interval, in images and points
     assert all(len(r.correct) == 2 for r in confirmation.results)
     assert "images on average; 95% interval " in confirmation.verdict()
-    table = confirm.format_table(confirmation)
+    table = confirm_table(confirmation)
     assert f"★ #{winner.trial}" in table and confirmation.verdict() in table
 
 

@@ -11,7 +11,7 @@ def test_a_stop_inside_a_deferred_block_waits_for_its_end_but_not_inside_allowed
     script = textwrap.dedent(
         """
         import os, signal
-        from tuner.search import signals
+        from tuner.run import signals
 
         signals.stop_on_signals()
         steps = []

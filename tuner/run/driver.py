@@ -13,16 +13,16 @@ import torch
 from tuner import config as config_mod
 from tuner.data import PreparedData
 from tuner.engine import resolve_study_weights
+from tuner.run.host import describe_artifacts, describe_counts, prepare_host
+from tuner.run.launcher import Launcher, Slot
+from tuner.run.objective import SearchContext
+from tuner.run.progress import DataProgress, SearchProgress
+from tuner.run.workers import WorkerOutcome, run_worker
 from tuner.search import attrs, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
-from tuner.search.host import describe_artifacts, describe_counts, prepare_host
-from tuner.search.launcher import Launcher, Slot
-from tuner.search.objective import SearchContext
-from tuner.search.progress import DataProgress, SearchProgress
 from tuner.search.space import recipe_trials
 from tuner.search.warm_start import WarmStart
-from tuner.search.workers import WorkerOutcome, run_worker
 
 Say = Callable[[str], None]
 

@@ -35,12 +35,12 @@ from tuner.engine import (
     train,
 )
 from tuner.recipe import TrialParams
+from tuner.run.signals import raise_if_stop_requested
+from tuner.run.trial_figures import confusion_png, learning_curve_png
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
-from tuner.search.signals import raise_if_stop_requested
 from tuner.search.space import sample
 from tuner.search.storage import ArtifactStore
-from tuner.search.trial_figures import confusion_png, learning_curve_png
 
 
 def pid_namespace() -> str:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from tuner.config import load_config
 from tuner.errors import TunerError
-from tuner.search import slurm
+from tuner.run import slurm
+from tuner.run.host import describe_artifacts
 from tuner.search import study as study_mod
-from tuner.search.host import describe_artifacts
 from tuner.search.storage import artifacts_uri, open_storage, redact, storage_url
 from tuner.search.warm_start import WarmStart, only_new_note
 

@@ -15,12 +15,12 @@ from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from tuner.config import Fixed
+from tuner.run.objective import make_objective, pid_namespace
+from tuner.run.workers import run_trial, run_worker
 from tuner.search import study as study_mod
 from tuner.search.attrs import val_correct
-from tuner.search.objective import make_objective, pid_namespace
 from tuner.search.optuna_internals import study_storage, trial_id
 from tuner.search.storage import ArtifactStore
-from tuner.search.workers import run_trial, run_worker
 
 
 def files_in(folder: Path) -> list[Path]:

@@ -23,11 +23,11 @@ import optuna
 
 from tuner.engine import WORKERS_ON_DEVICE_ENV
 from tuner.errors import TunerError
+from tuner.run.progress import SearchProgress
+from tuner.run.workers import WorkerOutcome, fail_trials_of
 from tuner.search import attrs
 from tuner.search import study as study_mod
-from tuner.search.progress import SearchProgress
 from tuner.search.storage import artifact_store
-from tuner.search.workers import WorkerOutcome, fail_trials_of
 
 Say = Callable[[str], None]
 

@@ -16,8 +16,8 @@ from tuner.data import PreparedData, Progress, cache_path, entry_path, host_core
 from tuner.engine import FeatureCache, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
 from tuner.progress import duration
-from tuner.search.objective import SearchContext, WorkerIdentity
-from tuner.search.progress import DataProgress
+from tuner.run.objective import SearchContext, WorkerIdentity
+from tuner.run.progress import DataProgress
 from tuner.search.storage import artifact_store
 
 

@@ -16,10 +16,11 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
-from tuner.search import attrs, notes, signals
+from tuner.run import signals
+from tuner.run.host import prepare_host
+from tuner.run.objective import SearchContext, WorkerIdentity, make_objective, pid_namespace
+from tuner.search import attrs, notes
 from tuner.search import study as study_mod
-from tuner.search.host import prepare_host
-from tuner.search.objective import SearchContext, WorkerIdentity, make_objective, pid_namespace
 from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
 from tuner.search.storage import open_storage, redact
 
