@@ -32,7 +32,7 @@ import torch  # noqa: E402
 from tuner.config import PinnedWeights, ResolvedWeights, load_config  # noqa: E402
 from tuner.data.prepare import prepare_data  # noqa: E402
 from tuner.engine.features import FeatureCache  # noqa: E402
-from tuner.run.objective import SearchContext  # noqa: E402
+from tuner.run.host import SearchContext  # noqa: E402
 from tuner.run.workers import run_worker  # noqa: E402
 from tuner.search import study as study_mod  # noqa: E402
 from tuner.search.storage import artifact_store, open_storage  # noqa: E402

@@ -25,7 +25,7 @@ from tuner.config import (
 )
 from tuner.data.prepare import PreparedData, prepare_data
 from tuner.results.export import ExportRequest, export_trial
-from tuner.run.objective import SearchContext
+from tuner.run.host import SearchContext
 from tuner.run.workers import run_worker
 from tuner.search import study as study_mod
 from tuner.search.storage import artifact_store, open_storage

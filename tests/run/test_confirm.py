@@ -12,7 +12,7 @@ from tuner.errors import TunerError
 from tuner.results.export import ExportRequest, export_trial
 from tuner.results.tables import confirm_table
 from tuner.run.confirm import run_pending
-from tuner.run.objective import WorkerIdentity
+from tuner.run.identity import WorkerIdentity
 from tuner.run.workers import JoinRequest, join, run_worker
 from tuner.search import attrs, confirm
 from tuner.search import study as study_mod

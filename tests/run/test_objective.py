@@ -15,7 +15,8 @@ from optuna.storages import RetryFailedTrialCallback
 from optuna.trial import TrialState
 
 from tuner.config import Fixed
-from tuner.run.objective import make_objective, pid_namespace
+from tuner.run.identity import pid_namespace
+from tuner.run.objective import make_objective
 from tuner.run.workers import run_trial, run_worker
 from tuner.search import study as study_mod
 from tuner.search.attrs import val_correct

@@ -97,7 +97,7 @@ def worker_command(args: argparse.Namespace) -> None:
     import torch
 
     from tuner.run import launcher, workers
-    from tuner.run.objective import WorkerIdentity
+    from tuner.run.identity import WorkerIdentity
     from tuner.run.progress import SearchProgress
     from tuner.search import study
     from tuner.search.storage import redact
@@ -189,7 +189,7 @@ def confirm_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
     from tuner.run import workers
     from tuner.run.confirm import run_pending
-    from tuner.run.objective import WorkerIdentity
+    from tuner.run.identity import WorkerIdentity
     from tuner.run.progress import SearchProgress
     from tuner.search import confirm, study
 

@@ -6,7 +6,8 @@ What to re-run and how to judge it is decided in :mod:`tuner.search.confirm`.
 from __future__ import annotations
 
 from tuner.run import signals
-from tuner.run.objective import SearchContext, make_objective
+from tuner.run.host import SearchContext
+from tuner.run.objective import make_objective
 from tuner.run.workers import TrialCallback, ask, run_trial
 from tuner.search import notes
 from tuner.search import study as study_mod

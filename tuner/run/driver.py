@@ -13,9 +13,8 @@ import torch
 from tuner import config as config_mod
 from tuner.data import PreparedData
 from tuner.engine import resolve_study_weights
-from tuner.run.host import describe_artifacts, describe_counts, prepare_host
+from tuner.run.host import SearchContext, describe_artifacts, describe_counts, prepare_host
 from tuner.run.launcher import Launcher, Slot
-from tuner.run.objective import SearchContext
 from tuner.run.progress import DataProgress, SearchProgress
 from tuner.run.workers import WorkerOutcome, run_worker
 from tuner.search import attrs, warm_start

@@ -9,16 +9,33 @@ the same words, before any trial starts.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from tuner.config import DataConfig, PinnedWeights, StudyConfig
 from tuner.data import PreparedData, Progress, cache_path, entry_path, host_cores, prepare_data
-from tuner.engine import FeatureCache, build_model, choose_placement, resolve_device
+from tuner.engine import FeatureCache, Placement, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
 from tuner.progress import duration
-from tuner.run.objective import SearchContext, WorkerIdentity
+from tuner.run.identity import WorkerIdentity
 from tuner.run.progress import DataProgress
-from tuner.search.storage import artifact_store
+from tuner.search.storage import ArtifactStore, artifact_store
+
+
+@dataclass(frozen=True)
+class SearchContext:
+    """What every trial of one worker shares: loaded once, reused for each trial."""
+
+    config: StudyConfig
+    data: PreparedData
+    weights: PinnedWeights
+    device: torch.device
+    store: ArtifactStore
+    worker: WorkerIdentity = field(default_factory=WorkerIdentity)
+    feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
+    placement: Placement | None = None  # None: resident (tuner.engine.placement decides)
 
 
 def load_study_data(

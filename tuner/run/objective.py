@@ -5,11 +5,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
-import os
-import socket
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -18,67 +15,25 @@ from optuna.artifacts import upload_artifact
 from optuna.artifacts.exceptions import ArtifactNotFound
 from safetensors.torch import save_file
 
-from tuner.config import PinnedWeights, StudyConfig
-from tuner.data import PreparedData
 from tuner.engine import (
     EpochMetrics,
-    FeatureCache,
     NonFiniteLossError,
-    Placement,
     TrainCheckpoint,
     TrainEnvironment,
     TrainHooks,
     TrainResult,
     build_model,
-    confusion_matrix,
     evaluate,
     train,
 )
 from tuner.recipe import TrialParams
+from tuner.run.host import SearchContext
 from tuner.run.signals import raise_if_stop_requested
-from tuner.run.trial_figures import confusion_png, learning_curve_png
+from tuner.run.trial_figures import trial_figures
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.space import sample
 from tuner.search.storage import ArtifactStore
-
-
-def pid_namespace() -> str:
-    """Which processes a pid names here ("" where /proc does not say): containers that share
-    a host name (``docker run --network host``) each have their own."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return ""
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Which process ran a trial: recorded on every trial, used to seed the worker's sampler."""
-
-    host: str = field(default_factory=socket.gethostname)
-    index: int | None = None  # the launcher's worker number; None for a lone worker
-    pid: int = field(default_factory=os.getpid)
-    gpu: str | None = None  # the physical GPU (CUDA_VISIBLE_DEVICES) the worker is pinned to
-    pid_namespace: str = field(default_factory=pid_namespace)
-
-    @property
-    def name(self) -> str:
-        return f"{self.host}/{self.pid if self.index is None else self.index}"
-
-
-@dataclass(frozen=True)
-class SearchContext:
-    """What every trial of one worker shares: loaded once, reused for each trial."""
-
-    config: StudyConfig
-    data: PreparedData
-    weights: PinnedWeights
-    device: torch.device
-    store: ArtifactStore
-    worker: WorkerIdentity = field(default_factory=WorkerIdentity)
-    feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
-    placement: Placement | None = None  # None: resident (tuner.engine.placement decides)
 
 
 def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
@@ -291,7 +246,8 @@ def _keep_checkpoint(
         artifact_id = upload_artifact(
             artifact_store=context.store, file_path=str(path), study_or_trial=trial
         )
-        for figure in _figures(trial.number, result, predictions, context, Path(tmp)):
+        figures = trial_figures(trial.number, result, predictions, context.data, Path(tmp))
+        for figure in figures:
             upload_artifact(
                 artifact_store=context.store, file_path=str(figure), study_or_trial=trial
             )
@@ -299,19 +255,3 @@ def _keep_checkpoint(
     # This trial is not COMPLETE yet, so it holds one of the k places without being ranked.
     for evicted in study_mod.evict_checkpoints(study, context.store, keep - 1):
         notes.write_trial_note(study, evicted, context.config)  # "checkpoint removed"
-
-
-def _figures(
-    number: int, result: TrainResult, predictions: torch.Tensor, context: SearchContext,
-    folder: Path,
-) -> list[Path]:  # fmt: skip
-    """The learning curve, and the confusion matrix of the best epoch's weights on val."""
-    data = context.data
-    accuracy = result.best_accuracy
-    matrix = confusion_matrix(data.val_labels, predictions, data.num_classes)
-    curve = folder / f"learning-curve-trial-{number}.png"
-    curve.write_bytes(learning_curve_png(result.history, f"Trial {number}: learning curve"))
-    confusion = folder / f"confusion-matrix-trial-{number}.png"
-    title = f"Trial {number}: val confusion at epoch {result.best_epoch} (acc {accuracy:.3f})"
-    confusion.write_bytes(confusion_png(matrix, data.class_names, title))
-    return [curve, confusion]

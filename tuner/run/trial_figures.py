@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from pathlib import Path
 
 import matplotlib
 
@@ -12,7 +13,8 @@ matplotlib.use("Agg")  # files only: never open a window, never need a display
 import matplotlib.pyplot as plt
 import torch
 
-from tuner.engine import EpochMetrics
+from tuner.data import PreparedData
+from tuner.engine import EpochMetrics, TrainResult, confusion_matrix
 
 
 def learning_curve_png(history: Sequence[EpochMetrics], title: str) -> bytes:
@@ -68,3 +70,17 @@ def _png(fig: plt.Figure) -> bytes:
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def trial_figures(
+    number: int, result: TrainResult, predictions: torch.Tensor, data: PreparedData, folder: Path
+) -> list[Path]:
+    """The learning curve, and the confusion matrix of the best epoch's weights on val."""
+    accuracy = result.best_accuracy
+    matrix = confusion_matrix(data.val_labels, predictions, data.num_classes)
+    curve = folder / f"learning-curve-trial-{number}.png"
+    curve.write_bytes(learning_curve_png(result.history, f"Trial {number}: learning curve"))
+    confusion = folder / f"confusion-matrix-trial-{number}.png"
+    title = f"Trial {number}: val confusion at epoch {result.best_epoch} (acc {accuracy:.3f})"
+    confusion.write_bytes(confusion_png(matrix, data.class_names, title))
+    return [curve, confusion]

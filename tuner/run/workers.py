@@ -17,8 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.run import signals
-from tuner.run.host import prepare_host
-from tuner.run.objective import SearchContext, WorkerIdentity, make_objective, pid_namespace
+from tuner.run.host import SearchContext, prepare_host
+from tuner.run.identity import WorkerIdentity, pid_namespace
+from tuner.run.objective import make_objective
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
 from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
