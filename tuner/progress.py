@@ -17,6 +17,9 @@ from tqdm import tqdm
 
 from tuner.errors import TunerError
 
+Say = Callable[[str], None]
+"""Where a step writes its lines for the user: ``print``, a list's ``append``, a log."""
+
 INTERVAL_ENV = "TUNER_PROGRESS_SECONDS"
 DEFAULT_INTERVAL = 10.0
 
