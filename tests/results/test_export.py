@@ -15,6 +15,7 @@ from tuner.data import normalize, prepare_data
 from tuner.engine.weights import file_sha256
 from tuner.errors import TunerError
 from tuner.results.export import ExportRequest, describe, export_trial, load_model
+from tuner.results.export_modes import RefitRecipe
 from tuner.run.workers import run_worker
 from tuner.search import study as study_mod
 from tuner.search.storage import artifact_store
@@ -181,7 +182,8 @@ def test_refit_exports_a_model_whose_test_accuracy_is_reproduced_on_reload(
         tmp_path / "plain" / "model.safetensors"
     )  # other weights: trained on more images
     assert any(line.startswith("refit: epoch 1/") for line in lines)
-    assert result.refit.epochs == refit["epochs"]
+    assert isinstance(result.mode, RefitRecipe)
+    assert result.mode.refit.epochs == refit["epochs"]
     assert "refit vs the search's checkpoint: " in describe(result)
     card = (tmp_path / "refit" / "MODEL_CARD.md").read_text()
     assert "the exported weights are a refit" in card and "search's own checkpoint" in card

@@ -44,13 +44,13 @@ from tuner.data import (
 )
 from tuner.engine import build_model, file_sha256
 from tuner.errors import TunerError
+from tuner.progress import Say
 from tuner.results import formats as formats_mod
 from tuner.results import model_card
-from tuner.results import refit as refit_mod
 from tuner.results import soup as soup_mod
 from tuner.results.checkpoints import read_checkpoint
-from tuner.results.held_out import TestEvaluation, class_results, evaluate_test, record_on_study
-from tuner.results.refit import Refit
+from tuner.results.export_modes import ExportMode, choose_mode
+from tuner.results.held_out import TestEvaluation, class_results
 from tuner.run.host import load_study_data
 from tuner.search import attrs
 from tuner.search import study as study_mod
@@ -72,9 +72,8 @@ class ExportResult:
     recorded_accuracy: float
     verified_accuracy: float
     checks: tuple[formats_mod.FormatCheck, ...]  # one per exported model file
+    mode: ExportMode  # the search's checkpoint, its recipe refit, or a soup
     test: TestEvaluation | None = None  # None: the study has no test split
-    refit: Refit | None = None
-    soup: soup_mod.Soup | None = None
 
 
 @dataclass(frozen=True)
@@ -95,70 +94,89 @@ def export_trial(
     store: ArtifactStore,
     request: ExportRequest,
     trial_number: int | None = None,
-    say: Callable[[str], None] = lambda line: None,
+    say: Say = lambda line: None,
 ) -> ExportResult:
     """Write the model files, config.json, metrics.json and MODEL_CARD.md, atomically.
 
     ``formats`` are ``--format`` names (safetensors is always written). Each file is loaded
     back and checked against the PyTorch model on the validation split before the folder
-    appears; see :mod:`tuner.formats`. The test split is evaluated after that check and
-    recorded in the files and on the study (``tuner report`` shows it). ``say`` gets the
+    appears; see :mod:`tuner.results.formats`. The test split is evaluated after that check
+    and recorded in the files and on the study (``tuner report`` shows it). ``say`` gets the
     refit's and the soup's progress lines.
     """
     out_dir = _free_out_dir(request)
     chosen = formats_mod.resolve(request.formats)
     soup_mod.check_size(pinned.config, request.soup)
     trial = _pick_trial(pinned.study, trial_number)
-    model, data = _rebuild(pinned, store, trial)
-    searched, done, souped = None, None, None
-    if request.refit:
-        searched = model
-        model, done = refit_mod.refit(pinned, trial, data, request.device, say)
-    if request.soup:
-        model, souped = soup_mod.greedy_soup(
-            pinned, store, trial, model, data, request.soup, request.device, say
-        )
+    checkpoint, data = _rebuild(pinned, store, trial)
+    mode = choose_mode(
+        pinned, store, trial, checkpoint, data,
+        refit=request.refit, soup=request.soup, device=request.device, say=say,
+    )  # fmt: skip
     batch = pinned.config.train.eval_batch_size
-    logits = formats_mod.batched_logits(model, data.val_images, batch)
+    logits = formats_mod.batched_logits(mode.model, data.val_images, batch)
     predictions = logits.argmax(1)
     accuracy = (predictions == data.val_labels).float().mean().item()
-    tested = evaluate_test(model, searched, data, batch)
+    written = _Written(pinned, trial, data, mode, mode.test(data, batch), predictions, accuracy)
     checks: list[formats_mod.FormatCheck] = []
 
     def fill(folder: Path) -> None:
-        for fmt in chosen:
-            checks.append(
-                formats_mod.write_checked(fmt, model, folder, data.val_images, logits, batch)
-            )
-        hashes = {check.format: file_sha256(folder / check.file) for check in checks}
-        config_json = {
-            **_config_json(pinned, trial, data, accuracy, chosen),
-            "test": tested.to_dict() if tested else {"split": data.test_split},
-            "refit": done.to_dict() if done else None,
-            "soup": souped.to_dict(tested) if souped else None,
-            "weights_sha256": hashes["safetensors"],  # what load_model checks
-            "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
-        }
-        _write_json(folder / CONFIG_FILE, config_json)
-        metrics = _metrics_json(trial, data.class_names, data.val_labels, predictions, accuracy)
-        if tested is not None:
-            metrics["test"] = tested.metrics(data.class_names)
-        if request.confirmation is not None:
-            metrics["confirmation"] = request.confirmation
-        if souped is not None:
-            metrics["soup"] = config_json["soup"]
-        _write_json(folder / METRICS_FILE, metrics)
-        (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
+        checks.extend(
+            formats_mod.write_checked(fmt, mode.model, folder, data.val_images, logits, batch)
+            for fmt in chosen
+        )
+        _write_files(folder, out_dir, written, chosen, checks, request.confirmation)
 
     _write_atomically(out_dir, fill)
-    if souped is None:
-        record_on_study(pinned.study, trial.number, tested, done)
-    else:
-        soup_mod.record(pinned.study, souped, tested)
+    mode.record(pinned.study, trial.number, written.tested)
     return ExportResult(
         out_dir, pinned.study.study_name, trial.number, trial.value, accuracy, tuple(checks),
-        tested, done, souped,
+        mode, written.tested,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the files of one export describe: the study, the trial, its data, the mode, the
+    held-out test result, and the exported model's val predictions and accuracy."""
+
+    pinned: study_mod.PinnedStudy
+    trial: FrozenTrial
+    data: PreparedData
+    mode: ExportMode
+    tested: TestEvaluation | None
+    val_predictions: torch.Tensor
+    val_accuracy: float
+
+
+def _write_files(
+    folder: Path,
+    out_dir: Path,
+    written: _Written,
+    chosen: tuple[formats_mod.Format, ...],
+    checks: list[formats_mod.FormatCheck],
+    confirmation: dict[str, Any] | None,
+) -> None:
+    """config.json (with each model file's SHA-256), metrics.json and the model card."""
+    data, tested, entries = written.data, written.tested, written.mode.entries(written.tested)
+    hashes = {check.format: file_sha256(folder / check.file) for check in checks}
+    config_json = {
+        **_config_json(written, chosen),
+        "test": tested.to_dict() if tested else {"split": data.test_split},
+        **entries,
+        "weights_sha256": hashes["safetensors"],  # what load_model checks
+        "formats": {c.format: {**c.to_dict(), "sha256": hashes[c.format]} for c in checks},
+    }
+    _write_json(folder / CONFIG_FILE, config_json)
+    metrics = _metrics_json(written)
+    if tested is not None:
+        metrics["test"] = tested.metrics(data.class_names)
+    if confirmation is not None:
+        metrics["confirmation"] = confirmation
+    if entries["soup"] is not None:
+        metrics["soup"] = entries["soup"]
+    _write_json(folder / METRICS_FILE, metrics)
+    (folder / model_card.CARD_FILE).write_text(model_card.render(folder, out_dir))
 
 
 def _free_out_dir(request: ExportRequest) -> Path:
@@ -206,18 +224,13 @@ def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
     return trial
 
 
-def _config_json(
-    pinned: study_mod.PinnedStudy,
-    trial: FrozenTrial,
-    data: PreparedData,
-    acc: float,
-    chosen: tuple[formats_mod.Format, ...],
-) -> dict[str, Any]:
+def _config_json(written: _Written, chosen: tuple[formats_mod.Format, ...]) -> dict[str, Any]:
+    pinned, trial, data = written.pinned, written.trial, written.data
     config, class_names = pinned.config, data.class_names
-    arch = attrs.trial_params(trial, config.space).arch
+    params = attrs.trial_params(trial, config.space)
     return {
         "format_version": FORMAT_VERSION,
-        "arch": arch,
+        "arch": params.arch,
         "num_classes": len(class_names),
         "class_names": list(class_names),
         "image_size": config.data.image_size,
@@ -226,13 +239,13 @@ def _config_json(
         "center crop, scaled to 0..1, normalised with mean/std",
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
-        "params": dataclasses.asdict(attrs.trial_params(trial, config.space)),
+        "params": dataclasses.asdict(params),
         "study_name": pinned.study.study_name,
         "trial_number": trial.number,
         "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
-        "val_accuracy": acc,
+        "val_accuracy": written.val_accuracy,
         "recorded_val_accuracy": trial.value,
-        "resolved_weights": pinned.weights[arch].to_dict(),
+        "resolved_weights": pinned.weights[params.arch].to_dict(),
         "study_config": config_mod.to_dict(config),
         "data": {
             "train_images": len(data.train_labels),
@@ -246,19 +259,14 @@ def _config_json(
     }
 
 
-def _metrics_json(
-    trial: FrozenTrial,
-    class_names: tuple[str, ...],
-    labels: torch.Tensor,
-    predictions: torch.Tensor,
-    accuracy: float,
-) -> dict[str, Any]:
+def _metrics_json(written: _Written) -> dict[str, Any]:
+    trial, data = written.trial, written.data
     return {
-        "val_accuracy": accuracy,
+        "val_accuracy": written.val_accuracy,
         "recorded_val_accuracy": trial.value,
         "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
         "epochs": {key: trial.user_attrs.get(key, []) for key in attrs.CURVES},
-        **class_results(labels, predictions, class_names),
+        **class_results(data.val_labels, written.val_predictions, data.class_names),
     }
 
 
@@ -295,53 +303,25 @@ def _write_atomically(out_dir: Path, fill: Callable[[Path], None]) -> None:
 
 
 def describe(result: ExportResult) -> str:
+    """The printout of an export: what was exported, its accuracies, the checked files."""
     files = [check.file for check in result.checks]
-    what = (
-        "the recipe of trial" if result.refit else "a soup led by trial" if result.soup else "trial"
-    )
+    mode, tested = result.mode, result.test
+    accuracy = mode.accuracy_lines(result.recorded_accuracy, result.verified_accuracy)
+    if tested is None:
+        accuracy.append("  test accuracy: no held-out test split (data.test_source: none)")
+    else:
+        accuracy += mode.test_lines(tested)
     return "\n".join(
         [
-            f"exported study {result.study_name!r} {what} #{result.trial_number} "
+            f"exported study {result.study_name!r} {mode.title} #{result.trial_number} "
             f"to {result.out_dir}/",
-            *_accuracy_lines(result),
+            *accuracy,
             *(f"  verified {check.describe()}" for check in result.checks),
             f"  files: {', '.join([*files, CONFIG_FILE, METRICS_FILE, model_card.CARD_FILE])}",
             f"  use:   model, preprocess = tuner.load_model('{result.out_dir}')",
             f"         tuner predict {result.out_dir} IMAGE_OR_FOLDER...",
         ]
     )
-
-
-def _accuracy_lines(result: ExportResult) -> list[str]:
-    tested, done, souped = result.test, result.refit, result.soup
-    if souped is not None:
-        lines = souped.describe()
-    elif done is None:
-        lines = [
-            f"  val accuracy: recorded {result.recorded_accuracy:.4f}, "
-            f"reloaded and re-evaluated {result.verified_accuracy:.4f} (what the search chose on)"
-        ]
-    else:
-        lines = [
-            f"  refit on {done.train_images} training + validation images for {done.epochs} "
-            f"epoch(s), seed {done.seed}, on {done.device}, in {done.seconds:.0f} s"
-        ]
-    if tested is None:
-        return [*lines, "  test accuracy: no held-out test split (data.test_source: none)"]
-    if souped is not None:
-        return [*lines, *souped.describe_test(tested)]
-    lines.append(
-        f"  test accuracy: {tested.accuracy.describe()} on held-out images the search never "
-        f"saw ({tested.split})"
-    )
-    if tested.searched is not None:
-        comparison = tested.refit_vs_search
-        lines += [
-            f"  the search's own checkpoint on the same images: {tested.searched.describe()}",
-            f"  refit vs the search's checkpoint: {comparison.points:+.1f} points "
-            f"({comparison.evidence()})",
-        ]
-    return lines
 
 
 # --- loading an export ---------------------------------------------------------------------
