@@ -106,7 +106,7 @@ def test_confirmed_export_ships_the_winners_best_run(confirmed: tuple) -> None:
     kept = [
         (p.study.study_name, t.number)
         for p, t in confirm.winner_runs(parent, linked, winner.trial)
-        if attrs.CHECKPOINT in t.user_attrs and not study_mod.checkpoint_removed(p.study, t)
+        if study_mod.has_checkpoint(p.study, t)
     ]
     assert (chosen.pinned.study.study_name, chosen.trial) == kept[0]  # the best run with weights
     out = folder / "best"

@@ -19,16 +19,11 @@ from tuner.search import study as study_mod
 from tuner.search.storage import ArtifactStore
 
 
-def has_checkpoint(study: optuna.Study, trial: FrozenTrial) -> bool:
-    """Whether the trial saved a checkpoint that the search has not evicted since."""
-    return attrs.CHECKPOINT in trial.user_attrs and not study_mod.checkpoint_removed(study, trial)
-
-
 def read_checkpoint(
     study: optuna.Study, store: ArtifactStore, trial: FrozenTrial, keep: int
 ) -> dict[str, torch.Tensor]:
     """The trial's best-epoch state dict; ``keep`` is the study's ``search.keep_checkpoints``."""
-    if not has_checkpoint(study, trial):
+    if not study_mod.has_checkpoint(study, trial):
         raise TunerError(
             f"trial #{trial.number} has no checkpoint any more: only the top {keep} complete "
             "trials keep theirs (search.keep_checkpoints). Export one of those instead."

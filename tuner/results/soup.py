@@ -30,7 +30,7 @@ from tuner.config import StudyConfig
 from tuner.data import PreparedData, normalize
 from tuner.engine import evaluate, resolve_device
 from tuner.errors import TunerError
-from tuner.results.checkpoints import has_checkpoint, read_checkpoint
+from tuner.results.checkpoints import read_checkpoint
 from tuner.results.held_out import TestEvaluation, evaluate_test, record_on_study
 from tuner.search import attrs
 from tuner.search import study as study_mod
@@ -222,7 +222,7 @@ def _ingredients(
     start = _start(best, config)
     ranked = [t for t in study_mod.ranked_trials(study) if t.number != best.number]
     same = [t for t in ranked if _start(t, config) == start]
-    others = [t for t in same if has_checkpoint(study, t)]
+    others = [t for t in same if study_mod.has_checkpoint(study, t)]
     chosen = [best, *others[: size - 1]]
     if len(chosen) < size:
         apart = len(ranked) - len(same)

@@ -226,9 +226,7 @@ def confirmed_export(storage: BaseStorage, parent: study_mod.PinnedStudy) -> Con
     winner = confirmation.winner
     assert winner is not None  # load() refuses a confirmation without one
     for pinned, trial in winner_runs(parent, linked, winner.trial):
-        if attrs.CHECKPOINT in trial.user_attrs and not study_mod.checkpoint_removed(
-            pinned.study, trial
-        ):
+        if study_mod.has_checkpoint(pinned.study, trial):
             summary = {
                 "candidate_trial": winner.trial,
                 "study": parent.study.study_name,

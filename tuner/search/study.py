@@ -265,6 +265,11 @@ def checkpoint_removed(study: optuna.Study, trial: FrozenTrial) -> bool:
     return bool(study.user_attrs.get(f"{attrs.CHECKPOINT_REMOVED_PREFIX}{trial.number}"))
 
 
+def has_checkpoint(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Whether the trial saved a checkpoint that the search has not evicted since."""
+    return attrs.CHECKPOINT in trial.user_attrs and not checkpoint_removed(study, trial)
+
+
 def evict_checkpoints(study: optuna.Study, store: ArtifactStore, keep: int) -> list[FrozenTrial]:
     """Remove the checkpoints of every complete trial outside the top ``keep``; returns them.
 
