@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from optuna_dashboard import get_note, save_note
@@ -107,6 +108,31 @@ def test_rdb_internal_calls_are_what_a_search_calls(tmp_path: Path, monkeypatch)
     study.optimize(lambda trial: trial.suggest_float("x", 0, 1), n_trials=3)
     study.best_trial  # noqa: B018
     assert {"_create_new_trial", "_set_trial_param", "_get_stale_trial_ids"} <= called
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_a_median_pruner_judges_a_trial_by_the_narrowed_study_alone(
+    tmp_path: Path, direction: str
+) -> None:
+    storage = open_storage(f"sqlite:///{tmp_path / 'narrowed.db'}")
+    study = optuna.create_study(storage=storage, direction=direction)
+    for group, value in (("low", 0.2), ("low", 0.3), ("high", 0.8), ("high", 0.9)):
+        trial = study.ask()
+        trial.set_user_attr("group", group)
+        trial.report(value, 0)
+        study.tell(trial, value)
+    study.ask().report(0.5, 0)  # the trial judged: between the two groups
+    judged = study.get_trials(states=(TrialState.RUNNING,))[0]
+    median = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+    def among(group: str) -> optuna_internals.NarrowedStudy:
+        return optuna_internals.NarrowedStudy(study, lambda t: t.user_attrs.get("group") == group)
+
+    assert [t.number for t in among("high").get_trials(states=(TrialState.COMPLETE,))] == [2, 3]
+    worse_than_low = direction == "minimize"  # 0.5 is worse than 0.25 when lower is better
+    assert bool(median.prune(among("low"), judged)) is worse_than_low
+    assert bool(median.prune(among("high"), judged)) is not worse_than_low
+    assert not median.prune(among("nobody"), judged)  # no complete trial: nothing to judge by
 
 
 def test_note_handle_round_trips_a_note_of_an_ended_trial(tmp_path: Path) -> None:

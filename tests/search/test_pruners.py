@@ -11,6 +11,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from tuner import config
 from tuner.config import SearchConfig, load_config
 from tuner.search import pruners
 from tuner.search.storage import open_storage
@@ -55,6 +56,34 @@ def _prune_decisions(study: optuna.Study, recipe: dict, curve: list[float]) -> l
 )
 def test_rungs_come_after_1_3_9_epochs_and_never_at_the_last(epochs: int, rungs: tuple) -> None:
     assert pruners.ScheduleAwareASHA(epochs).rung_steps == rungs
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"reduction_factor": 1}, "reduction_factor"),  # 1 used to loop forever
+        ({"reduction_factor": 0}, "reduction_factor"),
+        ({"first_rung": 0}, "first_rung"),
+        ({"first_rung": -1}, "first_rung"),
+        ({"epochs": 0}, "epochs"),
+    ],
+)
+def test_asha_refuses_arguments_as_optunas_pruners_do(arguments: dict, named: str) -> None:
+    with pytest.raises(ValueError, match=f"The value of `{named}` is -?\\d+, but must be"):
+        pruners.ScheduleAwareASHA(**{"epochs": 4, **arguments})
+
+
+def test_asha_words_a_bad_reduction_factor_as_optuna_does() -> None:
+    with pytest.raises(ValueError) as ours:
+        pruners.ScheduleAwareASHA(4, reduction_factor=1)
+    with pytest.raises(ValueError) as optunas:
+        optuna.pruners.SuccessiveHalvingPruner(reduction_factor=1)
+    assert str(ours.value) == str(optunas.value)
+
+
+def test_the_smallest_valid_asha_arguments_are_accepted() -> None:
+    assert pruners.ScheduleAwareASHA(1, first_rung=1, reduction_factor=2).rung_steps == ()
+    assert pruners.ScheduleAwareASHA(8, first_rung=1, reduction_factor=2).rung_steps == (0, 1, 3)
 
 
 def test_every_trial_is_judged_after_its_first_epoch_among_its_peers(tmp_path: Path) -> None:
@@ -113,7 +142,23 @@ def test_asha_is_the_default_and_each_pruner_can_be_chosen() -> None:
     assert not pruners.make_pruner(plain.search, plain.train.epochs).schedule_aware
 
 
-@pytest.mark.parametrize("pruner", ["hyperband", "median", "successive_halving", "none"])
+def test_config_offers_exactly_the_pruners_of_the_table() -> None:
+    """config (which may not import Optuna) validates search.pruner against its own names."""
+    assert tuple(pruners.PRUNERS) == config.PRUNERS
+    for name, info in pruners.PRUNERS.items():
+        assert info.name == name and info.description
+        pruners.make_pruner(SearchConfig(pruner=name), epochs=4)  # every row builds
+
+
+def test_a_search_says_which_pruner_it_uses_in_words() -> None:
+    median = pruners.describe_pruner(SearchConfig(pruner="median"))
+    assert median.startswith("median, Optuna's MedianPruner") and "unfreezes" in median
+    plain = pruners.describe_pruner(SearchConfig(pruner="median", prune_after_unfreeze=False))
+    assert "unfreezes" not in plain
+    assert "unfreezes" not in pruners.describe_pruner(SearchConfig(pruner="asha"))
+
+
+@pytest.mark.parametrize("pruner", [p for p in pruners.PRUNERS if p != "asha"])
 def test_optuna_pruners_are_wrapped_to_wait_for_the_unfreeze(pruner: str) -> None:
     plain = pruners.make_pruner(SearchConfig(pruner=pruner, prune_after_unfreeze=False), 4)
     made = pruners.make_pruner(SearchConfig(pruner=pruner), epochs=4)

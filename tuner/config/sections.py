@@ -12,7 +12,7 @@ from tuner.recipe import BN_POLICIES, NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
 DATA_SOURCES = ("digits", "cifar10", "cifar100", "mnist", "fashionmnist", "folder")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_jitter")
 LR_SCHEDULES = ("none", "cosine", "step")
-PRUNERS = ("asha", "hyperband", "median", "successive_halving", "none")
+PRUNERS = ("asha", "hyperband", "median", "successive_halving", "none")  # search.pruners.PRUNERS
 SAMPLERS = ("tpe", "random")
 AMP_MODES = ("auto", "bf16", "off")
 DATA_ON_DEVICE = ("auto", "always", "never")

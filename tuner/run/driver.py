@@ -20,6 +20,7 @@ from tuner.run.workers import WorkerOutcome, run_worker
 from tuner.search import attrs, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
+from tuner.search.pruners import describe_pruner
 from tuner.search.space import recipe_trials
 from tuner.search.warm_start import WarmStart
 
@@ -96,6 +97,7 @@ def prepare(request: SearchRequest, say: Say) -> SearchSession:
     say(f"weights:   {weights.describe()}")
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
+    say(f"pruner:    {describe_pruner(config.search)}")
 
     fingerprint = existing.fingerprint if existing else None
     context = prepare_host(

@@ -1,4 +1,5 @@
-"""The only place tuner touches Optuna's (and optuna-dashboard's) private API.
+"""The only place tuner touches Optuna's (and optuna-dashboard's) private API, or depends on
+what Optuna does unasked (which parts of a study a pruner reads, to imitate one).
 
 Each use says why the public API does not suffice. tests/search/test_optuna_internals.py
 exercises every one against the installed Optuna, so an upgrade that renames or removes
@@ -7,7 +8,7 @@ one fails there, with the name, instead of somewhere deep in a worker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 import optuna
@@ -77,6 +78,28 @@ def set_heartbeat(
     storage.heartbeat_interval = interval
     storage.grace_period = grace
     storage.heartbeat_stale_trial_callback = on_stale
+
+
+class NarrowedStudy:
+    """A study as Optuna's percentile pruners read it, narrowed to the trials ``keep`` accepts.
+
+    Optuna's pruners judge a trial against a whole study; ``ScheduleAwarePruner`` asks a
+    ``MedianPruner`` about a subset of it (the trials that trained alike) and no public API
+    takes one. ``PercentilePruner.prune`` reads only ``study.get_trials(deepcopy, states)`` and
+    ``study.direction``, so this imitation offers exactly those: a pruner that starts reading
+    more fails with AttributeError, and the test of it says which Optuna broke the pact.
+    """
+
+    def __init__(self, study: optuna.Study, keep: Callable[[FrozenTrial], bool]) -> None:
+        self._study = study
+        self._keep = keep
+        self.direction = study.direction
+
+    def get_trials(
+        self, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
+        return [trial for trial in trials if self._keep(trial)]
 
 
 @dataclass(frozen=True)

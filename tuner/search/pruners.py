@@ -1,12 +1,15 @@
 """Pruners on per-epoch validation accuracy, and what a trial's freeze schedule means to them.
 
 Steps are 0-based epochs. Whatever the pruner, a trial is never asked about its last epoch
-(``objective._TrialReporter``): one that trained all its epochs is complete.
+(``objective._TrialReporter``): one that trained all its epochs is complete. A new pruner is
+a row of :data:`PRUNERS` and its name in config's ``PRUNERS``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -14,6 +17,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.config import SearchConfig
 from tuner.recipe import NEVER, Schedule, frozen_depth_at
 from tuner.search import attrs
+from tuner.search.optuna_internals import NarrowedStudy
 
 FIRST_RUNG_EPOCHS = 1
 """Epochs a trial trains before the default pruner first judges it."""
@@ -22,26 +26,91 @@ REDUCTION_FACTOR = 3
 
 _REPORTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
 
+PrunerFactory = Callable[[int, SearchConfig], optuna.pruners.BasePruner]
+"""Builds a pruner for trials of ``epochs`` epochs under a study's search settings."""
+
+
+@dataclass(frozen=True)
+class PrunerInfo:
+    """One choice of ``search.pruner``: its name, what it does in words, and how it is built.
+
+    The one table of pruners (:data:`PRUNERS`); config's list of names is checked against it
+    (tests/search/test_pruners.py), since config may not import Optuna.
+    """
+
+    name: str
+    description: str
+    factory: PrunerFactory
+    waits_for_unfreeze: bool  # wrapped in ScheduleAwarePruner under search.prune_after_unfreeze
+
+    def wrapped(self, search: SearchConfig) -> bool:
+        """Whether the study's pruner is this one inside a :class:`ScheduleAwarePruner`."""
+        return self.waits_for_unfreeze and search.prune_after_unfreeze
+
+
+PRUNERS: dict[str, PrunerInfo] = {
+    info.name: info
+    for info in (
+        PrunerInfo(
+            "asha",
+            "asynchronous successive halving: after 1, 3, 9, ... epochs a trial goes on while "
+            "in the top third of its peers there (the trials frozen as it was, unless "
+            "search.prune_after_unfreeze is false)",
+            lambda epochs, search: ScheduleAwareASHA(
+                epochs, schedule_aware=search.prune_after_unfreeze
+            ),
+            waits_for_unfreeze=False,  # it knows the schedules itself
+        ),
+        PrunerInfo(
+            "hyperband",
+            "Optuna's HyperbandPruner: successive halving in several brackets of first rungs",
+            lambda epochs, search: optuna.pruners.HyperbandPruner(
+                min_resource=1, max_resource=epochs, reduction_factor=REDUCTION_FACTOR
+            ),
+            waits_for_unfreeze=True,
+        ),
+        PrunerInfo(
+            "median",
+            "Optuna's MedianPruner: cut below the median of complete trials at the same epoch",
+            lambda epochs, search: optuna.pruners.MedianPruner(
+                n_startup_trials=5, n_warmup_steps=1
+            ),
+            waits_for_unfreeze=True,
+        ),
+        PrunerInfo(
+            "successive_halving",
+            "Optuna's SuccessiveHalvingPruner: the top third of each rung goes on",
+            lambda epochs, search: optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=1, reduction_factor=REDUCTION_FACTOR
+            ),
+            waits_for_unfreeze=True,
+        ),
+        PrunerInfo(
+            "none",
+            "no pruning: every trial trains all its epochs",
+            lambda epochs, search: optuna.pruners.NopPruner(),
+            waits_for_unfreeze=False,  # nothing to wait for
+        ),
+    )
+}
+
 
 def make_pruner(search: SearchConfig, epochs: int) -> optuna.pruners.BasePruner:
-    """The study's pruner for trials of ``epochs`` epochs.
+    """The study's pruner (``search.pruner``, a row of :data:`PRUNERS`) for ``epochs`` epochs.
 
-    ``asha`` (the default) is :class:`ScheduleAwareASHA`; Optuna's own pruners are wrapped in
-    a :class:`ScheduleAwarePruner` with ``search.prune_after_unfreeze``.
+    Optuna's own pruners are wrapped in a :class:`ScheduleAwarePruner` under
+    ``search.prune_after_unfreeze``.
     """
-    if search.pruner == "asha":
-        return ScheduleAwareASHA(epochs, schedule_aware=search.prune_after_unfreeze)
-    if search.pruner == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=epochs, reduction_factor=3
-        )
-    elif search.pruner == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    elif search.pruner == "successive_halving":
-        pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    else:
-        return optuna.pruners.NopPruner()
-    return ScheduleAwarePruner(pruner) if search.prune_after_unfreeze else pruner
+    info = PRUNERS[search.pruner]
+    pruner = info.factory(epochs, search)
+    return ScheduleAwarePruner(pruner) if info.wrapped(search) else pruner
+
+
+def describe_pruner(search: SearchConfig) -> str:
+    """The study's pruner in words, for the opening lines of a search."""
+    info = PRUNERS[search.pruner]
+    waiting = "; until a trial unfreezes, only trials frozen alike judge it"
+    return f"{info.name}, {info.description}" + (waiting if info.wrapped(search) else "")
 
 
 class ScheduleAwareASHA(optuna.pruners.BasePruner):
@@ -72,6 +141,9 @@ class ScheduleAwareASHA(optuna.pruners.BasePruner):
         reduction_factor: int = REDUCTION_FACTOR,
         schedule_aware: bool = True,
     ) -> None:
+        _check_at_least(
+            epochs=(epochs, 1), first_rung=(first_rung, 1), reduction_factor=(reduction_factor, 2)
+        )
         self.reduction_factor = reduction_factor
         self.schedule_aware = schedule_aware
         rungs, trained = [], first_rung
@@ -96,6 +168,13 @@ class ScheduleAwareASHA(optuna.pruners.BasePruner):
             return False
         kept = math.ceil(len(values) / self.reduction_factor)
         return value < sorted(values, reverse=True)[kept - 1]
+
+
+def _check_at_least(**values: tuple[int, int]) -> None:
+    """Raise ValueError for an argument below its least value, worded as Optuna's pruners do."""
+    for name, (value, least) in values.items():
+        if value < least:
+            raise ValueError(f"The value of `{name}` is {value}, but must be `{name} >= {least}`")
 
 
 def _peers(schedule: Schedule, other: Schedule, step: int) -> bool:
@@ -134,23 +213,10 @@ class ScheduleAwarePruner(optuna.pruners.BasePruner):
             return False
         schedule = schedule_of(trial)
         if schedule.unfreeze_epoch is not None and step < schedule.unfreeze_epoch + 1:
-            return self._like.prune(_TrainedAlike(study, schedule, step), trial)
+            path = _depth_path(schedule, step)
+            alike = NarrowedStudy(study, lambda t: _depth_path(schedule_of(t), step) == path)
+            return self._like.prune(alike, trial)
         return self.pruner.prune(study, trial)
-
-
-class _TrainedAlike:
-    """The part of a study that a percentile pruner reads, narrowed to trials that trained
-    with the same frozen depth as ``schedule`` in every epoch up to ``step``."""
-
-    def __init__(self, study: optuna.Study, schedule: Schedule, step: int) -> None:
-        self._study = study
-        self._step = step
-        self._path = _depth_path(schedule, step)
-        self.direction = study.direction
-
-    def get_trials(self, deepcopy: bool = True, states: tuple | None = None) -> list[FrozenTrial]:
-        trials = self._study.get_trials(deepcopy=deepcopy, states=states)
-        return [t for t in trials if _depth_path(schedule_of(t), self._step) == self._path]
 
 
 def _depth_path(schedule: Schedule, step: int) -> tuple[int, ...]:
