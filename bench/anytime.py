@@ -49,6 +49,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import peers  # noqa: E402
+import results_file  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
@@ -454,9 +455,7 @@ def main() -> None:
         f"![best val accuracy against wall-clock]({args.plot.name})", "",
     ])  # fmt: skip
     print(text)
-    if args.out:
-        with open(args.out, "a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
+import results_file
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = 10
@@ -338,9 +339,7 @@ def main() -> None:
          *epoch_rows, "", "### Goals", "", *verdict, ""]
     )  # fmt: skip
     print(text)
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ for path in (REPO, REPO / "bench"):
         sys.path.insert(0, str(path))
 
 import anytime  # noqa: E402
+import results_file  # noqa: E402
 
 from tuner.engine.ema import WeightEma  # noqa: E402
 from tuner.engine.model import set_frozen, set_train_mode  # noqa: E402
@@ -96,9 +97,7 @@ def main() -> None:
         ]
     )
     print(text)
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ for path in (REPO, REPO / "bench"):
 
 import optuna  # noqa: E402
 import reference_search as ref  # noqa: E402
+import results_file  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Subset  # noqa: E402
@@ -329,9 +330,7 @@ def main() -> None:
     )
     text = f"{SECTION}\n\n" + "\n".join(lines) + "\n"
     print(text)
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

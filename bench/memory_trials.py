@@ -27,6 +27,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import optuna  # noqa: E402
+import results_file  # noqa: E402
 import torch  # noqa: E402
 
 from tuner.config import PinnedWeights, ResolvedWeights, load_config  # noqa: E402
@@ -118,9 +119,7 @@ def main() -> None:
     text = report(samples, time.perf_counter() - started, command)
     print(text)
     print("all samples (MiB):", " ".join(f"{s:.0f}" for s in samples))
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

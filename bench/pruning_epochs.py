@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import results_file
 from optuna.trial import TrialState
 
 REPO = Path(__file__).resolve().parents[1]
@@ -121,9 +122,7 @@ def main() -> None:
         f"seeds {args.seeds}; before = {args.before}\n\n{table(searches)}\n"
     )
     print(text)
-    if args.out:
-        with open(args.out, "a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
 
 
 if __name__ == "__main__":

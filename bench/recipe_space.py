@@ -41,6 +41,7 @@ for path in (REPO, REPO / "bench"):
 import anytime  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+import results_file  # noqa: E402
 
 from tuner import stats  # noqa: E402
 from tuner.results import load_model  # noqa: E402
@@ -231,9 +232,8 @@ def main() -> None:
         + summarise(runs, record["tasks"])
     )
     print(text)
-    if args.out:
-        with args.out.open("a") as out:
-            out.write("\n" + text)
+    results_file.append_run(args.out, text)
+
 
 if __name__ == "__main__":
     main()
