@@ -6,13 +6,14 @@ Run from the repository root:
 
 Every configuration (storage x sampler x workers) gets a fresh study that is deleted
 afterwards. The workers are separate processes ("spawn"), each opening the storage itself
-with ``tuner.storage.open_storage`` and joining the study with the product's sampler and
-pruner. A trial does to the storage what a real tuner trial does (sample the real search
-space, record params/worker/origin, then per epoch: curves, report, should_prune), with the
-training replaced by nothing, so a trial's wall time is the storage + sampler + Optuna cost.
-Workers share one budget of finished trials, as ``tuner worker`` does.
+with ``tuner.search.storage.open_storage`` and joining the study with the product's sampler
+and pruner. A trial writes to the storage what a tuner trial wrote when this bench was made
+(sample the real search space, record params/worker/origin, then per epoch: curves, report,
+should_prune), with the training replaced by nothing, so a trial's wall time is the storage +
+sampler + Optuna cost. Workers share one budget of finished trials.
 
-This is a benchmark, not a test: nothing is asserted; the numbers go to RESULTS.md.
+This is a benchmark, not a test: nothing is asserted. It appends the run's command, machine
+and tables to RESULTS.md; what they mean is written there by hand, in "Storage scaling".
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import os
 import platform
 import queue
 import random
+import shlex
 import shutil
 import sqlite3
 import statistics
@@ -46,12 +48,19 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import optuna  # noqa: E402
+import results_file  # noqa: E402
+
+from tuner import config as config_mod  # noqa: E402
+from tuner.search import attrs  # noqa: E402
+from tuner.search import study as study_mod  # noqa: E402
+from tuner.search.pruners import make_pruner  # noqa: E402
+from tuner.search.space import sample  # noqa: E402
+from tuner.search.storage import open_storage  # noqa: E402
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-SECTION = "## Storage scaling (issue 3)"
+SECTION = "Storage scaling (issue 3)"  # the section of RESULTS.md that explains the tables
 SETUP_TIMEOUT = 300.0
 RUN_TIMEOUT = 900.0
-SATURATED = 0.85  # share of all cores busy from which a run counts as CPU-bound
 
 # Every RDBStorage method that talks to the database (the private ones are what Optuna's
 # _CachedStorage calls). Time spent inside them is the "storage" share of a trial.
@@ -183,15 +192,6 @@ def instrument(storage: Any, sampler: Any, pruner: Any, clock: Clock) -> None:
     sqlalchemy.event.listen(storage.engine, "checkout", count("checkouts"))
 
 
-def open_tuner_storage(url: str) -> Any:
-    """The product's storage: WAL + busy timeout on SQLite, outage retries, pre-ping."""
-    try:
-        from tuner.search.storage import open_storage
-    except ImportError:  # an older layout kept it in tuner.study
-        from tuner.search.study import open_storage  # type: ignore[attr-defined,no-redef]
-    return open_storage(url)
-
-
 def synthetic_curve(params: Any, number: int, epochs: int) -> list[float]:
     """A plausible validation-accuracy curve, so that TPE and the pruner have signal."""
     rng = random.Random(number)
@@ -225,43 +225,39 @@ def worker_main(job: WorkerJob, barrier: Any, results: Any) -> None:
 
 def run_worker(job: WorkerJob, barrier: Any) -> dict[str, Any]:
     """Join the study like ``tuner worker`` and run cheap trials until the budget is met."""
-    from tuner.config import load_config
-    from tuner.search import study as study_mod
-    from tuner.search.space import sample
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = load_config(None, list(job.overrides))
+    config = config_mod.load_config(None, list(job.overrides))
     epochs = config.train.epochs
     worker_name = f"bench/{job.index}"
-    storage = open_tuner_storage(job.url)
+    storage = open_storage(job.url)
     study_mod.watch_trials(storage, config.search)  # heartbeats on, as load_pinned does
     sampler = study_mod.make_sampler(config.search, job.study, worker_name)
-    pruner = study_mod.make_pruner(config.search, epochs)
+    pruner = make_pruner(config.search, epochs)
     clock = Clock()
     instrument(storage, sampler, pruner, clock)
     study = optuna.load_study(study_name=job.study, storage=storage, sampler=sampler, pruner=pruner)
     worker_attr = {"host": platform.node(), "worker": worker_name, "pid": os.getpid()}
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample(trial, config.space)
-        trial.set_user_attr("origin_trial", trial.number)
-        trial.set_user_attr("params", dataclasses.asdict(params))
-        trial.set_user_attr("worker", worker_attr)
+        params = sample(trial, config.space, epochs)
+        trial.set_user_attr(attrs.ORIGIN, trial.number)
+        trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
+        trial.set_user_attr(attrs.WORKER, worker_attr)
         curve = synthetic_curve(params, trial.number, epochs)
         for epoch, accuracy in enumerate(curve):
             if job.epoch_sleep:
                 time.sleep(job.epoch_sleep)
             done = curve[: epoch + 1]
-            # the four per-epoch curves of tuner.objective._record_curves
-            trial.set_user_attr("val_accuracy", done)
-            trial.set_user_attr("train_loss", [1.0 - a for a in done])
-            trial.set_user_attr("epoch_seconds", [job.epoch_sleep] * len(done))
-            trial.set_user_attr("frozen_depth", [params.freeze_depth] * len(done))
+            # the four per-epoch curves of tuner.run.objective._record_curves
+            trial.set_user_attr(attrs.VAL_ACCURACY, done)
+            trial.set_user_attr(attrs.TRAIN_LOSS, [1.0 - a for a in done])
+            trial.set_user_attr(attrs.EPOCH_SECONDS, [job.epoch_sleep] * len(done))
+            trial.set_user_attr(attrs.FROZEN_DEPTH, [params.freeze_depth] * len(done))
             trial.report(accuracy, epoch)
             if trial.should_prune():
-                trial.set_user_attr("stopped", f"pruned after epoch {epoch}")
+                trial.set_user_attr(attrs.STOPPED, f"pruned after epoch {epoch}")
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-        trial.set_user_attr("best_epoch", max(range(epochs), key=curve.__getitem__))
+        trial.set_user_attr(attrs.BEST_EPOCH, max(range(epochs), key=curve.__getitem__))
         return max(curve)
 
     def stop_when_done(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -331,11 +327,6 @@ class Row:
     @property
     def per_minute(self) -> float:
         return 60.0 * self.finished / self.wall if self.wall else 0.0
-
-    @property
-    def machine_busy(self) -> float:
-        """Share of the cores busy with the benchmark and with other load together."""
-        return self.cores_busy + (self.foreign_cores or 0.0) / self.cores
 
     @property
     def server_ms(self) -> float | None:
@@ -455,10 +446,7 @@ def probe_postgres(url: str) -> tuple[dict[str, str] | None, str | None]:
 @contextlib.contextmanager
 def fresh_study(url: str, name: str, overrides: Sequence[str]) -> Iterator[None]:
     """Create the study with its config pinned (the budget lives there), delete it after."""
-    from tuner import config as config_mod
-    from tuner.search import attrs
-
-    storage = open_tuner_storage(url)
+    storage = open_storage(url)
     config = config_mod.load_config(None, list(overrides))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
@@ -674,335 +662,6 @@ def environment(pg: dict[str, str] | None, pg_error: str | None) -> list[str]:
     ]
 
 
-def describe_method() -> list[str]:
-    """What the benchmark does and what the columns mean."""
-    return [
-        "What a trial does: the product's search space (`tuner.space.sample`), sampler "
-        "(`tuner.study.make_sampler`: multivariate, grouped TPE with constant liar and 8 "
-        "start-up trials; *random* rows use its RandomSampler as a baseline) and pruner "
-        "(`make_pruner`: Hyperband over the default 4 epochs), the storage from "
-        "`tuner.storage.open_storage(url)` with heartbeats on (`tuner.study.watch_trials`), "
-        "and the storage writes of `tuner.objective`: `origin_trial`, `params`, `worker`, "
-        "then per epoch the four curve attributes, `report` and `should_prune`, and at the "
-        "end `best_epoch` or `stopped`. After each trial the worker checks the shared budget "
-        "as `run_worker` does (`finished_count`, `stored_budget`). The checkpoint upload of "
-        "the top-k trials (an artifact-store write) is left out. Each worker is a spawned "
-        "process with its own storage; the clock starts once all of them have joined the "
-        "study. Every configuration ran in a fresh study, deleted afterwards.",
-        "",
-        "Columns: *Trials* finished (complete + pruned; workers may overshoot the budget by "
-        "up to workers - 1). *Cores busy*: CPU time of the workers (and the local PostgreSQL "
-        "server) over wall time x cores. *Other load*: how many cores, on average, the rest of "
-        "the machine kept busy meanwhile (the benchmark's parent, workers exiting, anything "
-        "else running; it competes with the benchmark). *ms/trial* is the wall time of one "
-        "trial inside a worker, split into database calls on the worker's main thread "
-        "(*storage*), the sampler and the pruner (their own database reads count as "
-        "storage), and the rest (Optuna's bookkeeping, the objective, waiting for a CPU). "
-        "*Worker CPU ms*: the "
-        "worker process's CPU time per trial. *Checkouts*: connection-pool checkouts, each a "
-        "`SELECT 1` round trip on PostgreSQL (`pool_pre_ping=True`). *PG server CPU*: CPU "
-        "time of all local postgres processes during the run, per finished trial.",
-    ]
-
-
-def analysis(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
-    """Findings computed from the rows."""
-    done = [r for r in rows if r.ok]
-
-    def find(backend: str, sampler: str, workers: int) -> Row | None:
-        wanted = (backend, sampler, workers)
-        return next((r for r in done if (r.backend, r.sampler, r.workers) == wanted), None)
-
-    lines = ["### Where the bottleneck is", ""]
-    measured = [r for r in done if r.foreign_cores is not None]
-    busiest = max((r.foreign_cores or 0.0 for r in measured), default=0.0)
-    if busiest >= 0.3:
-        calm = min(measured, key=lambda r: r.foreign_cores or 0.0)
-        lines.append(
-            f"- Caveat: other work shared the machine during this run (up to {busiest:.1f} "
-            "cores of *Other load*), so its times, trials/min and scaling with workers are "
-            "pessimistic. The per-trial counts (calls, statements, connections) do not depend "
-            f"on it; the least disturbed row is {calm.backend} {calm.sampler} with "
-            f"{workers_text(calm.workers)} ({calm.foreign_cores:.1f} cores of other load)."
-        )
-    for backend in ("postgresql", "sqlite"):
-        series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe")]
-        if not series:
-            continue
-        one = series[0]
-        steps = "; ".join(
-            f"{workers_text(r.workers)}: {r.per_minute:.0f}/min, {100 * r.cores_busy:.0f} % of the "
-            f"cores busy with it{other_load(r)}, {r.ms('wall'):.0f} ms/trial of which "
-            f"{r.ms('cpu'):.0f} ms on a CPU"
-            for r in series
-        )
-        best = max(series, key=lambda r: r.per_minute)
-        text = (
-            f"- {backend}, TPE ({steps}). Best: {best.per_minute:.0f} trials/min with "
-            f"{workers_text(best.workers)}, {best.per_minute / one.per_minute:.2f}x one worker."
-        )
-        text += " " + bottleneck(series, backend)
-        lines.append(text)
-    for backend in ("postgresql", "sqlite"):
-        lines.extend(contention(done, backend))
-    pg1 = find("postgresql", "tpe", 1)
-    if pg1 is not None:
-        server = pg1.server_ms or 0.0
-        calls = pg1.mean("calls")
-        lines.append(
-            f"- One PostgreSQL worker: a trial takes {pg1.ms('wall'):.0f} ms, "
-            f"{pg1.ms('storage'):.0f} ms of it in {calls:.0f} storage calls "
-            f"({pg1.mean('statements'):.0f} SQL statements + {pg1.mean('checkouts'):.0f} "
-            f"pre-ping round trips), about {pg1.ms('storage') / calls:.1f} ms per call. The "
-            f"worker's own CPU is {pg1.ms('cpu'):.0f} ms per trial and the server's "
-            f"{server:.0f} ms: the per-trial storage overhead is mostly client-side work "
-            "(SQLAlchemy ORM sessions and psycopg) and round trips, not database load. The "
-            "sampler takes "
-            f"{pg1.ms('sampler'):.1f} ms and the pruner {pg1.ms('pruner'):.1f} ms per trial."
-        )
-        top = sorted(pg1.by_method.items(), key=lambda kv: -kv[1])[:6]
-        listed = ", ".join(f"`{m}` {n / len(pg1.records):.1f}" for m, n in top)
-        lines.append(
-            f"- Storage calls per trial by method (PostgreSQL, TPE, 1 worker): {listed}. The "
-            "four curve attributes written every epoch are most of `set_trial_user_attr`; "
-            "`get_study_id_from_name` comes from the Hyperband pruner, which builds a "
-            "per-bracket `Study` (`optuna/pruners/_hyperband.py`, `_create_bracket_study`; "
-            "`Study.__init__` looks the study up by name) at every trial start, sample, "
-            "prune and tell (`optuna.pruners._filter_study`)."
-        )
-    sq1 = find("sqlite", "tpe", 1)
-    if pg1 is not None and sq1 is not None:
-        lines.append(
-            f"- SQLite, one worker: {sq1.ms('wall'):.0f} ms/trial ({sq1.ms('storage'):.0f} ms "
-            f"storage) against PostgreSQL's {pg1.ms('wall'):.0f} ms: no network round trips "
-            "and no server process, but one write lock on the file for all workers."
-        )
-    tpe_growth = [r for r in done if r.sampler == "tpe" and r.workers == 1]
-    for r in tpe_growth:
-        lines.append(
-            f"- Growth with the study ({r.backend}, 1 worker, {r.finished} trials): the "
-            f"sampler goes from {r.ms('sampler', r.quarter(0)):.1f} to "
-            f"{r.ms('sampler', r.quarter(-1)):.1f} ms per trial between the first and the "
-            f"last quarter, storage from {r.ms('storage', r.quarter(0)):.0f} to "
-            f"{r.ms('storage', r.quarter(-1)):.0f} ms."
-        )
-    for backend in ("postgresql", "sqlite"):
-        tpe, rnd = find(backend, "tpe", 1), find(backend, "random", 1)
-        if tpe and rnd:
-            lines.append(
-                f"- RandomSampler baseline ({backend}, 1 worker): {rnd.ms('wall'):.0f} ms/trial "
-                f"({rnd.ms('sampler'):.1f} ms sampler, {rnd.mean('calls'):.0f} storage calls, "
-                f"{rnd.pruned} of {rnd.finished} pruned) against TPE's {tpe.ms('wall'):.0f} ms "
-                f"({tpe.ms('sampler'):.1f} ms sampler, {tpe.mean('calls'):.0f} calls, "
-                f"{tpe.pruned} of {tpe.finished} pruned), {rnd.per_minute:.0f} against "
-                f"{tpe.per_minute:.0f} trials/min; storage "
-                f"{rnd.ms('storage') / rnd.mean('calls'):.2f} against "
-                f"{tpe.ms('storage') / tpe.mean('calls'):.2f} ms per call. TPE's own time is "
-                "a small part of a cheap trial at this study size."
-            )
-    served = [r for r in done if r.server_ms and r.backend == "postgresql"]
-    if served:
-        low = min(served, key=lambda r: r.workers)
-        high = max(served, key=lambda r: r.workers)
-        lines.append(
-            f"- PostgreSQL server CPU: {low.server_ms:.0f} ms per trial with "
-            f"{workers_text(low.workers)}, {high.server_ms:.0f} ms with {high.workers} (more "
-            "running trials "
-            "to re-read, CPU contention; other sessions on the server count too). At the "
-            f"lower figure one server core serves about {60000 / low.server_ms:.0f} trials/min "
-            "when the workers run on other machines."
-        )
-    return lines
-
-
-SLOWDOWN_REASONS = {
-    "_get_trials": "Optuna's cache keeps finished trials only, so every read fetches each "
-    "still-running trial again in full (params, attributes, intermediate values), one per "
-    "other worker: a read costs more the more workers there are",
-    "_create_new_trial": "it locks the study row (`StudyModel.find_or_raise_by_id(..., "
-    "for_update=True)` in `RDBStorage._create_new_trial`, to number the trial), so trial "
-    "creation is serialised per study",
-}
-SQLITE_LOCK = (
-    "SQLite lets one transaction write at a time: a blocked writer waits in SQLite's busy "
-    "handler, which sleeps and retries (sleeps of up to 100 ms) within the 60 s timeout "
-    "`open_storage` sets, so writers queue and time is lost between their turns"
-)
-
-
-def bottleneck(series: Sequence[Row], backend: str) -> str:
-    """One or two sentences on what limits a series of runs (1, 2, ... workers)."""
-    one = series[0]
-    serial = (
-        "One worker alone keeps about one core busy: a trial is serial CPU work ("
-        + ("client, then server" if backend == "postgresql" else "SQLite runs in the worker")
-        + "), so more workers can only help while there are idle cores."
-    )
-    saturated = next((r for r in series if r.machine_busy >= SATURATED), None)
-    if saturated is not None:
-        where = (
-            "Already with 1 worker"
-            if saturated.workers == 1
-            else f"From {saturated.workers} workers on"
-        )
-        return (
-            f"{serial if one.cores_busy * one.cores >= SATURATED else ''} {where} the "
-            f"{saturated.cores} cores are saturated ({100 * saturated.machine_busy:.0f} % busy, "
-            "other load included): more workers only queue for a CPU, so ms/trial grows with "
-            "them. That is this machine's limit (workers and database share its cores), not "
-            "the storage design's."
-        ).strip()
-    slower = [r for r in series[1:] if r.per_minute < one.per_minute]
-    if slower:
-        return (
-            f"With {slower[0].workers} workers it is slower than with one although the cores "
-            "are not saturated: the storage's locking limits it, not the CPU."
-        )
-    return serial if one.cores_busy * one.cores >= SATURATED else ""
-
-
-def workers_text(count: int) -> str:
-    return f"{count} worker" + ("" if count == 1 else "s")
-
-
-def other_load(row: Row) -> str:
-    if row.foreign_cores is None or row.foreign_cores < 0.1:
-        return ""
-    return f" + {row.foreign_cores:.1f} cores of other load"
-
-
-def contention(done: Sequence[Row], backend: str) -> list[str]:
-    """Which storage calls slow down from one worker to the most workers, and why."""
-    series = [r for r in done if (r.backend, r.sampler) == (backend, "tpe") and r.method_time]
-    if len(series) < 2:
-        return []
-    one, most = series[0], max(series, key=lambda r: r.workers)
-
-    def per_call(row: Row, method: str) -> float:
-        calls = row.by_method.get(method, 0)
-        return 1000.0 * row.method_time.get(method, 0.0) / calls if calls else float("nan")
-
-    frequent = [m for m in most.method_time if most.by_method[m] >= len(most.records)]
-    growth = {m: per_call(most, m) / per_call(one, m) for m in frequent if one.method_time.get(m)}
-    if not growth:
-        return []
-    heavy = sorted(most.method_time, key=lambda m: -most.method_time[m])[:3]
-    listed = ", ".join(
-        f"`{m}` {per_call(one, m):.1f} -> {per_call(most, m):.1f} ms "
-        f"({1000 * most.method_time[m] / len(most.records):.0f} ms per trial)"
-        for m in heavy
-    )
-    typical = statistics.median(growth.values())
-    text = (
-        f"- {backend}: the costliest storage calls with {most.workers} workers, time per call "
-        f"with 1 -> {most.workers} workers: {listed}. The typical call is {typical:.0f}x "
-        "slower: all of them wait for a CPU."
-    )
-    worst = max((m for m in heavy if m in growth), key=lambda m: growth[m], default=None)
-    if worst is None:
-        return [text]
-    if growth[worst] > 1.3 * typical:
-        text += f" `{worst}` slows down most ({growth[worst]:.0f}x)"
-        reason = SLOWDOWN_REASONS.get(worst)
-        text += f": {reason}." if reason else "."
-    if backend == "sqlite":
-        text += f" On top of that, {SQLITE_LOCK}."
-    return [text]
-
-
-def on_paper(rows: Sequence[Row], pg: dict[str, str] | None) -> list[str]:
-    """How far one study database scales: connections, queries per trial, the gRPC proxy."""
-    done = [r for r in rows if r.ok]
-    peaks = [r.peak_connections / r.workers for r in done if r.peak_connections]
-    per_worker = max(peaks) if peaks else 2.0
-    max_conn = int(pg["max_connections"]) if pg else 100
-    reserved = int(pg["superuser_reserved_connections"]) if pg else 3
-    fits = (max_conn - reserved) // max(1, math.ceil(per_worker))
-    pg_tpe = [r for r in done if r.backend == "postgresql" and r.sampler == "tpe"]
-    stmts = statistics.fmean(r.mean("statements") for r in pg_tpe) if pg_tpe else float("nan")
-    served = [r.server_ms for r in done if r.server_ms]
-    capacity = f"{60000 / min(served):.0f}" if served else "several hundred"
-    reads = (
-        statistics.fmean(r.by_method.get("_get_trials", 0) / len(r.records) for r in pg_tpe)
-        if pg_tpe
-        else 8.0
-    )
-    beats = sum(r.heartbeats for r in done) / max(1, sum(len(r.records) for r in done))
-    return [
-        "",
-        "### How far the design scales (on paper)",
-        "",
-        "- Connections. `tuner.storage.open_storage` passes only `pool_pre_ping=True` "
-        "(PostgreSQL) or `connect_args={'timeout': 60}` (SQLite) as "
-        "`RDBStorage(engine_kwargs=...)`, and Optuna adds pool settings only for MySQL "
-        "(`optuna/storages/_rdb/storage.py`, `_set_default_engine_kwargs_for_mysql`). So each "
-        "worker gets SQLAlchemy's default `QueuePool` (pool_size 5, max_overflow 10: up to 15 "
-        "connections). Sessions are per thread (`scoped_session`), so a worker in fact holds "
-        "one connection for its main thread and one for its heartbeat thread "
-        "(`optuna/storages/_heartbeat.py`, `HeartbeatThread`); measured peak here: "
-        f"{per_worker:.1f} server connections per worker. With max_connections {max_conn} "
-        f"({reserved} reserved for superusers) one server takes about {fits} workers. Hundreds "
-        "of workers need either PgBouncer in front of PostgreSQL (transaction pooling; "
-        "psycopg 3 prepares a statement after 5 runs, so PgBouncer >= 1.21 with "
-        "`max_prepared_statements`, or `prepare_threshold=None` on the client) or a much "
-        "higher max_connections (one server process of a few MB per connection). A "
-        "`pool_size=2, max_overflow=0` per worker would lose nothing, since a worker never "
-        "uses more than two at once; `open_storage` would have to pass it.",
-        f"- Queries per trial. A TPE trial here makes about {fmt(stmts, 0)} SQL statements plus "
-        "one pre-ping round trip per storage call. Samplers and pruners read all trials of "
-        "the study on every ask (`study.get_trials` -> `get_all_trials`), but `load_study` "
-        "wraps an `RDBStorage` in `_CachedStorage` (`optuna/storages/__init__.py`, "
-        "`get_storage`), which keeps finished trials in the worker and asks the database only "
-        "for trials newer than the last finished one or still running "
-        "(`_CachedStorage._read_trials_from_remote_storage` -> `RDBStorage._get_trials("
-        "included_trial_ids=..., trial_id_greater_than=...)`). So the database work per trial "
-        "stays about flat as the study grows (growth table); what grows is TPE's own CPU in "
-        "the worker (it refits on the finished trials of its Hyperband bracket at every ask), "
-        "plus one full read of the study by every worker that joins. What does grow with "
-        "the number of workers: `included_trial_ids` is every trial still running, and each "
-        "read fetches them again in full (params, attributes, intermediate values). A trial "
-        f"here made {fmt(reads) if pg_tpe else 'about 8 (PostgreSQL not measured)'} such reads "
-        "(sampling, each `should_prune`, the budget check); "
-        "with W workers each read returns about W running trials, so the database work per "
-        "trial grows with W and the study's total with W^2. For 300 workers and 5-minute "
-        f"trials that is 300 x {reads:.0f} / 5 = {300 * reads / 5:.0f} reads a minute, each "
-        "returning ~300 running trials with tens of rows each (one query per table): "
-        "millions of rows a minute, and as much ORM work in the workers. After the connection "
-        "count, that (not the write rate) is where one PostgreSQL would start to feel the "
-        "study; the gRPC proxy does not change it, since its server reads through the same "
-        "cache.",
-        "- Heartbeats. With heartbeats on, each trial start runs `fail_stale_trials` (one "
-        "`_get_stale_trial_ids` query) and each running trial writes a heartbeat every "
-        "`search.heartbeat_seconds` (default 10 s; measured here "
-        f"{beats:.1f} per trial, as these trials end within one interval): 300 workers add "
-        "30 small writes per second.",
-        "- Throughput needed. Real trials train a ResNet for minutes: W workers with T-minute "
-        "trials need W / T trials per minute (300 workers x 5-minute trials = 60/min), a "
-        "small fraction of what one PostgreSQL core serves at the measured server CPU per "
-        f"trial (about {capacity}/min). The database's work is not what stops a study at "
-        "hundreds of workers; its connection count is. SQLite is for one host: all writers "
-        "take turns on one file lock (WAL lets readers work beside the one writer), and its "
-        "locking is not safe on network file systems.",
-        "- Optuna's gRPC storage proxy (experimental since 4.2, `optuna/storages/_grpc/`). "
-        "`run_grpc_proxy_server(storage, host=..., port=13000, thread_pool=None)` serves a "
-        "storage over gRPC with a `ThreadPoolExecutor(max_workers=10)` by default "
-        "(`server.py`, `make_server`); its docstring asks for `get_storage(url)` (the cached "
-        "storage) rather than a bare `RDBStorage`. Workers use `GrpcStorageProxy(host=..., "
-        "port=...)` (`client.py`), which keeps its own trial cache (`GrpcClientCache`, the "
-        "same incremental read through `GetTrials(included_trial_ids, "
-        "trial_id_greater_than)`). Hundreds of workers then hold one gRPC channel each and "
-        "only the proxy's threads hold database connections, so the connection limit goes "
-        "away; the proxy (one Python process) becomes the fan-in point, and several proxies "
-        "can front one database. Two gaps for tuner as it is: `GrpcStorageProxy` derives from "
-        "`BaseStorage` only, not `BaseHeartbeat`, so `is_heartbeat_enabled` is false through "
-        "it and tuner's heartbeat-based retry of dead workers' trials (`watch_trials`) would "
-        "not run; and `open_storage` builds an `RDBStorage` from a URL, so workers would need "
-        "a new `grpc://host:port` storage option. The client's docstring also warns that "
-        "`delete_study` can misbehave with SQLite behind the proxy (stale cache). grpcio is "
-        "not installed here, so the proxy was not measured.",
-    ]
-
-
 def other_runs(others: Sequence[tuple[list[Row], dict[str, Any]]]) -> list[str]:
     """The tables of further saved runs of this benchmark, e.g. an earlier one."""
     lines: list[str] = []
@@ -1031,11 +690,14 @@ def report(
     rows: Sequence[Row],
     meta: dict[str, Any],
     others: Sequence[tuple[list[Row], dict[str, Any]]] = (),
-) -> list[str]:
-    """The section's text: how it was run, the tables, and what the measurements say."""
+) -> str:
+    """The run's block: how it was run, on what, and the tables; what they mean is in
+    RESULTS.md's section, written by hand."""
     sleep = meta["epoch_sleep"]
     training = "nothing" if not sleep else f"a {sleep} s sleep per epoch"
-    return [
+    lines = [
+        f"## {SECTION}: run of {meta['date']}",
+        "",
         f"Command: `{meta['command']}` (run {meta['date']}, {meta['elapsed'] / 60:.1f} min in "
         f"all; training replaced by {training})."
         + (
@@ -1046,7 +708,7 @@ def report(
         "",
         *meta["environment"],
         "",
-        *describe_method(),
+        f'The columns are explained in "{SECTION}" in bench/RESULTS.md.',
         "",
         *results_table(rows),
         "",
@@ -1056,24 +718,8 @@ def report(
         *growth_table(rows),
         "",
         *other_runs(others),
-        *analysis(rows, meta["pg"]),
-        *on_paper(rows, meta["pg"]),
     ]
-
-
-def write_section(path: Path, body: list[str]) -> None:
-    """Put our section into ``path``, replacing an earlier one and keeping everything else."""
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    section = "\n".join([SECTION, "", *body]).rstrip() + "\n"
-    start = text.find(SECTION)
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section
-    else:
-        end = text.find("\n## ", start + len(SECTION))
-        rest = text[end + 1 :] if end >= 0 else ""
-        text = text[:start] + section + ("\n" + rest if rest else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def parse_counts(text: str) -> list[int]:
@@ -1133,7 +779,9 @@ def load_saved(path: Path) -> tuple[list[Row], dict[str, Any]]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=200, help="budget per configuration")
-    parser.add_argument("--out", type=Path, default=Path("bench/RESULTS.md"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/RESULTS.md"), help="append the run to this file"
+    )
     parser.add_argument("--pg-url", default=os.environ.get("BENCH_PG_URL", DEFAULT_PG_URL))
     parser.add_argument("--pg-workers", type=parse_counts, default=[1, 2, 4, 8])
     parser.add_argument("--sqlite-workers", type=parse_counts, default=[1, 2, 4])
@@ -1145,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--epoch-sleep", type=float, default=0.0, help="'training' s per epoch")
     parser.add_argument("--json", type=Path, help="also save the raw results here")
-    parser.add_argument("--from-json", type=Path, help="rewrite the report from saved results")
+    parser.add_argument("--from-json", type=Path, help="report saved results, running nothing")
     parser.add_argument(
         "--also-json",
         type=Path,
@@ -1155,22 +803,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    given = sys.argv[1:] if argv is None else list(argv)
+    command = f"python bench/storage_scaling.py {shlex.join(given)}".rstrip()
     others = [load_saved(path) for path in args.also_json]
-    if args.from_json:
-        rows, meta = load_saved(args.from_json)
-    else:
-        given = sys.argv[1:] if argv is None else list(argv)
-        command = " ".join(["python bench/storage_scaling.py", *given])
-        rows, meta = run_all(args, command)
+    rows, meta = load_saved(args.from_json) if args.from_json else run_all(args, command)
     if args.json:
         rows_data = [dataclasses.asdict(row) for row in rows]
         args.json.write_text(json.dumps({"rows": rows_data, "meta": meta}))
     if args.from_json:
-        given = sys.argv[1:] if argv is None else list(argv)
-        meta["rendered"] = " ".join(["python bench/storage_scaling.py", *given])
-    write_section(args.out, report(rows, meta, others))
+        meta["rendered"] = command
+    results_file.append_run(args.out, report(rows, meta, others))
     print("\n".join(results_table(rows)))
-    print(f"written to {args.out}")
+    print(f"appended to {args.out}")
     return 0
 
 
