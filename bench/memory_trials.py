@@ -5,7 +5,7 @@ Run from the repository root:
     python bench/memory_trials.py [--trials 50] [--out bench/RESULTS.md]
 
 One worker process (this one) runs a study of small real trials (digits, 60 per class, at
-16 px, ResNet-18, 3 epochs, every freeze depth) through ``tuner.workers.run_worker``, as
+16 px, ResNet-18, 3 epochs, every freeze depth) through ``tuner.run.workers.run_worker``, as
 `tuner worker` does, and records its resident set size (VmRSS) after each trial. Growth
 shows as a slope over the trials after the first few (the first trials allocate torch's
 caches and the feature cache).

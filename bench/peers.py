@@ -26,6 +26,7 @@ are read only afterwards, by ``anytime.py``, for the model handed back.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -186,7 +187,7 @@ def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     state = task.start_state()
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample(trial, SpaceConfig())
+        params = sample(trial, SpaceConfig(), task.epochs)
         run = TensorTrial(task, params, seed * 1000 + trial.number, state)
         for epoch in range(task.epochs):
             accuracy = run.train_epoch()
@@ -213,7 +214,7 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     while time_left(budget) > 0:
         runs = []
         for _ in range(9):
-            params = sample(study.ask(), SpaceConfig())
+            params = sample(study.ask(), SpaceConfig(), task.epochs)
             run = TensorTrial(task, params, seed * 1000 + number, state)
             runs.append((run.train_epoch(), number, run))
             number += 1
@@ -227,9 +228,9 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
             keeper.offer(run.best, f"top-third-{kept}", run.best_state)
 
 
-def define_space(trial: optuna.Trial) -> None:
+def define_space(trial: optuna.Trial, epochs: int) -> None:
     """The space for OptunaSearch's define-by-run API (module level: Ray pickles it)."""
-    sample(trial, SpaceConfig())
+    sample(trial, SpaceConfig(), epochs)
 
 
 def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
@@ -245,7 +246,7 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
 
     def trainable(config: dict, data: dict) -> None:
         torch.set_num_threads(THREADS)
-        params = sample(optuna.trial.FixedTrial(config), SpaceConfig())
+        params = sample(optuna.trial.FixedTrial(config), SpaceConfig(), task.epochs)
         own = Task(task.folder, **data, num_classes=task.num_classes, epochs=task.epochs,
                    weights=task.weights)  # fmt: skip
         trial = tune.get_context().get_trial_id()
@@ -259,7 +260,12 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     tuner = tune.Tuner(
         tune.with_resources(tune.with_parameters(trainable, data=data), {"cpu": THREADS}),
         tune_config=tune.TuneConfig(
-            search_alg=OptunaSearch(define_space, metric="val_accuracy", mode="max", seed=seed),
+            search_alg=OptunaSearch(
+                functools.partial(define_space, epochs=task.epochs),
+                metric="val_accuracy",
+                mode="max",
+                seed=seed,
+            ),
             scheduler=ASHAScheduler(
                 metric="val_accuracy",
                 mode="max",

@@ -16,7 +16,7 @@ What makes it "plain", on purpose (this is the yardstick, not a product):
 What it shares with `tuner search` on the default study: the data (scikit-learn's digits, a
 stratified 80/20 split), the image size (32 px), ResNet-18 with the same starting weights
 (ImageNet if torchvision can load them, else random init), flips as augmentation, the search
-space (``tuner.space.sample`` over the default space, so the same dimensions and ranges),
+space (``tuner.search.space.sample`` over the default space, so the same dimensions and ranges),
 cosine learning-rate decay per epoch, the epochs per trial and the trial budget.
 """
 
@@ -181,7 +181,7 @@ def objective_for(
     """The objective; ``on_best(trial, value, best_state)`` hears of every completed trial."""
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample(trial, SpaceConfig())
+        params = sample(trial, SpaceConfig(), epochs)
         torch.manual_seed(seed * 1000 + trial.number)
         model = new_model(state, num_classes)
         train_loader, val_loader = loaders(train_dir, val_dir, params.batch_size)
