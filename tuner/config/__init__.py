@@ -22,7 +22,6 @@ from tuner.config.sections import (
     ARCHS,
     AUGMENTATIONS,
     DATA_ON_DEVICE,
-    DATA_SOURCES,
     LR_SCHEDULES,
     PRUNERS,
     SAMPLERS,
@@ -35,6 +34,7 @@ from tuner.config.sections import (
     TrainConfig,
 )
 from tuner.config.serialise import identity_differences, to_dict, to_yaml
+from tuner.config.sources import DATA_SOURCES, LOADERS, TEST_SPLITS, SourceInfo
 
 __all__ = [
     "AMP_MODES",
@@ -42,10 +42,12 @@ __all__ = [
     "AUGMENTATIONS",
     "DATA_ON_DEVICE",
     "DATA_SOURCES",
+    "LOADERS",
     "LR_SCHEDULES",
     "PRUNERS",
     "SAMPLERS",
     "TEST_SOURCES",
+    "TEST_SPLITS",
     "Choice",
     "DataConfig",
     "Dimension",
@@ -56,6 +58,7 @@ __all__ = [
     "PinnedWeights",
     "ResolvedWeights",
     "SearchConfig",
+    "SourceInfo",
     "SpaceConfig",
     "StudyConfig",
     "TrainConfig",

@@ -12,6 +12,7 @@ import yaml
 from tuner.config.dimensions import dimension_values
 from tuner.config.rules import Where
 from tuner.config.sections import SECTIONS, SpaceConfig, StudyConfig
+from tuner.config.sources import DATA_SOURCES
 from tuner.errors import TunerError
 from tuner.recipe import NEVER
 
@@ -147,19 +148,22 @@ def _parse_section(name: str, cls: type, body: Any, where: Where) -> Any:
 
 def _check_cross_keys(config: StudyConfig, where: Where) -> None:
     data = config.data
-    if data.source == "folder" and not data.path:
+    source = DATA_SOURCES[data.source]  # a valid name: the section's rule checked it
+    if source.needs_path and not data.path:
         raise where.error(
             "data.path",
-            "the folder source needs the path of an image-folder tree, "
+            f"the {data.source} source needs the path of an image-folder tree, "
             "e.g. --set data.path=/data/pets.",
         )
-    if data.val_source == "test" and data.source in ("digits", "folder"):
+    if data.val_source == "test" and source.test_split != "always":
         raise where.error(
             "data.val_source",
             f"'test' needs a dataset with a test split; {data.source} has none: use holdout.",
         )
     holdouts = [("data.val_fraction", data.val_fraction)] if data.val_source == "holdout" else []
-    if data.test_source == "holdout" or (data.test_source == "auto" and data.source == "digits"):
+    if data.test_source == "holdout" or (
+        data.test_source == "auto" and source.test_split == "never"
+    ):
         holdouts.append(("data.test_fraction", data.test_fraction))
     if sum(fraction for _, fraction in holdouts) > 0.9:
         raise where.error(

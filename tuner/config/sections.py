@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from tuner.config.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
 from tuner.config.rules import dimension_rule, parse_classes, parse_relabel, setting
+from tuner.config.sources import DATA_SOURCES
 from tuner.recipe import BN_POLICIES, NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
 
-DATA_SOURCES = ("digits", "cifar10", "cifar100", "mnist", "fashionmnist", "folder")
 AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_jitter")
 LR_SCHEDULES = ("none", "cosine", "step")
 PRUNERS = ("asha", "hyperband", "median", "successive_halving", "none")  # search.pruners.PRUNERS
@@ -24,7 +24,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 class DataConfig:
     """Where the images come from and how they are split, sized and augmented."""
 
-    source: str = setting("digits", choices=DATA_SOURCES)
+    source: str = setting("digits", choices=tuple(DATA_SOURCES))
     root: str = setting("data")
     path: str | None = setting(None, kind=str)
     download: bool = setting(False, per_run=True)

@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import shutil
@@ -31,7 +29,7 @@ import numpy as np
 import torch
 
 from tuner.config import DataConfig
-from tuner.data.sources import torchvision_folder
+from tuner.data.sources import source_files, source_versions
 from tuner.errors import TunerError
 
 FORMAT = 3  # bump when the layout or the preparation changes, so old entries are not read
@@ -64,10 +62,9 @@ def entry_path(cfg: DataConfig) -> Path | None:
 def source_key(cfg: DataConfig) -> str:
     """SHA-256 of the shaping config and of the source files' paths, sizes and mtimes."""
     shaping = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_SHAPING}
-    if cfg.source == "digits":  # bundled with scikit-learn: its version stands for the file
-        shaping["scikit-learn"] = importlib.metadata.version("scikit-learn")
+    shaping.update(source_versions(cfg))  # digits: scikit-learn's version stands for its file
     digest = hashlib.sha256(json.dumps([FORMAT, shaping], sort_keys=True).encode())
-    for path in _source_files(cfg):
+    for path in source_files(cfg):
         stat = path.stat()
         digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -151,16 +148,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:  # someone else's process: alive
         return True
     return True
-
-
-def _source_files(cfg: DataConfig) -> list[Path]:
-    """The files a source reads (absent ones are simply not listed: loading will say why)."""
-    if cfg.source == "folder":
-        top = Path(cfg.path or "").expanduser().absolute()
-        return sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else []
-    if cfg.source == "digits":
-        spec = importlib.util.find_spec("sklearn")
-        found = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
-        return [found] if found.is_file() else []
-    folder = Path(cfg.root).expanduser().absolute() / torchvision_folder(cfg.source)
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []

@@ -1,11 +1,16 @@
-"""The data sources: scikit-learn's digits, torchvision datasets, an image-folder tree.
+"""Reading the data sources: one reader per loader kind of the table ``tuner.config.DATA_SOURCES``.
 
-Each yields uint8 images [N, 1 or 3, H, W] with labels and class names, plus the
-validation side when the source defines one (a test split, a val/ folder).
+The kinds are scikit-learn's digits, torchvision datasets, an image-folder tree; each source's
+record says which kind reads it and with what (class name, folder, files). Each yields uint8
+images [N, 1 or 3, H, W] with labels and class names, plus the validation side when the source
+defines one (a test split, a val/ folder).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,7 +18,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from tuner.config import DATA_SOURCES, DataConfig
+from tuner.config import DATA_SOURCES, DataConfig, SourceInfo
 from tuner.errors import TunerError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -77,13 +82,32 @@ def load_source(cfg: DataConfig) -> LoadedSource:
     own test split (a torchvision test set, a ``test/`` folder) is read only where
     ``data.test_source: auto`` may use it.
     """
-    if cfg.source == "digits":
-        return _load_digits(cfg)
-    if cfg.source == "folder":
-        return _load_folder(cfg)
-    if cfg.source in _TORCHVISION:
-        return _load_torchvision(cfg, _TORCHVISION[cfg.source])
-    raise TunerError(f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}.")
+    info = source_info(cfg)
+    if info.test_split == "never":
+        _require_holdout(cfg, f"the {info.name} source has none")
+    return READERS[info.loader].load(cfg, info)
+
+
+def source_info(cfg: DataConfig) -> SourceInfo:
+    """The table's record of ``cfg.source``, or a TunerError that lists the known ones."""
+    info = DATA_SOURCES.get(cfg.source)
+    if info is None:
+        raise TunerError(
+            f"data.source: unknown {cfg.source!r}; use one of {', '.join(DATA_SOURCES)}."
+        )
+    return info
+
+
+def source_files(cfg: DataConfig) -> list[Path]:
+    """The files ``cfg.source`` reads, for the cache key (absent ones are not listed: loading
+    will say why)."""
+    info = source_info(cfg)
+    return READERS[info.loader].files(cfg, info)
+
+
+def source_versions(cfg: DataConfig) -> dict[str, str]:
+    """Installed packages whose version stands for the source files they ship."""
+    return READERS[source_info(cfg).loader].versions()
 
 
 def _require_holdout(cfg: DataConfig, why: str) -> None:
@@ -91,8 +115,15 @@ def _require_holdout(cfg: DataConfig, why: str) -> None:
         raise TunerError(f"data.val_source: 'test' needs a test split, but {why}; use holdout.")
 
 
-def _load_digits(cfg: DataConfig) -> LoadedSource:
-    _require_holdout(cfg, "the digits source has none")
+def _files_under(folder: Path) -> list[Path]:
+    """Every file below ``folder``, sorted; none when it is not a folder."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+
+
+# --- digits: scikit-learn's bundled copy ----------------------------------------------------
+
+
+def _load_digits(cfg: DataConfig, info: SourceInfo) -> LoadedSource:
     from sklearn.datasets import load_digits  # slow to import; only this source needs it
 
     digits = load_digits()
@@ -101,73 +132,54 @@ def _load_digits(cfg: DataConfig) -> LoadedSource:
     return LoadedSource(split, None, tuple(str(name) for name in digits.target_names))
 
 
-@dataclass(frozen=True)
-class _TorchvisionSource:
-    """A torchvision dataset class and the files it reads under ``data.root``."""
-
-    title: str
-    dataset: type[datasets.VisionDataset]
-    folder: str
-    files: tuple[str, ...]
+def _digits_files(cfg: DataConfig, info: SourceInfo) -> list[Path]:
+    spec = importlib.util.find_spec("sklearn")
+    folder = Path(spec.origin).parent / "datasets" / "data"
+    return [folder / name for name in info.files if (folder / name).is_file()]
 
 
-_MNIST_FILES = tuple(
-    f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")
-)
-_CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
-_TORCHVISION = {
-    "cifar10": _TorchvisionSource(
-        "CIFAR-10", datasets.CIFAR10, "cifar-10-batches-py", _CIFAR10_FILES
-    ),
-    "cifar100": _TorchvisionSource(
-        "CIFAR-100", datasets.CIFAR100, "cifar-100-python", ("train", "test", "meta")
-    ),
-    "mnist": _TorchvisionSource("MNIST", datasets.MNIST, "MNIST/raw", _MNIST_FILES),
-    "fashionmnist": _TorchvisionSource(
-        "Fashion-MNIST", datasets.FashionMNIST, "FashionMNIST/raw", _MNIST_FILES
-    ),
-}
+def _sklearn_version() -> dict[str, str]:
+    """scikit-learn's version stands for the digits file it bundles."""
+    return {"scikit-learn": importlib.metadata.version("scikit-learn")}
 
 
-def torchvision_folder(source: str) -> str:
-    """The folder under ``data.root`` that a torchvision source reads its files from."""
-    return _TORCHVISION[source].folder
+# --- torchvision datasets: a class reading its files under data.root ------------------------
 
 
-def _load_torchvision(cfg: DataConfig, spec: _TorchvisionSource) -> LoadedSource:
+def _load_torchvision(cfg: DataConfig, info: SourceInfo) -> LoadedSource:
     root = Path(cfg.root).expanduser()
-    train = _open_torchvision(spec, root, train=True, download=cfg.download)
+    train = _open_torchvision(info, root, train=True, download=cfg.download)
     source = LoadedSource(_torchvision_split(train), None, tuple(train.classes))
     if cfg.val_source != "test" and cfg.test_source != "auto":
         return source
-    test = _torchvision_split(_open_torchvision(spec, root, train=False, download=False))
+    test = _torchvision_split(_open_torchvision(info, root, train=False, download=False))
     if cfg.val_source == "test":  # validation takes the test split; a holdout is the test
         return replace(source, val=test)
     return replace(source, test=test)
 
 
-def _open_torchvision(spec: _TorchvisionSource, root: Path, *, train: bool, download: bool):
+def _open_torchvision(info: SourceInfo, root: Path, *, train: bool, download: bool):
     """The torchvision dataset, or a TunerError that says where its files must be."""
-    where = root / spec.folder
+    where = root / info.folder
     try:
-        return spec.dataset(str(root), train=train, download=download)
+        return getattr(datasets, info.torchvision_class)(str(root), train=train, download=download)
     except Exception as exc:  # torchvision fails in many ways: RuntimeError, URLError, unpickling
         if download:
             raise TunerError(
-                f"data.download: downloading {spec.title} into {root} failed ({exc}). Without "
-                f"network access, put {', '.join(spec.files)} in {where} by hand and set "
+                f"data.download: downloading {info.title} into {root} failed ({exc}). Without "
+                f"network access, put {', '.join(info.files)} in {where} by hand and set "
                 "data.download: false."
             ) from exc
-        missing = [name for name in spec.files if not (where / name).is_file()]
+        missing = [name for name in info.files if not (where / name).is_file()]
         if missing:
             detail = f"; missing {', '.join(missing)}" if where.is_dir() else ""
             raise TunerError(
-                f"data.root: {spec.title} files not found under {root} (expected {where}{detail}). "
+                f"data.root: {info.title} files not found under {root} (expected {where}{detail}). "
                 "Put the dataset there, or set data.download: true on a machine with network "
                 "access."
             ) from exc
         raise TunerError(
-            f"data.root: the {spec.title} files in {where} are incomplete or corrupted ({exc}). "
+            f"data.root: the {info.title} files in {where} are incomplete or corrupted ({exc}). "
             "Replace them with a fresh copy, or delete them and set data.download: true."
         ) from exc
 
@@ -178,10 +190,17 @@ def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
     return Split.whole(images, np.asarray(dataset.targets, dtype=np.int64))
 
 
+def _torchvision_files(cfg: DataConfig, info: SourceInfo) -> list[Path]:
+    return _files_under(Path(cfg.root).expanduser().absolute() / info.folder)
+
+
+# --- folder: an image-folder tree at data.path ----------------------------------------------
+
+
 _FOLDER_SPLITS = ("train", "val", "test")
 
 
-def _load_folder(cfg: DataConfig) -> LoadedSource:
+def _load_folder(cfg: DataConfig, info: SourceInfo) -> LoadedSource:
     """An ImageFolder tree: one folder per class, or ``train/`` with ``val/``, ``test/`` or both,
     each with the same class folders; a side without its folder is a holdout of ``train/``.
 
@@ -189,7 +208,7 @@ def _load_folder(cfg: DataConfig) -> LoadedSource:
     """
     hint = "point it at a folder with one subfolder per class"
     if cfg.path is None:
-        raise TunerError(f"data.path: not set, but the folder source needs it; {hint}.")
+        raise TunerError(f"data.path: not set, but the {info.name} source needs it; {hint}.")
     root = Path(cfg.path).expanduser()
     if not root.is_dir():
         problem = "is not a directory" if root.exists() else "does not exist"
@@ -258,3 +277,24 @@ def _wanted_files(tree: dict[str, list[Path]], wanted: set[str]) -> tuple[list[P
             files += class_files
             labels += [label] * len(class_files)
     return tuple(files), np.asarray(labels, dtype=np.int64)
+
+
+def _folder_files(cfg: DataConfig, info: SourceInfo) -> list[Path]:
+    return _files_under(Path(cfg.path or "").expanduser().absolute())
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How one loader kind (``tuner.config.LOADERS``) lists and reads a source of its kind."""
+
+    load: Callable[[DataConfig, SourceInfo], LoadedSource]
+    files: Callable[[DataConfig, SourceInfo], list[Path]]  # what the cache key hashes
+    versions: Callable[[], dict[str, str]] = dict  # packages that ship the files
+
+
+READERS: dict[str, Reader] = {
+    "digits": Reader(_load_digits, _digits_files, _sklearn_version),
+    "torchvision": Reader(_load_torchvision, _torchvision_files),
+    "folder": Reader(_load_folder, _folder_files),
+}
+"""Each loader kind's reader; a test checks that they are exactly ``tuner.config.LOADERS``."""

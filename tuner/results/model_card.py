@@ -11,19 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from tuner import config as config_mod
-from tuner.config import DataConfig, ResolvedWeights
+from tuner.config import DATA_SOURCES, DataConfig, ResolvedWeights
 from tuner.engine import file_sha256
 from tuner.recipe import TrialParams, describe_schedule
 from tuner.search.attrs import params_from_record
 
 CARD_FILE = "MODEL_CARD.md"
-
-_TORCHVISION_SOURCES = {
-    "cifar10": "CIFAR-10",
-    "cifar100": "CIFAR-100",
-    "mnist": "MNIST",
-    "fashionmnist": "Fashion-MNIST",
-}
 
 
 def render(folder: Path, shown: Path) -> str:
@@ -50,12 +43,7 @@ def render(folder: Path, shown: Path) -> str:
 
 def _data_section(data: DataConfig, config: dict[str, Any]) -> str:
     counts = config["data"]
-    if data.source == "folder":
-        source = f"image folder `{data.path}`"
-    elif data.source == "digits":
-        source = "scikit-learn's bundled handwritten digits (8x8 px)"
-    else:
-        source = f"torchvision {_TORCHVISION_SOURCES[data.source]} under `{data.root}`"
+    source = DATA_SOURCES[data.source].describe(data.root, data.path)
     if data.val_source == "test":
         validation = "the dataset's test split"
     else:
