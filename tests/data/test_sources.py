@@ -7,6 +7,7 @@ is downloaded.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import torch
 from PIL import Image
 
 from tests.helpers import CIFAR_NAMES, red_label, save_image, write_cifar10
-from tuner.config import DataConfig
+from tuner.config import DATA_SOURCES, DataConfig
 from tuner.data.prepare import PreparedData, prepare_data
+from tuner.data.sources import source_files
 from tuner.errors import TunerError
 
 # --- fixtures: datasets in their real on-disk formats ---------------------------------------
@@ -127,6 +129,42 @@ def test_missing_mnist_files_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(TunerError, match="MNIST files not found") as error:
         prepare_data(DataConfig(source="mnist", root=str(tmp_path)))
     assert str(tmp_path / "MNIST" / "raw") in str(error.value)
+
+
+def test_a_torchvision_source_is_one_record_in_the_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Kuzushiji-MNIST, added the way a new source is: one record, nothing else
+    kmnist = dataclasses.replace(
+        DATA_SOURCES["mnist"],
+        name="kmnist",
+        title="Kuzushiji-MNIST",
+        torchvision_class="KMNIST",
+        folder="KMNIST/raw",
+    )
+    monkeypatch.setitem(DATA_SOURCES, "kmnist", kmnist)
+    _write_mnist(tmp_path / "data", "KMNIST")
+    cfg = DataConfig(source="kmnist", root=str(tmp_path / "data"), image_size=28)
+    cache = tmp_path / "cache"
+    data = prepare_data(cfg, cache, with_test=True)
+    assert data.class_names[:3] == ("o", "ki", "su") and data.num_classes == 10
+    assert (data.test_count, data.test_split) == (20, "the source's own test split")
+    assert torch.equal(red_label(data.test_images, 25), data.test_labels)
+    raw = tmp_path / "data" / "KMNIST" / "raw"
+    assert source_files(cfg) == sorted(raw / name for name in kmnist.files)  # the cache key's
+    assert prepare_data(cfg, cache).fingerprint == data.fingerprint
+    assert len(list(cache.iterdir())) == 1  # the same files: the entry built above
+    os.utime(raw / kmnist.files[0], ns=(1_000_000_000, 1_000_000_000))
+    prepare_data(cfg, cache)
+    assert len(list(cache.iterdir())) == 2  # a changed file is a new entry
+    with pytest.raises(TunerError, match="Kuzushiji-MNIST files not found") as error:
+        prepare_data(DataConfig(source="kmnist", root=str(tmp_path / "nowhere")))
+    assert str(tmp_path / "nowhere" / "KMNIST" / "raw") in str(error.value)
+
+
+def test_an_unknown_source_lists_the_table(tmp_path: Path) -> None:
+    with pytest.raises(TunerError, match=r"data\.source: unknown 'kmnist'; use one of digits,"):
+        prepare_data(DataConfig(source="kmnist"), tmp_path / "cache")
 
 
 # --- folder source --------------------------------------------------------------------------

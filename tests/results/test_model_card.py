@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from tuner.config import DATA_SOURCES
 from tuner.data.prepare import PreparedData
 from tuner.engine.weights import file_sha256
 from tuner.recipe import TrialParams, describe_schedule
-from tuner.results.model_card import CARD_FILE
+from tuner.results.model_card import CARD_FILE, render
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,23 @@ def test_card_describes_data_recipe_and_accuracy(card: str, config: dict, tiny_d
     assert f"weights are from epoch {config['best_epoch']}" in card
     accuracy = f"{100 * config['val_accuracy']:.2f}%"
     assert f"{accuracy} re-measured on export ({n_val} images)" in card
+
+
+@pytest.mark.parametrize("source", ["cifar100", "fashionmnist", "folder"])
+def test_the_card_describes_the_source_from_its_record(
+    exported: Path, tmp_path: Path, source: str
+) -> None:
+    folder = shutil.copytree(exported, tmp_path / "best")
+    config = json.loads((folder / "config.json").read_text())
+    config["study_config"]["data"].update(source=source, root="/datasets", path="/images")
+    (folder / "config.json").write_text(json.dumps(config))
+    said = {
+        "cifar100": "torchvision CIFAR-100 under `/datasets`",
+        "fashionmnist": "torchvision Fashion-MNIST under `/datasets`",
+        "folder": "image folder `/images`",
+    }[source]
+    assert said == DATA_SOURCES[source].describe("/datasets", "/images")
+    assert f"* Source: {said}." in render(folder, folder)
 
 
 def test_per_class_table_matches_the_confusion_matrix(
