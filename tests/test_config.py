@@ -24,7 +24,7 @@ from tuner.config import (
 )
 from tuner.config.rules import Rule
 from tuner.errors import TunerError
-from tuner.recipe import NEVER
+from tuner.recipe import DIMENSIONS, NEVER
 from tuner.search.attrs import params_from_record
 
 STUDIES = Path(__file__).resolve().parents[1] / "studies"
@@ -232,6 +232,8 @@ def test_a_study_stored_before_the_new_dimensions_reads_back_as_it_ran() -> None
     off = {"layer_decay": 1.0, "warmup_epochs": 0, "ema": 0.0, "mixup": 0.0, "cutmix": 0.0}
     assert {name: getattr(space, name) for name in off} == {k: Fixed(v) for k, v in off.items()}
     assert space.bn_policy == Fixed("train")
+    later = [name for name, info in DIMENSIONS.items() if info.stored_before is not None]
+    assert all(isinstance(getattr(space, name), Fixed) for name in later)  # none searched anew
     recorded = {"freeze_depth": 0, "unfreeze_epoch": None, "unfreeze_mode": "all",
                 "head_lr": 1e-3, "backbone_lr": 1e-4, "optimizer": "adam", "batch_size": 32,
                 "weight_decay": 0.0}  # fmt: skip

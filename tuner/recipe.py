@@ -1,10 +1,13 @@
-"""What a trial's recipe is: TrialParams, its freeze Schedule, the classic recipes, and
-``describe_schedule`` to say a recipe in words. Plain data: neither torch nor optuna."""
+"""What a trial's recipe is: TrialParams, the one table of its search dimensions, its freeze
+Schedule, the classic recipes, and ``describe_schedule`` to say a recipe in words. Plain data:
+neither torch nor optuna."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
 
 NEVER = "never"
 """The ``unfreeze_epoch`` value meaning: the frozen stages stay frozen for the whole run."""
@@ -41,6 +44,9 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
 
 STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4")
 """The backbone stages in input-to-output order; ``freeze_depth`` counts from the stem."""
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+"""The torchvision ResNets a recipe may fine-tune (``arch``)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,142 @@ class TrialParams:
     def mixes(self) -> bool:
         """Whether training batches are mixed (mixup or cutmix): images, never cached features."""
         return self.mixup > 0 or self.cutmix > 0
+
+
+@dataclass(frozen=True)
+class DimensionInfo:
+    """One search dimension: the row that every place naming the dimensions reads.
+
+    The config's ``space`` section takes its keys, defaults and rules from :data:`DIMENSIONS`,
+    sampling asks for every name in it (only the conditions are code), the classic recipes
+    fill what they leave unnamed from ``classic``, descriptions say ``words``, the report's
+    figures draw one axis per row, and older studies read a later row as ``stored_before``.
+
+    Attributes:
+        name: the ``space`` key, the TrialParams field and the Optuna param, one spelling.
+        kind: the type of its values: int, float (ints accepted) or str.
+        default: what the built-in study searches, or fixes it at.
+        low, high: bounds of every value, choice and range end; None: unbounded.
+        choices: the only values it may take (text dimensions).
+        also: literal values taken beside the typed ones (``never``).
+        classic: the value a classic recipe takes when it does not name it (the space's
+            nearest); also the "off" value ``words`` leave unsaid. None: the space's first.
+        words: how a value other than ``classic`` is said ("EMA {:.4g}"); None: said by
+            :func:`describe_schedule`'s own sentence, or not at all.
+        log_axis: drawn on a log scale in the report's figures.
+        stored_before: the value that a study stored before the dimension existed reads it
+            as, what that study did then; None: it existed from the start. A row added with a
+            searched default and no ``stored_before`` would make old studies search it.
+    """
+
+    name: str
+    kind: type
+    default: Dimension
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    also: tuple[Any, ...] = ()
+    classic: Any = None
+    words: str | None = None
+    log_axis: bool = False
+    stored_before: Any = None
+
+
+def _trick(
+    name: str, kind: type, default: Dimension, off: Any, words: str, **rule: Any
+) -> DimensionInfo:
+    """A recipe trick beyond freezing and rates, added after the first studies were stored:
+    ``off`` is what the classic recipes take, what those studies read it as, and what its
+    words leave unsaid; ``rule`` its bounds or choices."""
+    return DimensionInfo(name, kind, default, classic=off, words=words, stored_before=off, **rule)
+
+
+# Each row: the unit, and why the built-in study's default is what it is.
+DIMENSIONS: dict[str, DimensionInfo] = {
+    info.name: info
+    for info in (
+        # stages frozen at the start: every depth, 0 (full fine-tuning) to 5 (feature extraction)
+        DimensionInfo("freeze_depth", int, IntRange(0, len(STAGES)), low=0, high=len(STAGES)),
+        # 0-based epoch, or never (epoch 0 would freeze nothing); 1 and 2 leave the default
+        # 4-epoch run 2 or 3 epochs to train what they unfreeze
+        DimensionInfo("unfreeze_epoch", int, Choice((NEVER, 1, 2)), low=1, also=(NEVER,)),
+        # both ways, all at once or one stage per epoch (deepest first)
+        DimensionInfo("unfreeze_mode", str, Choice(UNFREEZE_MODES), choices=UNFREEZE_MODES),
+        # per-step learning rate; log-uniform over a decade and more around the notebooks' 1e-3
+        DimensionInfo(
+            "head_lr", float, FloatRange(1e-4, 3e-2, log=True), low=1e-9, high=10.0, log_axis=True
+        ),
+        # per-step learning rate, a decade below the head's: pretrained stages need smaller
+        # steps than a new head (the notebooks' 1e-4 sits inside)
+        DimensionInfo(
+            "backbone_lr",
+            float,
+            FloatRange(1e-5, 3e-3, log=True),
+            low=1e-9,
+            high=10.0,
+            log_axis=True,
+        ),
+        # every optimizer of OPTIMIZERS
+        DimensionInfo("optimizer", str, Choice(tuple(OPTIMIZERS)), choices=tuple(OPTIMIZERS)),
+        # images per step: the notebooks' 32 and two larger powers of two
+        DimensionInfo("batch_size", int, Choice((32, 64, 128)), low=1, high=65536, classic=32),
+        # decay coefficient of the weights; log-uniform 1e-6..1e-2; the recipes take the
+        # space's nearest to the notebooks' 0
+        DimensionInfo(
+            "weight_decay",
+            float,
+            FloatRange(1e-6, 1e-2, log=True),
+            low=0.0,
+            high=1.0,
+            classic=0.0,
+            log_axis=True,
+        ),
+        # a torchvision ResNet; fixed at ResNet-18, the cheapest (searching archs multiplies a
+        # search's cost; studies/cifar10.yaml searches three)
+        DimensionInfo("arch", str, Fixed("resnet18"), choices=ARCHS, stored_before="resnet18"),
+        # lr factor per stage away from the head; 0.5..1.0 holds the 0.65..0.9 timm's recipes
+        # use; 1.0: off
+        _trick(
+            "layer_decay",
+            float,
+            FloatRange(0.5, 1.0),
+            1.0,
+            "layer decay {:.2g}",
+            low=0.01,
+            high=1.0,
+        ),
+        # epochs of linear warm-up; 0 or 1: a 4-epoch run has no room for more
+        _trick("warmup_epochs", int, Choice((0, 1)), 0, "{}-epoch warm-up", low=0),
+        # share of the target spread over all classes; 0.1 is the usual value (Inception, timm)
+        _trick(
+            "label_smoothing",
+            float,
+            Choice((0.0, 0.1)),
+            0.0,
+            "label smoothing {:.2g}",
+            low=0.0,
+            high=0.99,
+        ),
+        # alpha of the Beta(alpha, alpha) mixing weight; off: blended batches pay back only
+        # over long runs (bench/RESULTS.md)
+        _trick("mixup", float, Fixed(0.0), 0.0, "mixup {:.2g}", low=0.0, high=10.0),
+        # alpha of the pasted box's area; off, as mixup
+        _trick("cutmix", float, Fixed(0.0), 0.0, "cutmix {:.2g}", low=0.0, high=10.0),
+        # decay per step of the weights' average; 0.99 averages about the last 100 steps,
+        # what a short run has; 0: off
+        _trick("ema", float, Choice((0.0, 0.99)), 0.0, "EMA {:.4g}", low=0.0, high=0.9999),
+        # fixed "train", what model.train() does; freeze_stats helps small batches
+        _trick(
+            "bn_policy",
+            str,
+            Fixed("train"),
+            "train",
+            "BatchNorm statistics kept pretrained",
+            choices=BN_POLICIES,
+        ),
+    )
+}
+"""The search dimensions of a recipe, in TrialParams' order: one row per dimension."""
 
 
 class Schedule(NamedTuple):
@@ -183,23 +325,14 @@ def describe_schedule(params: TrialParams, epochs: int) -> str:
 
 
 def describe_extras(params: TrialParams) -> list[str]:
-    """The recipe's tricks beyond freezing and rates, in words; those left at "off" unsaid."""
-    extras = []
-    if params.layer_decay != 1.0 and params.backbone_lr is not None:
-        extras.append(f"layer decay {params.layer_decay:.2g}")
-    if params.warmup_epochs:
-        extras.append(f"{params.warmup_epochs}-epoch warm-up")
-    if params.label_smoothing:
-        extras.append(f"label smoothing {params.label_smoothing:.2g}")
-    if params.mixup:
-        extras.append(f"mixup {params.mixup:.2g}")
-    if params.cutmix:
-        extras.append(f"cutmix {params.cutmix:.2g}")
-    if params.ema:
-        extras.append(f"EMA {params.ema:.4g}")
-    if params.bn_policy == "freeze_stats" and params.backbone_lr is not None:
-        extras.append("BatchNorm statistics kept pretrained")
-    return extras
+    """The recipe's tricks beyond freezing and rates, each in its dimension's ``words``; those
+    at their classic, "off" value unsaid (so are layer decay and BatchNorm statistics where no
+    backbone stage trains: sampling leaves them off there)."""
+    return [
+        info.words.format(getattr(params, name))
+        for name, info in DIMENSIONS.items()
+        if info.words is not None and getattr(params, name) != info.classic
+    ]
 
 
 def describe_freezing(params: TrialParams, epochs: int) -> str:

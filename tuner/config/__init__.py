@@ -3,23 +3,15 @@
 Everything past this package sees frozen dataclasses, never loose dicts. A config is
 loaded from YAML, patched with ``--set key.path=value`` overrides, validated (every
 error names the file and the key), and serialised into the study so that any worker
-can rebuild exactly the same run. One module per job: the space's dimensions, the rules
-each key declares, the sections, loading, serialising, and the weights pinned beside it.
+can rebuild exactly the same run. One module per job: the rules each key declares, the
+sections, loading, serialising, and the weights pinned beside it; the space's dimension types
+(``tuner.dimensions``) and their table (``recipe.DIMENSIONS``) sit below it, in the base.
 """
 
-from tuner.config.dimensions import (
-    Choice,
-    Dimension,
-    Fixed,
-    FloatRange,
-    IntRange,
-    dimension_values,
-)
 from tuner.config.load import from_dict, from_stored, load_config
 from tuner.config.pinned import PinnedWeights, ResolvedWeights
 from tuner.config.sections import (
     AMP_MODES,
-    ARCHS,
     AUGMENTATIONS,
     DATA_ON_DEVICE,
     LR_SCHEDULES,
@@ -35,6 +27,15 @@ from tuner.config.sections import (
 )
 from tuner.config.serialise import identity_differences, to_dict, to_yaml
 from tuner.config.sources import DATA_SOURCES, LOADERS, TEST_SPLITS, SourceInfo
+from tuner.dimensions import (
+    Choice,
+    Dimension,
+    Fixed,
+    FloatRange,
+    IntRange,
+    dimension_values,
+)
+from tuner.recipe import ARCHS
 
 __all__ = [
     "AMP_MODES",

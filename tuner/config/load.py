@@ -9,12 +9,12 @@ from typing import Any
 
 import yaml
 
-from tuner.config.dimensions import dimension_values
 from tuner.config.rules import Where
 from tuner.config.sections import SECTIONS, SpaceConfig, StudyConfig
 from tuner.config.sources import DATA_SOURCES
+from tuner.dimensions import dimension_values
 from tuner.errors import TunerError
-from tuner.recipe import NEVER
+from tuner.recipe import DIMENSIONS, NEVER
 
 
 def load_config(path: Path | None, overrides: list[str] | tuple[str, ...] = ()) -> StudyConfig:
@@ -76,13 +76,12 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 # Keys added after studies were stored without them, with the value that reproduces what those
-# studies did then (a YAML file that omits them gets the default instead).
-_STORED_BEFORE = {
-    ("data", "test_source"): "none",
-    ("space", "layer_decay"): 1.0,
-    ("space", "warmup_epochs"): 0,
-    ("space", "label_smoothing"): 0.0,
-    ("space", "ema"): 0.0,
+# studies did then (a YAML file that omits them gets the default instead): the space's from
+# each dimension's ``stored_before``.
+_STORED_BEFORE = {("data", "test_source"): "none"} | {
+    ("space", name): info.stored_before
+    for name, info in DIMENSIONS.items()
+    if info.stored_before is not None
 }
 
 # Keys that became search dimensions: (old section, key) -> the space dimension they moved to.

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.config.dimensions import Dimension, dimension_values
+from tuner.dimensions import Dimension, dimension_values
 from tuner.errors import TunerError
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner.config.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
+from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
 from tuner.errors import TunerError
 
 

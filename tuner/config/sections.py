@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
-from tuner.config.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
 from tuner.config.rules import dimension_rule, parse_classes, parse_relabel, setting
 from tuner.config.sources import DATA_SOURCES
-from tuner.recipe import BN_POLICIES, NEVER, OPTIMIZERS, STAGES, UNFREEZE_MODES
+from tuner.dimensions import Dimension
+from tuner.recipe import DIMENSIONS
 
 AUGMENTATIONS = ("none", "flip", "crop_flip", "crop_flip_jitter")
 LR_SCHEDULES = ("none", "cosine", "step")
@@ -17,7 +18,6 @@ SAMPLERS = ("tpe", "random")
 AMP_MODES = ("auto", "bf16", "off")
 DATA_ON_DEVICE = ("auto", "always", "never")
 TEST_SOURCES = ("auto", "holdout", "none")
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
 @dataclass(frozen=True)
@@ -71,54 +71,39 @@ class TrainConfig:
     data_on_device_share: float = setting(0.5, low=0.0, high=1.0, per_run=True)
 
 
+def _row(name: str) -> dict[str, Any]:
+    """A ``space`` field's arguments: the default and rule of its row of ``recipe.DIMENSIONS``."""
+    info = DIMENSIONS[name]
+    rule = dimension_rule(
+        info.kind, low=info.low, high=info.high, choices=info.choices, also=info.also
+    )
+    return {"default": info.default, "metadata": rule}
+
+
 @dataclass(frozen=True)
 class SpaceConfig:
-    """The search space: each dimension a range, a list of choices or a fixed value."""
+    """The search space: each dimension a range, a list of choices or a fixed value.
 
-    freeze_depth: Dimension = field(
-        default=IntRange(0, len(STAGES)), metadata=dimension_rule(int, low=0, high=len(STAGES))
-    )
-    unfreeze_epoch: Dimension = field(
-        default=Choice((NEVER, 1, 2)), metadata=dimension_rule(int, low=1, also=(NEVER,))
-    )
-    unfreeze_mode: Dimension = field(
-        default=Choice(UNFREEZE_MODES), metadata=dimension_rule(str, choices=UNFREEZE_MODES)
-    )
-    head_lr: Dimension = field(
-        default=FloatRange(1e-4, 3e-2, log=True),
-        metadata=dimension_rule(float, low=1e-9, high=10.0),
-    )
-    backbone_lr: Dimension = field(
-        default=FloatRange(1e-5, 3e-3, log=True),
-        metadata=dimension_rule(float, low=1e-9, high=10.0),
-    )
-    optimizer: Dimension = field(
-        default=Choice(tuple(OPTIMIZERS)), metadata=dimension_rule(str, choices=tuple(OPTIMIZERS))
-    )
-    batch_size: Dimension = field(
-        default=Choice((32, 64, 128)), metadata=dimension_rule(int, low=1, high=65536)
-    )
-    weight_decay: Dimension = field(
-        default=FloatRange(1e-6, 1e-2, log=True), metadata=dimension_rule(float, low=0.0, high=1.0)
-    )
-    arch: Dimension = field(default=Fixed("resnet18"), metadata=dimension_rule(str, choices=ARCHS))
-    layer_decay: Dimension = field(
-        default=FloatRange(0.5, 1.0), metadata=dimension_rule(float, low=0.01, high=1.0)
-    )
-    warmup_epochs: Dimension = field(default=Choice((0, 1)), metadata=dimension_rule(int, low=0))
-    label_smoothing: Dimension = field(
-        default=Choice((0.0, 0.1)), metadata=dimension_rule(float, low=0.0, high=0.99)
-    )
-    mixup: Dimension = field(default=Fixed(0.0), metadata=dimension_rule(float, low=0.0, high=10.0))
-    cutmix: Dimension = field(
-        default=Fixed(0.0), metadata=dimension_rule(float, low=0.0, high=10.0)
-    )
-    ema: Dimension = field(
-        default=Choice((0.0, 0.99)), metadata=dimension_rule(float, low=0.0, high=0.9999)
-    )
-    bn_policy: Dimension = field(
-        default=Fixed("train"), metadata=dimension_rule(str, choices=BN_POLICIES)
-    )
+    One field per row of ``recipe.DIMENSIONS``, in its order (a test checks it): the row holds
+    the default, with its unit and why, and the rule.
+    """
+
+    freeze_depth: Dimension = field(**_row("freeze_depth"))
+    unfreeze_epoch: Dimension = field(**_row("unfreeze_epoch"))
+    unfreeze_mode: Dimension = field(**_row("unfreeze_mode"))
+    head_lr: Dimension = field(**_row("head_lr"))
+    backbone_lr: Dimension = field(**_row("backbone_lr"))
+    optimizer: Dimension = field(**_row("optimizer"))
+    batch_size: Dimension = field(**_row("batch_size"))
+    weight_decay: Dimension = field(**_row("weight_decay"))
+    arch: Dimension = field(**_row("arch"))
+    layer_decay: Dimension = field(**_row("layer_decay"))
+    warmup_epochs: Dimension = field(**_row("warmup_epochs"))
+    label_smoothing: Dimension = field(**_row("label_smoothing"))
+    mixup: Dimension = field(**_row("mixup"))
+    cutmix: Dimension = field(**_row("cutmix"))
+    ema: Dimension = field(**_row("ema"))
+    bn_policy: Dimension = field(**_row("bn_policy"))
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from tuner.config.dimensions import Choice, Fixed, FloatRange, IntRange
 from tuner.config.sections import SECTIONS, StudyConfig
+from tuner.dimensions import Choice, Fixed, FloatRange, IntRange
 
 
 def to_dict(config: StudyConfig) -> dict[str, Any]:

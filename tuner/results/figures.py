@@ -25,7 +25,7 @@ import plotly.graph_objects as go
 from matplotlib.ticker import MaxNLocator
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.recipe import RECIPES, STAGES
+from tuner.recipe import DIMENSIONS, RECIPES, STAGES
 from tuner.search import attrs
 from tuner.search.warm_start import Source
 
@@ -37,16 +37,8 @@ _CURVE_STYLES = {  # (colour, plotly dash, opacity) of a trial's curve by its st
 _STAGE_COUNT = len(STAGES)  # freeze depths run 0..5
 _RUNNING_STYLE = ("#999999", "dot", 0.6)
 _RECIPE_TITLES = {recipe.name: recipe.title for recipe in RECIPES}
-_PARAM_AXES = (
-    ("freeze_depth", False),
-    ("unfreeze_epoch", False),
-    ("unfreeze_mode", False),
-    ("head_lr", True),
-    ("backbone_lr", True),
-    ("optimizer", False),
-    ("batch_size", False),
-    ("weight_decay", True),
-)  # (name, drawn on a log scale)
+_PARAM_AXES = tuple((name, info.log_axis) for name, info in DIMENSIONS.items())
+"""(name, drawn on a log scale) of every dimension; those the same in every trial are left out."""
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,16 @@ from typing import Any
 import optuna
 
 from tuner.config import Choice, Dimension, Fixed, IntRange, SpaceConfig
-from tuner.recipe import NEVER, RECIPES, STAGES, Recipe, Schedule, TrialParams, frozen_depth_at
+from tuner.recipe import (
+    DIMENSIONS,
+    NEVER,
+    RECIPES,
+    STAGES,
+    Recipe,
+    Schedule,
+    TrialParams,
+    frozen_depth_at,
+)
 
 Suggest = Callable[[str, Dimension], Any]
 """How a dimension gets its value: (name, dimension) -> value."""
@@ -28,7 +37,8 @@ def build_params(suggest: Suggest, space: SpaceConfig, epochs: int) -> TrialPara
 
     ``unfreeze_epoch`` only when something is frozen, ``unfreeze_mode`` only when more than one
     stage unfreezes, ``backbone_lr`` and ``bn_policy`` only when some backbone stage trains,
-    ``layer_decay`` only when two or more stages do (it sets their rates apart).
+    ``layer_decay`` only when two or more stages do (it sets their rates apart); every other
+    dimension of ``recipe.DIMENSIONS`` always, in the table's order.
     """
     freeze_depth = suggest("freeze_depth", space.freeze_depth)
     unfreeze_epoch = None
@@ -40,25 +50,15 @@ def build_params(suggest: Suggest, space: SpaceConfig, epochs: int) -> TrialPara
         unfreeze_mode = suggest("unfreeze_mode", space.unfreeze_mode)
     schedule = Schedule(freeze_depth, unfreeze_epoch, unfreeze_mode)
     stages_that_train = len(STAGES) - frozen_depth_at(schedule, epochs - 1)
-    backbone_trains = stages_that_train > 0
-    return TrialParams(
-        freeze_depth=freeze_depth,
-        unfreeze_epoch=unfreeze_epoch,
-        unfreeze_mode=unfreeze_mode,
-        head_lr=suggest("head_lr", space.head_lr),
-        backbone_lr=suggest("backbone_lr", space.backbone_lr) if backbone_trains else None,
-        optimizer=suggest("optimizer", space.optimizer),
-        batch_size=suggest("batch_size", space.batch_size),
-        weight_decay=suggest("weight_decay", space.weight_decay),
-        arch=suggest("arch", space.arch),
-        layer_decay=suggest("layer_decay", space.layer_decay) if stages_that_train > 1 else 1.0,
-        warmup_epochs=suggest("warmup_epochs", space.warmup_epochs),
-        label_smoothing=suggest("label_smoothing", space.label_smoothing),
-        mixup=suggest("mixup", space.mixup),
-        cutmix=suggest("cutmix", space.cutmix),
-        ema=suggest("ema", space.ema),
-        bn_policy=suggest("bn_policy", space.bn_policy) if backbone_trains else "train",
-    )
+    values: dict[str, Any] = schedule._asdict()
+    if stages_that_train == 0:
+        values |= {"backbone_lr": None, "bn_policy": "train"}
+    if stages_that_train < 2:
+        values["layer_decay"] = 1.0
+    for name in DIMENSIONS:
+        if name not in values:
+            values[name] = suggest(name, getattr(space, name))
+    return TrialParams(**values)
 
 
 def _suggest(trial: optuna.Trial, name: str, dimension: Dimension) -> Any:
@@ -100,20 +100,6 @@ def replay(values: dict[str, Any], space: SpaceConfig, epochs: int) -> dict[str,
     return params
 
 
-# The notebooks train with batch 32, no weight decay and none of the later tricks: recipes take
-# the nearest values the space allows.
-_RECIPE_DEFAULTS = {
-    "batch_size": 32,
-    "weight_decay": 0.0,
-    "layer_decay": 1.0,
-    "warmup_epochs": 0,
-    "label_smoothing": 0.0,
-    "mixup": 0.0,
-    "cutmix": 0.0,
-    "ema": 0.0,
-}
-
-
 def recipe_trials(
     space: SpaceConfig, epochs: int
 ) -> tuple[list[tuple[Recipe, dict[str, Any]]], list[str]]:
@@ -121,16 +107,20 @@ def recipe_trials(
 
     Returns (runnable, skipped): runnable pairs a recipe with the params to enqueue
     (fixed dimensions left out); skipped holds one line per recipe the space excludes.
-    Dimensions a recipe does not name (the arch, the BatchNorm policy) take their first value.
+    A dimension a recipe does not name takes the space's nearest to its ``classic`` value
+    (the notebooks' batch 32, no weight decay, none of the later tricks), else the space's
+    first value (the arch).
     """
+    unnamed = {
+        name: _first(getattr(space, name))
+        if info.classic is None
+        else _nearest(getattr(space, name), info.classic)
+        for name, info in DIMENSIONS.items()
+    }
     runnable, skipped = [], []
     for recipe in RECIPES:
-        wanted = {name: _first(getattr(space, name)) for name in ("arch", "bn_policy")}
-        for name, target in _RECIPE_DEFAULTS.items():
-            wanted[name] = _nearest(getattr(space, name), target)
-        wanted |= recipe.params
         try:
-            runnable.append((recipe, replay(wanted, space, epochs)))
+            runnable.append((recipe, replay(unnamed | recipe.params, space, epochs)))
         except OutsideSpace as exc:
             skipped.append(f"{recipe.name} skipped: {exc}")
     return runnable, skipped

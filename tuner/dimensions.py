@@ -1,4 +1,7 @@
-"""Search-space dimensions: a float or integer range, a list of choices, or a fixed value."""
+"""Search-space dimensions: a float or integer range, a list of choices, or a fixed value.
+
+Plain data with no imports of tuner's own, so that both the recipe's table of dimensions
+(``recipe.DIMENSIONS``) and the config that validates them can use these types."""
 
 from __future__ import annotations
 
