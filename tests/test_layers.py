@@ -1,10 +1,10 @@
 """The layers and their rule, read from every module's imports (lazy ones included).
 
 cli -> results -> run -> search -> engine -> data -> base (config, dimensions, recipe, errors,
-progress, stats): an arrow is "may import"; run (trials trained: the objective, workers,
-launchers) uses search (what to try: space, pruners, study, storage), never the reverse. data
-and engine never import optuna; the base imports neither torch nor optuna; nothing imports the
-cli but itself and ``python -m tuner``.
+progress, stats, processes): an arrow is "may import"; run (trials trained: the objective,
+workers, launchers) uses search (what to try: space, pruners, study, storage), never the
+reverse. data and engine never import optuna; the base imports neither torch nor optuna; nothing
+imports the cli but itself and ``python -m tuner``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 ORDER = ("base", "data", "engine", "search", "run", "results", "cli")
-BASE = ("config", "dimensions", "recipe", "errors", "progress", "stats")
+BASE = ("config", "dimensions", "recipe", "errors", "progress", "stats", "processes")
 FORBIDDEN = {"base": ("torch", "torchvision", "optuna"), "data": ("optuna",), "engine": ("optuna",)}
 
 

@@ -31,6 +31,7 @@ import torch
 from tuner.config import DataConfig
 from tuner.data.sources import source_files, source_versions
 from tuner.errors import TunerError
+from tuner.processes import process_alive
 
 FORMAT = 3  # bump when the layout or the preparation changes, so old entries are not read
 ARRAYS = ("train_images", "train_labels", "val_images", "val_labels")
@@ -136,15 +137,5 @@ def _sweep_abandoned(cache_dir: Path) -> None:
     host = socket.gethostname()
     for folder in cache_dir.glob(f"{_BUILDING}{host}-*"):
         pid = folder.name[len(f"{_BUILDING}{host}-") :].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True

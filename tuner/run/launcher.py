@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import optuna
 
 from tuner.engine import WORKERS_ON_DEVICE_ENV
 from tuner.errors import TunerError
+from tuner.run.identity import WorkerIdentity
 from tuner.run.progress import SearchProgress
 from tuner.run.workers import WorkerOutcome, fail_trials_of
 from tuner.search import attrs
@@ -117,6 +117,11 @@ class _Running:
     process: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def identity(self) -> WorkerIdentity:
+        """The worker as it records itself on its trials: a process of this host."""
+        return WorkerIdentity(pid=self.process.pid)
+
 
 class Launcher:
     """Start the slots' workers, watch them and the study, stop them all on request."""
@@ -190,7 +195,7 @@ class Launcher:
                 self._errors.append(f"worker {worker.slot.index}: {_last_line(worker.log)}")
             if code in _DELIBERATE_EXITS:
                 continue
-            retried = fail_trials_of(self._study, _ran_by(worker.process.pid), retry=True)
+            retried = fail_trials_of(self._study, worker.identity.owns, retry=True)
             unmet = study_mod.finished_count(self._study) < study_mod.stored_budget(self._study)
             replace = unmet and self._replacements < len(self._slots)
             progress.write(
@@ -215,16 +220,10 @@ class Launcher:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
-            failed = fail_trials_of(self._study, _ran_by(worker.process.pid), retry=False)
+            failed = fail_trials_of(self._study, worker.identity.owns, retry=False)
             for trial in failed:  # no retry will resume from its checkpoint
                 _remove_resume_checkpoint(trial.user_attrs, self._artifacts)
         self._running.clear()
-
-
-def _ran_by(pid: int) -> Callable[[dict], bool]:
-    """Whether a trial's ``worker`` attribute names process ``pid`` of this host."""
-    host = socket.gethostname()
-    return lambda owner: owner.get("pid") == pid and owner.get("host") == host
 
 
 def _remove_resume_checkpoint(user_attrs: dict, artifacts: str) -> None:

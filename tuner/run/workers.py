@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import sys
 import time
 import warnings
@@ -18,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.errors import TunerError
 from tuner.run import signals
 from tuner.run.host import SearchContext, prepare_host
-from tuner.run.identity import WorkerIdentity, pid_namespace
+from tuner.run.identity import WorkerIdentity, owner_gone
 from tuner.run.objective import make_objective
 from tuner.search import attrs, notes
 from tuner.search import study as study_mod
@@ -118,7 +116,7 @@ def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
     then decide, and the one whose trial came later puts it back in the queue untouched.
     """
     study_mod.fail_stale_trials(study)
-    fail_trials_of(study, _dead_here, retry=True)  # no need to wait out their heartbeats
+    fail_trials_of(study, owner_gone, retry=True)  # no need to wait out their heartbeats
     if not study_mod.has_room(study):
         return None
     trial = ask(study)
@@ -148,21 +146,6 @@ def fail_trials_of(
                 if callback is not None:
                     callback(study, failed[-1])
     return failed
-
-
-def _dead_here(owner: dict) -> bool:
-    """Whether a trial's worker ran on this host in a process that no longer exists (a
-    search killed outright): its trial is failed at once, not after the grace period."""
-    here = (socket.gethostname(), pid_namespace())
-    if (owner.get("host"), owner.get("pid_namespace")) != here or "pid" not in owner:
-        return False
-    try:
-        os.kill(owner["pid"], 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # someone else's process: alive
-        return False
-    return False
 
 
 def ask(study: optuna.Study) -> optuna.Trial:
@@ -236,12 +219,10 @@ def leave_for_retry(study: optuna.Study, context: SearchContext) -> int | None:
     last finished epoch, as for a worker that died (within ``search.max_retries``; past
     them, the checkpoint is removed).
     """
-    worker = context.worker
     mine = [
         trial
         for trial in study.get_trials(deepcopy=False)
-        if trial.user_attrs.get(attrs.WORKER, {}).get("pid") == worker.pid
-        and trial.user_attrs.get(attrs.WORKER, {}).get("host") == worker.host
+        if context.worker.owns(trial.user_attrs.get(attrs.WORKER, {}))
     ]
     if not mine or max(mine, key=lambda trial: trial.number).state != TrialState.FAIL:
         return None
