@@ -158,6 +158,22 @@ def digits() -> PreparedData:
     return prepare_data(DataConfig(source="digits", image_size=16), with_test=True)
 
 
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def debian_fashion_mnist() -> Path:
+    """The real Fashion-MNIST files of Debian's ``dataset-fashion-mnist``; skipped where the
+    package is not installed, but never in CI (`.ci/run` installs it and sets
+    TUNER_REQUIRE_FASHION_MNIST=1)."""
+    if not (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        why = f"no Fashion-MNIST files in {DEBIAN_FASHION_MNIST}"
+        if os.environ.get("TUNER_REQUIRE_FASHION_MNIST"):
+            pytest.fail(f"{why}: apt-get install dataset-fashion-mnist")
+        pytest.skip(f"{why} (apt-get install dataset-fashion-mnist)")
+    return DEBIAN_FASHION_MNIST
+
+
 POSTGRES_URL = os.environ.get(
     "TUNER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

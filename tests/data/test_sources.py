@@ -8,6 +8,7 @@ is downloaded.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 from pathlib import Path
 
@@ -31,15 +32,23 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
-def _write_mnist(root: Path, folder: str) -> None:
-    """3 train and 2 test images per digit; every pixel of an image is 25 * its label."""
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True)
+def _write_mnist(root: Path, folder: str, originals: bool = False) -> None:
+    """3 train and 2 test images per digit; every pixel of an image is 25 * its label.
+
+    In torchvision's layout (``folder``/raw, uncompressed), or as the authors publish the files
+    and Debian installs them (``originals``: gzipped, in ``root`` itself).
+    """
+    raw = root if originals else root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
     for split, per_class in (("train", 3), ("t10k", 2)):
         labels = np.tile(np.arange(10, dtype=np.uint8), per_class)
         images = np.broadcast_to((labels * 25)[:, None, None], (len(labels), 28, 28))
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+        for kind, array in (("images-idx3", images), ("labels-idx1", labels)):
+            path = raw / f"{split}-{kind}-ubyte"
+            _write_idx(path, array)
+            if originals:
+                path.with_name(f"{path.name}.gz").write_bytes(gzip.compress(path.read_bytes()))
+                path.unlink()
 
 
 def _write_folder(root: Path, counts: dict[str, int], size: tuple[int, int] = (12, 10)) -> None:
@@ -129,6 +138,60 @@ def test_missing_mnist_files_name_the_folder(tmp_path: Path) -> None:
     with pytest.raises(TunerError, match="MNIST files not found") as error:
         prepare_data(DataConfig(source="mnist", root=str(tmp_path)))
     assert str(tmp_path / "MNIST" / "raw") in str(error.value)
+
+
+@pytest.mark.parametrize("source", ["mnist", "fashionmnist"])
+def test_the_original_gz_files_in_data_root_are_read(tmp_path: Path, source: str) -> None:
+    _write_mnist(tmp_path / "flat", "", originals=True)
+    cfg = DataConfig(source=source, root=str(tmp_path / "flat"), image_size=28)
+    data = prepare_data(cfg, tmp_path / "cache", with_test=True)
+    assert data.num_classes == 10 and len(data.train_labels) + len(data.val_labels) == 30
+    assert (data.test_count, data.test_split) == (20, "the source's own test split")
+    assert torch.equal(red_label(data.test_images, 25), data.test_labels)
+    assert torch.equal(red_label(data.train_images, 25), data.train_labels)
+    assert source_files(cfg) == [tmp_path / "flat" / n for n in DATA_SOURCES[source].originals]
+
+
+def test_torchvision_s_layout_wins_over_the_originals(tmp_path: Path) -> None:
+    _write_mnist(tmp_path, "MNIST")
+    _write_mnist(tmp_path, "", originals=True)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip")  # would fail if read
+    data = prepare_data(DataConfig(source="mnist", root=str(tmp_path)), with_test=True)
+    assert data.test_count == 20
+
+
+def test_a_damaged_original_file_is_named(tmp_path: Path) -> None:
+    _write_mnist(tmp_path, "", originals=True)
+    broken = tmp_path / "train-images-idx3-ubyte.gz"
+    broken.write_bytes(gzip.compress(gzip.decompress(broken.read_bytes())[:-5]))
+    with pytest.raises(TunerError, match="is truncated") as error:
+        prepare_data(DataConfig(source="fashionmnist", root=str(tmp_path)))
+    assert str(broken) in str(error.value)
+
+
+def test_missing_fashion_mnist_names_both_ways_to_get_it(tmp_path: Path) -> None:
+    with pytest.raises(TunerError, match="Fashion-MNIST files not found") as error:
+        prepare_data(DataConfig(source="fashionmnist", root=str(tmp_path)))
+    message = str(error.value)
+    assert str(tmp_path / "FashionMNIST" / "raw") in message
+    assert (
+        "train-images-idx3-ubyte.gz" in message
+        and "apt-get install dataset-fashion-mnist" in message
+    )
+    assert "data.download: true" in message
+
+
+def test_debian_s_fashion_mnist_files(debian_fashion_mnist: Path, tmp_path: Path) -> None:
+    """The real files of Debian's dataset-fashion-mnist: 60,000 training photos, 6,000 per
+    class, and the official test split of 1,000 per class."""
+    cfg = DataConfig(source="fashionmnist", root=str(debian_fashion_mnist), per_class=20)
+    data = prepare_data(cfg, tmp_path / "cache", with_test=True)
+    assert data.class_names == ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+    assert len(data.train_labels) + len(data.val_labels) == 200
+    assert data.test_count == 10_000
+    assert torch.bincount(data.test_labels).tolist() == [1000] * 10
+    assert data.train_images.shape[1:] == (3, 32, 32) and data.train_images.float().std() > 20
 
 
 def test_a_torchvision_source_is_one_record_in_the_table(

@@ -27,7 +27,10 @@ class SourceInfo:
     """One data source: what it is called, how it is read, where its files are, what it offers.
 
     ``card`` is the model card's "Source:" sentence, formatted with ``title``, ``root``
-    (``data.root``) and ``path`` (``data.path``).
+    (``data.root``) and ``path`` (``data.path``). ``originals`` are the files as their authors
+    publish them (the MNIST family's gzipped idx files), read straight from ``data.root`` where
+    torchvision's ``folder`` is absent: Debian's ``dataset-fashion-mnist`` installs them so.
+    ``package`` names the Debian package that installs them, for the missing-files message.
     """
 
     name: str
@@ -38,6 +41,8 @@ class SourceInfo:
     torchvision_class: str | None = None
     folder: str = ""
     files: tuple[str, ...] = ()
+    originals: tuple[str, ...] = ()
+    package: str | None = None
 
     @property
     def needs_path(self) -> bool:
@@ -50,16 +55,27 @@ class SourceInfo:
 
 
 def _torchvision(
-    name: str, title: str, torchvision_class: str, folder: str, files: tuple[str, ...]
+    name: str,
+    title: str,
+    torchvision_class: str,
+    folder: str,
+    files: tuple[str, ...],
+    originals: tuple[str, ...] = (),
+    package: str | None = None,
 ) -> SourceInfo:
-    """A torchvision dataset: its files in ``folder`` under ``data.root``, its official test set."""
+    """A torchvision dataset: its files in ``folder`` under ``data.root`` (or its ``originals``
+    in ``data.root`` itself), its official test set."""
     card = "torchvision {title} under `{root}`"
-    return SourceInfo(name, title, "torchvision", "always", card, torchvision_class, folder, files)
+    return SourceInfo(
+        name, title, "torchvision", "always", card, torchvision_class, folder, files,
+        originals, package,
+    )  # fmt: skip
 
 
 _MNIST_FILES = tuple(
     f"{s}-{k}-ubyte" for s in ("train", "t10k") for k in ("images-idx3", "labels-idx1")
 )
+_MNIST_ORIGINALS = tuple(f"{name}.gz" for name in _MNIST_FILES)
 _CIFAR10_FILES = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
 
 DATA_SOURCES: dict[str, SourceInfo] = {
@@ -77,9 +93,15 @@ DATA_SOURCES: dict[str, SourceInfo] = {
         _torchvision(
             "cifar100", "CIFAR-100", "CIFAR100", "cifar-100-python", ("train", "test", "meta")
         ),
-        _torchvision("mnist", "MNIST", "MNIST", "MNIST/raw", _MNIST_FILES),
+        _torchvision("mnist", "MNIST", "MNIST", "MNIST/raw", _MNIST_FILES, _MNIST_ORIGINALS),
         _torchvision(
-            "fashionmnist", "Fashion-MNIST", "FashionMNIST", "FashionMNIST/raw", _MNIST_FILES
+            "fashionmnist",
+            "Fashion-MNIST",
+            "FashionMNIST",
+            "FashionMNIST/raw",
+            _MNIST_FILES,
+            _MNIST_ORIGINALS,
+            "dataset-fashion-mnist",
         ),
         SourceInfo("folder", "image folder", "folder", "if_present", "image folder `{path}`"),
     )

@@ -8,6 +8,7 @@ defines one (a test split, a val/ folder).
 
 from __future__ import annotations
 
+import gzip
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable
@@ -147,12 +148,23 @@ def _sklearn_version() -> dict[str, str]:
 
 
 def _load_torchvision(cfg: DataConfig, info: SourceInfo) -> LoadedSource:
+    """torchvision's dataset class on its folder under data.root, or the source's original
+    files in data.root itself; the official test split only where it is used."""
     root = Path(cfg.root).expanduser()
-    train = _open_torchvision(info, root, train=True, download=cfg.download)
-    source = LoadedSource(_torchvision_split(train), None, tuple(train.classes))
-    if cfg.val_source != "test" and cfg.test_source != "auto":
+    wants_test = cfg.val_source == "test" or cfg.test_source == "auto"
+    if _reads_originals(cfg, info):
+        classes = tuple(getattr(datasets, info.torchvision_class).classes)
+        train = _original_split(root, info, train=True)
+        test = _original_split(root, info, train=False) if wants_test else None
+    else:
+        dataset = _open_torchvision(info, root, train=True, download=cfg.download)
+        classes, train = tuple(dataset.classes), _torchvision_split(dataset)
+        test = None
+        if wants_test:
+            test = _torchvision_split(_open_torchvision(info, root, train=False, download=False))
+    source = LoadedSource(train, None, classes)
+    if test is None:
         return source
-    test = _torchvision_split(_open_torchvision(info, root, train=False, download=False))
     if cfg.val_source == "test":  # validation takes the test split; a holdout is the test
         return replace(source, val=test)
     return replace(source, test=test)
@@ -174,9 +186,9 @@ def _open_torchvision(info: SourceInfo, root: Path, *, train: bool, download: bo
         if missing:
             detail = f"; missing {', '.join(missing)}" if where.is_dir() else ""
             raise TunerError(
-                f"data.root: {info.title} files not found under {root} (expected {where}{detail}). "
-                "Put the dataset there, or set data.download: true on a machine with network "
-                "access."
+                f"data.root: {info.title} files not found under {root} (expected {where}{detail}"
+                f"{_originals_hint(info, root)}). Put the dataset there, or set data.download: "
+                "true on a machine with network access."
             ) from exc
         raise TunerError(
             f"data.root: the {info.title} files in {where} are incomplete or corrupted ({exc}). "
@@ -191,7 +203,62 @@ def _torchvision_split(dataset: datasets.VisionDataset) -> Split:
 
 
 def _torchvision_files(cfg: DataConfig, info: SourceInfo) -> list[Path]:
-    return _files_under(Path(cfg.root).expanduser().absolute() / info.folder)
+    root = Path(cfg.root).expanduser().absolute()
+    if _reads_originals(cfg, info):
+        return [root / name for name in info.originals]
+    return _files_under(root / info.folder)
+
+
+def _reads_originals(cfg: DataConfig, info: SourceInfo) -> bool:
+    """Whether ``data.root`` holds the source's original files and torchvision's folder is not
+    there to read instead (torchvision's layout wins where both are)."""
+    root = Path(cfg.root).expanduser()
+    if not info.originals or (root / info.folder).is_dir():
+        return False
+    return all((root / name).is_file() for name in info.originals)
+
+
+def _originals_hint(info: SourceInfo, root: Path) -> str:
+    """How else the files may be given: the original files in data.root, a Debian package."""
+    if not info.originals:
+        return ""
+    hint = f", or its original files {', '.join(info.originals)} in {root} itself"
+    if info.package:
+        hint += f" (`apt-get install {info.package}` puts them in /usr/share/datasets/...)"
+    return hint
+
+
+def _original_split(root: Path, info: SourceInfo, *, train: bool) -> Split:
+    """One side of an MNIST-family source from its original gzipped idx files."""
+    images, labels = (
+        read_idx(root / name)
+        for name in info.originals
+        if name.startswith("train" if train else "t10k")
+    )
+    return Split.whole(torch.from_numpy(images).unsqueeze(1), labels.astype(np.int64))
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An idx file (the MNIST family's format), gzipped or not: two zero bytes, the element
+    type (0x08: unsigned bytes), the number of dimensions, each dimension as a big-endian
+    int32, then the data."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise TunerError(f"data.root: {path} is not a readable gzip file ({exc}).") from None
+    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08":
+        raise TunerError(f"data.root: {path} is not an idx file of unsigned bytes.")
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise TunerError(
+            f"data.root: {path} is truncated ({body.size} bytes of data, {shape} needs "
+            f"{int(np.prod(shape))}); replace it with a fresh copy."
+        )
+    return body.reshape(shape).copy()  # writable, as torch wants
 
 
 # --- folder: an image-folder tree at data.path ----------------------------------------------
