@@ -20,11 +20,16 @@ from tuner.search.storage import open_storage
 
 
 def test_confirm_seeds_are_fresh_distinct_and_stable() -> None:
-    seeds = {confirm.confirm_seed(0, c, i) for c in range(5) for i in range(5)}
+    seeds = {confirm.confirm_seed(0, c, i, trained=c) for c in range(5) for i in range(5)}
     assert len(seeds) == 25
-    assert confirm.confirm_seed(0, 3, 1) == confirm.confirm_seed(0, 3, 1)
-    assert confirm.confirm_seed(1, 3, 1) != confirm.confirm_seed(0, 3, 1)
-    assert all(confirm.confirm_seed(0, c, 0) != 0 + c for c in range(5))  # not the search's own
+    assert confirm.confirm_seed(0, 3, 1, 3) == confirm.confirm_seed(0, 3, 1, 3)
+    assert confirm.confirm_seed(1, 3, 1, 3) != confirm.confirm_seed(0, 3, 1, 3)
+    assert all(confirm.confirm_seed(0, c, 0, trained=c) != 0 + c for c in range(5))  # not its own
+
+
+def test_a_confirm_seed_is_never_the_seed_its_candidate_trained_with() -> None:
+    drawn = confirm.confirm_seed(0, 3, 1, trained=3)
+    assert confirm.confirm_seed(0, 3, 1, trained=drawn) != drawn  # however unlikely the meeting
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +64,9 @@ def test_the_top_trials_are_retrained_with_their_params_and_fresh_seeds(confirme
         assert candidate in top
         assert run.params == parent.study.trials[candidate].params
         index = run.user_attrs[attrs.SEED_INDEX]
-        assert run.user_attrs[attrs.SEED] == confirm.confirm_seed(0, candidate, index)
+        trained = parent.study.trials[candidate].user_attrs[attrs.SEED]
+        assert run.user_attrs[attrs.SEED] == confirm.confirm_seed(0, candidate, index, trained)
+        assert run.user_attrs[attrs.SEED] != trained
     assert linked.config.search.pruner == "none"
 
 

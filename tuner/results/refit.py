@@ -66,7 +66,7 @@ def refit(
     config = pinned.config
     params = attrs.trial_params(trial, config.space)
     epochs = int(trial.user_attrs[attrs.BEST_EPOCH]) + 1
-    seed = int(trial.user_attrs.get(attrs.SEED, config.train.seed + trial.number))
+    seed = attrs.train_seed(trial.user_attrs, config.train.seed, trial.number)
     where = resolve_device(device or config.train.device)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tuner-refit-", dir=cache_path(config.data)) as tmp:

@@ -112,7 +112,7 @@ def _begin(trial: optuna.Trial, context: SearchContext) -> tuple[TrialParams, in
     trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
     trial.set_user_attr(attrs.WORKER, _describe_worker(context))
     init_seed = attrs.init_seed(trial.user_attrs, context.config.train.seed)
-    seed = trial.user_attrs.get(attrs.SEED, context.config.train.seed + origin)
+    seed = attrs.train_seed(trial.user_attrs, context.config.train.seed, trial.number)
     trial.set_user_attr(attrs.INIT_SEED, init_seed)
     trial.set_user_attr(attrs.SEED, seed)
     return params, origin, seed, init_seed

@@ -79,6 +79,19 @@ def init_seed(user_attrs: dict[str, Any], study_seed: int) -> int:
     return int(user_attrs.get(SEED, study_seed))
 
 
+def train_seed(user_attrs: dict[str, Any], study_seed: int, number: int) -> int:
+    """The seed trial ``number`` trains with (see :data:`SEED`), for whoever trains it again.
+
+    The seed it recorded, else the study's ``train.seed`` plus its origin (:data:`ORIGIN`,
+    the first trial of its chain of retries), so a retry trains as the trial it retries; a
+    trial that recorded neither is its own origin. The objective chooses a trial's seed by it
+    and refit reads it back, so a retried trial's refit trains with the seed its trial did.
+    """
+    if SEED in user_attrs:
+        return int(user_attrs[SEED])
+    return study_seed + int(user_attrs.get(ORIGIN, number))
+
+
 def val_correct(trial: FrozenTrial) -> np.ndarray | None:
     """Which validation images the trial's best epoch got right, in order; None for a trial
     that recorded none (pruned, failed, or from before it was recorded)."""

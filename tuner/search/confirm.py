@@ -27,15 +27,17 @@ from tuner.search import study as study_mod
 _PENDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def confirm_seed(study_seed: int, candidate: int, seed_index: int) -> int:
-    """A fresh training seed: stable for (study, candidate, index), unlike the search's own.
+def confirm_seed(study_seed: int, candidate: int, seed_index: int, trained: int) -> int:
+    """A fresh training seed: stable for (study, candidate, index), never ``trained``.
 
-    The search trains trial n with ``train.seed + n``; these come from a different stream
-    (tagged "confirm"), so a re-run is never the original run again.
+    ``trained`` is the seed the candidate trained with in the search (:func:`attrs.train_seed`).
+    These come from another stream (tagged "confirm"), and a draw that happens to equal it
+    takes the next number, so a re-run is never the original run again.
     """
     tag = zlib.crc32(b"confirm")
     sequence = np.random.SeedSequence([study_seed, tag, candidate, seed_index])
-    return int(sequence.generate_state(1)[0] % (2**31 - 1))
+    seed = int(sequence.generate_state(1)[0] % (2**31 - 1))
+    return seed if seed != trained else (seed + 1) % (2**31 - 1)
 
 
 @dataclass(frozen=True)
@@ -125,10 +127,11 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
     }
     added = 0
     for candidate in candidates:
+        trained = attrs.train_seed(candidate.user_attrs, parent.config.train.seed, candidate.number)
         for index in range(seeds):
             if (candidate.number, index) in have:
                 continue
-            seed = confirm_seed(parent.config.train.seed, candidate.number, index)
+            seed = confirm_seed(parent.config.train.seed, candidate.number, index, trained)
             linked.study.enqueue_trial(
                 candidate.params,
                 user_attrs={
