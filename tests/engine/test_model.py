@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import urllib.request
 from pathlib import Path
@@ -204,6 +205,18 @@ def test_bad_weights_file_names_the_key_and_path(
     with pytest.raises(TunerError) as info:
         resolve_weights(arch, str(path))
     assert "model.weights" in str(info.value) and str(path) in str(info.value)
+
+
+def test_a_pickle_of_other_objects_is_refused_in_one_line(tmp_path: Path) -> None:
+    """torch's page of advice on loading it anyway becomes what the file is and what to do."""
+    path = tmp_path / "whole-model.pt"
+    torch.save(argparse.Namespace(model="not a state dict"), path)
+    with pytest.raises(TunerError) as info:
+        resolve_weights("resnet18", str(path))
+    said = str(info.value)
+    assert "\n" not in said and said.startswith(f"model.weights: {path} is a pickle")
+    assert "weights_only=True" in said and "argparse.Namespace" in said
+    assert "torch.save(model.state_dict(), path)" in said and "safetensors" in said
 
 
 def test_imagenet_offline_names_the_expected_cache_file(offline: Path) -> None:

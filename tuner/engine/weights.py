@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from pathlib import Path
 
 import safetensors.torch
@@ -147,11 +148,7 @@ def _load_file(path: Path) -> tuple[dict[str, Tensor], str]:
         else:
             state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise TunerError(
-            f"model.weights: {path} is not a readable state-dict file ({exc}); save one with "
-            "safetensors.torch.save_file(model.state_dict(), path) or "
-            "torch.save(model.state_dict(), path)"
-        ) from exc
+        raise TunerError(_unreadable(path, exc)) from exc
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise TunerError(
             f"model.weights: {path} holds a {type(state).__name__}, not a state dict of tensors; "
@@ -159,6 +156,28 @@ def _load_file(path: Path) -> tuple[dict[str, Tensor], str]:
         )
     _loaded[sha] = state
     return state, sha
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """One line on a weights file torch or safetensors cannot read, and how to save one.
+
+    torch's refusal of a pickle that holds more than tensors is a page of advice on loading
+    it anyway; a study must not run code from a file, so the line says only what it holds.
+    """
+    save = (
+        "save the weights with torch.save(model.state_dict(), path), or as safetensors with "
+        "safetensors.torch.save_file(model.state_dict(), path)"
+    )
+    said = str(exc)
+    if "Weights only load failed" in said:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", said)
+        holds = f"it holds {found.group(1)}" if found else "it holds Python objects"
+        return (
+            f"model.weights: {path} is a pickle that torch.load(weights_only=True) refuses "
+            f"({holds}), not a plain state dict of tensors; {save}"
+        )
+    first = said.strip().splitlines()[0] if said.strip() else type(exc).__name__
+    return f"model.weights: {path} is not a readable state-dict file ({first}); {save}"
 
 
 def _meta_model(arch: str) -> nn.Module:
