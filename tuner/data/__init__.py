@@ -14,7 +14,7 @@ from tuner.data.images import (
     pil_to_tensor,
 )
 from tuner.data.mixing import Mixing, mix_batch
-from tuner.data.prepare import PreparedData, Progress, prepare_data, with_val_in_training
+from tuner.data.prepare import PreparedData, ProgressCallback, prepare_data, with_val_in_training
 from tuner.data.sources import IMAGE_EXTENSIONS, find_images
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "Mixing",
     "PreparedData",
-    "Progress",
+    "ProgressCallback",
     "augment_batch",
     "cache_path",
     "entry_path",

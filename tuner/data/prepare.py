@@ -38,7 +38,7 @@ from tuner.data.split import (
 )
 from tuner.errors import TunerError
 
-Progress = Callable[[int, int], None]
+ProgressCallback = Callable[[int, int], None]
 """Called as (images done, images in all) while the prepared arrays are written."""
 
 _WRITE_BYTES = 16 << 20  # bytes gathered, resized or hashed per step: bounds a build's memory
@@ -85,7 +85,7 @@ class PreparedData:
 def prepare_data(
     cfg: DataConfig,
     cache_dir: Path | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     with_test: bool = False,
 ) -> PreparedData:
     """The dataset every trial uses, from the host's disk cache when it has it.
@@ -156,7 +156,7 @@ def _opened(found: tuple[dict[str, torch.Tensor], dict] | None) -> PreparedData:
     )
 
 
-def _build(cfg: DataConfig, folder: Path, progress: Progress | None) -> None:
+def _build(cfg: DataConfig, folder: Path, progress: ProgressCallback | None) -> None:
     """Read ``cfg.source`` and write the dataset every trial uses into ``folder``.
 
     Steps, in order: load (a folder source only lists its files); keep ``classes`` (in the
@@ -215,7 +215,7 @@ class _ArrayWriter:
     """
 
     def __init__(
-        self, folder: Path, size: int, processes: int, progress: Progress | None, total: int
+        self, folder: Path, size: int, processes: int, progress: ProgressCallback | None, total: int
     ) -> None:
         self._folder, self._size, self._processes = folder, size, processes
         self._progress = progress

@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 from tuner.config import DataConfig, PinnedWeights, StudyConfig
-from tuner.data import PreparedData, Progress, cache_path, entry_path, host_cores, prepare_data
+from tuner.data import (
+    PreparedData,
+    ProgressCallback,
+    cache_path,
+    entry_path,
+    host_cores,
+    prepare_data,
+)
 from tuner.engine import FeatureCache, Placement, build_model, choose_placement, resolve_device
 from tuner.errors import TunerError
 from tuner.progress import duration
@@ -42,7 +49,7 @@ def load_study_data(
     config: StudyConfig,
     study_name: str,
     fingerprint: str | None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
     with_test: bool = False,
 ) -> PreparedData:
     """The study's data as prepared on this host (from its cache when it has one).
@@ -76,7 +83,7 @@ def prepare_host(
     study_name: str,
     fingerprint: str | None,
     worker: WorkerIdentity | None = None,
-    progress: Progress | None = None,
+    progress: ProgressCallback | None = None,
 ) -> SearchContext:
     """Everything this host's trials share, checked before the first one starts.
 

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,14 +21,13 @@ import optuna
 
 from tuner.engine import WORKERS_ON_DEVICE_ENV
 from tuner.errors import TunerError
+from tuner.progress import Say
 from tuner.run.identity import WorkerIdentity
 from tuner.run.progress import SearchProgress
 from tuner.run.workers import WorkerOutcome, fail_trials_of
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.storage import artifact_store
-
-Say = Callable[[str], None]
 
 STOP_SECONDS = 10.0
 """How long stopped workers get to mark their trials failed before they are killed."""

@@ -12,7 +12,6 @@ whether the earlier winner still wins here.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,13 +20,12 @@ from optuna.trial import FrozenTrial
 
 from tuner.config import StudyConfig
 from tuner.errors import TunerError
+from tuner.progress import Say
 from tuner.recipe import TrialParams, describe_schedule
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.space import OutsideSpace, replay
 from tuner.search.storage import open_storage, redact
-
-Say = Callable[[str], None]
 
 DEFAULT_TOP = 3
 """Best complete trials taken from each earlier study (--warm-start-top)."""
