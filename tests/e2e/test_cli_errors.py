@@ -83,3 +83,9 @@ def test_a_failed_download_says_where_to_put_the_files(tmp_path: Path) -> None:
     )
     assert_user_error(result, "data.download", "mnist-here")
     assert_no_study_created(tmp_path)
+
+
+def test_a_port_out_of_range_is_refused_before_anything(tmp_path: Path) -> None:
+    result = run_tuner(tmp_path, "dashboard", "--port", "99999")
+    assert_user_error(result, "--port", "'99999' is not a port", "1 to 65535")
+    assert not (tmp_path / "tuner.db").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -125,7 +126,7 @@ def export_arguments(export: argparse.ArgumentParser) -> None:
     )
     export.add_argument(
         "--soup",
-        type=_at_least_one,
+        type=_whole_number("a whole number of 1 or more", 1),
         metavar="K",
         help="export a greedy soup: the weights of up to K top trials averaged, each kept only "
         "if val accuracy does not drop (needs search.keep_checkpoints >= K), tested beside the "
@@ -133,15 +134,19 @@ def export_arguments(export: argparse.ArgumentParser) -> None:
     )
 
 
-def _at_least_one(text: str) -> int:
-    """argparse type of a count that must be 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
-    return value
+def _whole_number(what: str, low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``low`` (up to ``high``); else "'x' is not {what}"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
 
 
 def confirm_arguments(confirm: argparse.ArgumentParser) -> None:
@@ -153,7 +158,12 @@ def dashboard_arguments(dashboard: argparse.ArgumentParser) -> None:
     dashboard.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
-    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    dashboard.add_argument(
+        "--port",
+        type=_whole_number("a port: give a number from 1 to 65535", 1, 65535),
+        default=8080,
+        help="port to listen on (8080)",
+    )
 
 
 def report_arguments(report: argparse.ArgumentParser) -> None:
