@@ -22,7 +22,7 @@ from tuner.config import (
     load_config,
     to_dict,
 )
-from tuner.config.rules import Rule
+from tuner.dimensions import Rule
 from tuner.errors import TunerError
 from tuner.recipe import DIMENSIONS, NEVER
 from tuner.search.attrs import params_from_record

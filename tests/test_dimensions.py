@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tuner.config import Fixed, SpaceConfig, StudyConfig, from_dict, from_stored, to_dict
-from tuner.config.rules import Rule
 from tuner.dimensions import Dimension, dimension_values
 from tuner.recipe import DIMENSIONS, RECIPES, TrialParams
 from tuner.search.space import build_params
@@ -51,8 +50,7 @@ def test_space_config_has_one_field_per_dimension_with_its_default_and_rule() ->
     for f in fields:
         info = DIMENSIONS[f.name]
         assert f.default == info.default, f.name
-        rule = Rule(info.kind, info.low, info.high, info.choices, info.also)
-        assert f.metadata["rule"] == rule, f.name
+        assert f.metadata["rule"] == info.rule, f.name
 
 
 @pytest.mark.parametrize("name", list(DIMENSIONS))

@@ -51,3 +51,19 @@ def dimension_values(dimension: Dimension) -> tuple[Any, ...]:
     if isinstance(dimension, Choice):
         return dimension.values
     return (dimension.low, dimension.high)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one key accepts, kept in its field's metadata so that it is stated only once.
+
+    ``also`` lists literal values taken as they are beside the typed ones (``never``);
+    ``optional`` lets a section key be null (its default is None).
+    """
+
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] | None = None
+    also: tuple[Any, ...] = ()
+    optional: bool = False

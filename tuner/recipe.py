@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
+from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange, Rule
 
 NEVER = "never"
 """The ``unfreeze_epoch`` value meaning: the frozen stages stay frozen for the whole run."""
@@ -113,11 +113,9 @@ class DimensionInfo:
 
     Attributes:
         name: the ``space`` key, the TrialParams field and the Optuna param, one spelling.
-        kind: the type of its values: int, float (ints accepted) or str.
+        rule: what its fixed value, choices and range ends must be (type, bounds, choices,
+            literals such as ``never``), as the config checks them.
         default: what the built-in study searches, or fixes it at.
-        low, high: bounds of every value, choice and range end; None: unbounded.
-        choices: the only values it may take (text dimensions).
-        also: literal values taken beside the typed ones (``never``).
         classic: the value a classic recipe takes when it does not name it (the space's
             nearest); also the "off" value ``words`` leave unsaid. None: the space's first.
         words: how a value other than ``classic`` is said ("EMA {:.4g}"); None: said by
@@ -129,16 +127,20 @@ class DimensionInfo:
     """
 
     name: str
-    kind: type
+    rule: Rule
     default: Dimension
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-    also: tuple[Any, ...] = ()
     classic: Any = None
     words: str | None = None
     log_axis: bool = False
     stored_before: Any = None
+
+
+def _dimension(
+    name: str, kind: type, default: Dimension, *, classic: Any = None, log_axis: bool = False,
+    stored_before: Any = None, **rule: Any,
+) -> DimensionInfo:  # fmt: skip
+    """A row whose values are of ``kind`` within ``rule`` (low, high, choices, also)."""
+    return DimensionInfo(name, Rule(kind, **rule), default, classic, None, log_axis, stored_before)
 
 
 def _trick(
@@ -147,7 +149,7 @@ def _trick(
     """A recipe trick beyond freezing and rates, added after the first studies were stored:
     ``off`` is what the classic recipes take, what those studies read it as, and what its
     words leave unsaid; ``rule`` its bounds or choices."""
-    return DimensionInfo(name, kind, default, classic=off, words=words, stored_before=off, **rule)
+    return DimensionInfo(name, Rule(kind, **rule), default, off, words, stored_before=off)
 
 
 # Each row: the unit, and why the built-in study's default is what it is.
@@ -155,19 +157,19 @@ DIMENSIONS: dict[str, DimensionInfo] = {
     info.name: info
     for info in (
         # stages frozen at the start: every depth, 0 (full fine-tuning) to 5 (feature extraction)
-        DimensionInfo("freeze_depth", int, IntRange(0, len(STAGES)), low=0, high=len(STAGES)),
+        _dimension("freeze_depth", int, IntRange(0, len(STAGES)), low=0, high=len(STAGES)),
         # 0-based epoch, or never (epoch 0 would freeze nothing); 1 and 2 leave the default
         # 4-epoch run 2 or 3 epochs to train what they unfreeze
-        DimensionInfo("unfreeze_epoch", int, Choice((NEVER, 1, 2)), low=1, also=(NEVER,)),
+        _dimension("unfreeze_epoch", int, Choice((NEVER, 1, 2)), low=1, also=(NEVER,)),
         # both ways, all at once or one stage per epoch (deepest first)
-        DimensionInfo("unfreeze_mode", str, Choice(UNFREEZE_MODES), choices=UNFREEZE_MODES),
+        _dimension("unfreeze_mode", str, Choice(UNFREEZE_MODES), choices=UNFREEZE_MODES),
         # per-step learning rate; log-uniform over a decade and more around the notebooks' 1e-3
-        DimensionInfo(
+        _dimension(
             "head_lr", float, FloatRange(1e-4, 3e-2, log=True), low=1e-9, high=10.0, log_axis=True
         ),
         # per-step learning rate, a decade below the head's: pretrained stages need smaller
         # steps than a new head (the notebooks' 1e-4 sits inside)
-        DimensionInfo(
+        _dimension(
             "backbone_lr",
             float,
             FloatRange(1e-5, 3e-3, log=True),
@@ -176,12 +178,12 @@ DIMENSIONS: dict[str, DimensionInfo] = {
             log_axis=True,
         ),
         # every optimizer of OPTIMIZERS
-        DimensionInfo("optimizer", str, Choice(tuple(OPTIMIZERS)), choices=tuple(OPTIMIZERS)),
+        _dimension("optimizer", str, Choice(tuple(OPTIMIZERS)), choices=tuple(OPTIMIZERS)),
         # images per step: the notebooks' 32 and two larger powers of two
-        DimensionInfo("batch_size", int, Choice((32, 64, 128)), low=1, high=65536, classic=32),
+        _dimension("batch_size", int, Choice((32, 64, 128)), low=1, high=65536, classic=32),
         # decay coefficient of the weights; log-uniform 1e-6..1e-2; the recipes take the
         # space's nearest to the notebooks' 0
-        DimensionInfo(
+        _dimension(
             "weight_decay",
             float,
             FloatRange(1e-6, 1e-2, log=True),
@@ -192,7 +194,7 @@ DIMENSIONS: dict[str, DimensionInfo] = {
         ),
         # a torchvision ResNet; fixed at ResNet-18, the cheapest (searching archs multiplies a
         # search's cost; studies/cifar10.yaml searches three)
-        DimensionInfo("arch", str, Fixed("resnet18"), choices=ARCHS, stored_before="resnet18"),
+        _dimension("arch", str, Fixed("resnet18"), choices=ARCHS, stored_before="resnet18"),
         # lr factor per stage away from the head; 0.5..1.0 holds the 0.65..0.9 timm's recipes
         # use; 1.0: off
         _trick(

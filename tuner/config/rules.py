@@ -8,27 +8,11 @@ every message names the file and the key.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
-from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange
+from tuner.dimensions import Choice, Dimension, Fixed, FloatRange, IntRange, Rule
 from tuner.errors import TunerError
-
-
-@dataclass(frozen=True)
-class Rule:
-    """What one key accepts, kept in its field's metadata so that it is stated only once.
-
-    ``also`` lists literal values taken as they are beside the typed ones (``never``);
-    ``optional`` lets a section key be null (its default is None).
-    """
-
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-    also: tuple[Any, ...] = ()
-    optional: bool = False
 
 
 class Where:
@@ -208,13 +192,6 @@ def setting(
     return field(default=default, metadata={"rule": rule, "parse": parse, "per_run": per_run})
 
 
-def dimension_rule(
-    kind: type,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    choices: tuple[str, ...] | None = None,
-    also: tuple[Any, ...] = (),
-) -> dict[str, Any]:
+def dimension_rule(rule: Rule) -> dict[str, Any]:
     """A dimension's metadata: the rule its fixed value, choices and range bounds must pass."""
-    return {"rule": Rule(kind, low, high, choices, also), "parse": _parse_dimension}
+    return {"rule": rule, "parse": _parse_dimension}

@@ -112,10 +112,7 @@ class TrainConfig:
 def _row(name: str) -> dict[str, Any]:
     """A ``space`` field's arguments: the default and rule of its row of ``recipe.DIMENSIONS``."""
     info = DIMENSIONS[name]
-    rule = dimension_rule(
-        info.kind, low=info.low, high=info.high, choices=info.choices, also=info.also
-    )
-    return {"default": info.default, "metadata": rule}
+    return {"default": info.default, "metadata": dimension_rule(info.rule)}
 
 
 @dataclass(frozen=True)
