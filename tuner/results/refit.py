@@ -9,6 +9,7 @@ split is the only fair judge, of it and of the search's own checkpoint alike.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,10 +46,7 @@ class Refit:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "epochs": self.epochs,
-            "train_images": self.train_images,
-            "seed": self.seed,
-            "device": self.device,
+            **dataclasses.asdict(self),
             "seconds": round(self.seconds, 1),
             "data": "training + validation images",
         }
