@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -121,63 +121,55 @@ class _Running:
         return WorkerIdentity(pid=self.process.pid)
 
 
+@dataclass
 class Launcher:
     """Start the slots' workers, watch them and the study, stop them all on request."""
 
-    def __init__(
-        self,
-        study: optuna.Study,
-        slots: list[Slot],
-        storage_url: str,
-        artifacts: str,
-        log_dir: Path,
-        say: Say,
-    ) -> None:
-        self._study = study
-        self._slots = slots
-        self._storage_url = storage_url
-        self._artifacts = artifacts
-        self._log_dir = log_dir
-        self._say = say
-        self._running: list[_Running] = []
-        self._errors: list[str] = []
-        self._replacements = 0
+    study: optuna.Study
+    slots: list[Slot]
+    storage_url: str  # handed to each worker in its environment, never on its command line
+    artifacts: str
+    log_dir: Path
+    say: Say
+    _running: list[_Running] = field(default_factory=list, init=False)
+    _errors: list[str] = field(default_factory=list, init=False)  # workers' bad-input lines
+    _replacements: int = field(default=0, init=False)
 
     def run(self, max_consecutive_failures: int) -> WorkerOutcome:
         """Run until every worker has exited; returns the study's state at the end."""
-        first = len(self._study.get_trials(deepcopy=False))
-        self._log_dir.mkdir(parents=True, exist_ok=True)
-        self._say(
-            f"starting {len(self._slots)} workers "
-            f"({_describe_slots(self._slots)}); their logs: {self._log_dir}/"
+        first = len(self.study.get_trials(deepcopy=False))
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.say(
+            f"starting {len(self.slots)} workers "
+            f"({_describe_slots(self.slots)}); their logs: {self.log_dir}/"
         )
-        budget = study_mod.stored_budget(self._study)
-        progress = SearchProgress(self._study, budget)
+        budget = study_mod.stored_budget(self.study)
+        progress = SearchProgress(self.study, budget)
         try:
-            for slot in self._slots:
+            for slot in self.slots:
                 self._start(slot)
             while self._running:
                 time.sleep(_POLL_SECONDS)
                 self._reap(progress)
-                progress.refresh(self._study)
+                progress.refresh(self.study)
         except KeyboardInterrupt:
             progress.close()
             self._stop_all()
             raise
         progress.close()
-        reason = study_mod.failure_streak(self._study, max_consecutive_failures, since=first)
-        if self._errors and study_mod.finished_count(self._study) < budget:
+        reason = study_mod.failure_streak(self.study, max_consecutive_failures, since=first)
+        if self._errors and study_mod.finished_count(self.study) < budget:
             raise TunerError("\n".join(self._errors))
         return WorkerOutcome(
-            study_mod.finished_count(self._study), study_mod.stored_budget(self._study), reason
+            study_mod.finished_count(self.study), study_mod.stored_budget(self.study), reason
         )
 
     def _start(self, slot: Slot) -> None:
-        log = self._log_dir / f"worker-{slot.index}.log"
+        log = self.log_dir / f"worker-{slot.index}.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                worker_command(self._study.study_name, slot),
-                env=worker_environment(slot, self._storage_url, self._artifacts),
+                worker_command(self.study.study_name, slot),
+                env=worker_environment(slot, self.storage_url, self.artifacts),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -193,9 +185,9 @@ class Launcher:
                 self._errors.append(f"worker {worker.slot.index}: {_last_line(worker.log)}")
             if code in _DELIBERATE_EXITS:
                 continue
-            retried = fail_trials_of(self._study, worker.identity.owns, retry=True)
-            unmet = study_mod.finished_count(self._study) < study_mod.stored_budget(self._study)
-            replace = unmet and self._replacements < len(self._slots)
+            retried = fail_trials_of(self.study, worker.identity.owns, retry=True)
+            unmet = study_mod.finished_count(self.study) < study_mod.stored_budget(self.study)
+            replace = unmet and self._replacements < len(self.slots)
             progress.write(
                 f"worker {worker.slot.index} died ({_describe_exit(code)}); "
                 f"{len(retried)} running trial(s) failed and queued for retry"
@@ -218,9 +210,9 @@ class Launcher:
             if worker.process.poll() is None:
                 worker.process.kill()
                 worker.process.wait()
-            failed = fail_trials_of(self._study, worker.identity.owns, retry=False)
+            failed = fail_trials_of(self.study, worker.identity.owns, retry=False)
             for trial in failed:  # no retry will resume from its checkpoint
-                _remove_resume_checkpoint(trial.user_attrs, self._artifacts)
+                _remove_resume_checkpoint(trial.user_attrs, self.artifacts)
         self._running.clear()
 
 
