@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from tuner.engine import (
     resolve_device,
     train_epochs,
 )
+from tuner.progress import Say
 from tuner.search import attrs
 from tuner.search import study as study_mod
 
@@ -57,7 +57,7 @@ def refit(
     trial: FrozenTrial,
     data: PreparedData,
     device: str | None,
-    say: Callable[[str], None],
+    say: Say,
 ) -> tuple[nn.Module, Refit]:
     """Train ``trial``'s recipe on ``data``'s training and validation images; the eval-mode
     model (on the CPU) and what was done. ``device`` overrides the study's ``train.device``."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from tuner.config import StudyConfig
 from tuner.data import PreparedData, normalize
 from tuner.engine import evaluate, resolve_device
 from tuner.errors import TunerError
+from tuner.progress import Say
 from tuner.results.checkpoints import read_checkpoint
 from tuner.results.held_out import TestEvaluation, evaluate_test, record_on_study
 from tuner.search import attrs
@@ -162,7 +163,7 @@ def greedy_soup(
     data: PreparedData,
     size: int,
     device: str | None,
-    say: Callable[[str], None],
+    say: Say,
 ) -> tuple[nn.Module, Soup]:
     """The greedy soup of up to ``size`` trials led by ``best`` (whose model is ``single``):
     the eval-mode soup on the CPU, and what was tried. ``device`` overrides ``train.device``
@@ -215,7 +216,7 @@ def _ingredients(
     config: StudyConfig,
     best: FrozenTrial,
     size: int,
-    say: Callable[[str], None],
+    say: Say,
 ) -> list[FrozenTrial]:
     """``best`` and the next complete trials by val accuracy that started from the same model
     (arch, so pinned weights, and init seed) and still have a checkpoint; ``size`` at most."""
