@@ -16,6 +16,7 @@ from tuner import cli
 COMMANDS = (
     "search",
     "prepare",
+    "config",
     "submit",
     "worker",
     "status",
@@ -97,6 +98,18 @@ def test_building_the_parser_imports_no_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_config_show_of_a_file_loads_no_torch_nor_optuna() -> None:
+    """Reading a config is instant: it needs neither, only the config package."""
+    code = (
+        "import contextlib, io, sys, tuner.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    tuner.cli.main(['config', 'show', '--set', 'train.epochs=3'])\n"
+        "print('epochs: 3' in out.getvalue(), {'torch', 'optuna'} & set(sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "True set()", result.stderr
 
 
 def test_version_and_python_dash_m() -> None:

@@ -38,6 +38,11 @@ def test_missing_folder_path(tmp_path: Path) -> None:
     )
     assert_user_error(result, "/nonexistent/pets")
     assert_no_study_created(tmp_path)
+    # the data is checked right after the study and config lines, before weights and the rest
+    before = result.stdout.splitlines() + result.stderr.splitlines()[:-1]
+    assert len(before) < 5, before
+    error = "tuner search: error: data.path: /nonexistent/pets does not exist"
+    assert result.stderr.splitlines()[-1].startswith(error)
 
 
 def test_missing_torchvision_files_say_where(tmp_path: Path) -> None:
@@ -89,3 +94,24 @@ def test_a_port_out_of_range_is_refused_before_anything(tmp_path: Path) -> None:
     result = run_tuner(tmp_path, "dashboard", "--port", "99999")
     assert_user_error(result, "--port", "'99999' is not a port", "1 to 65535")
     assert not (tmp_path / "tuner.db").exists()
+
+
+def test_a_pickled_object_as_weights_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Not torch's page on how to load it anyway: what the file is and how to save weights."""
+    import argparse
+
+    import torch
+
+    path = tmp_path / "whole-model.pt"
+    torch.save(argparse.Namespace(model="anything but a state dict"), path)
+    result = run_tuner(
+        tmp_path, "search", "--set", "data.per_class=10", "--set", f"model.weights={path}"
+    )
+    assert_user_error(
+        result, str(path), "weights_only=True", "not a plain state dict",
+        "torch.save(model.state_dict(), path)", "safetensors",
+    )  # fmt: skip
+    error = [line for line in result.stderr.splitlines() if line.startswith("tuner search:")]
+    assert error == [result.stderr.splitlines()[-1]]  # one line, the last
+    assert "Unsupported global" not in result.stderr and "add_safe_globals" not in result.stderr
+    assert_no_study_created(tmp_path)

@@ -17,7 +17,7 @@ def test_a_streamed_search_says_so_and_records_it_on_its_trials(
         "--set", "train.data_on_device=never",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "data:      streamed from the host's memory map to cpu" in result.stdout
+    assert "placement: streamed from the host's memory map to cpu" in result.stdout
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
     trials = study.get_trials(
         states=[optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]

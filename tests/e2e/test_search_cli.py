@@ -25,8 +25,8 @@ def load_tiny(folder: Path) -> optuna.Study:
 
 def test_search_prints_config_progress_and_summary(searched: Path) -> None:
     out, err = (searched / "search.out").read_text(), (searched / "search.err").read_text()
-    assert "config (tiny.yaml):" in out and "image_size: 16" in out
-    assert "storage:   sqlite:///tuner.db" in out
+    assert "config:    tiny.yaml: the built-in default with " in out and "image_size=16" in out
+    assert "study:     'tiny' (new) in sqlite:///tuner.db" in out
     assert "enqueued 3 classic recipes" in out
     # stderr is no terminal here: plain progress lines, no tqdm redraws
     assert "\r" not in err
@@ -159,7 +159,7 @@ def test_rerun_continues_and_a_changed_config_is_refused(searched: Path) -> None
     assert len(load_tiny(searched).trials) == before  # nothing stored was touched
     more = run_tuner(searched, "search", "tiny.yaml", "--trials", "6")
     assert more.returncode == 0, more.stderr
-    assert "study 'tiny' exists with 5 finished trials: continuing it." in more.stdout
+    assert "study:     'tiny' (5 finished trials: continuing it)" in more.stdout
     study = load_tiny(searched)
     finished = [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 6
@@ -167,8 +167,8 @@ def test_rerun_continues_and_a_changed_config_is_refused(searched: Path) -> None
     # Naming only the study continues it with its stored config, to a larger budget.
     by_name = run_tuner(searched, "search", "--study", "tiny", "--trials", "7")
     assert by_name.returncode == 0, by_name.stderr
-    assert "config (stored in the study):" in by_name.stdout
-    assert "epochs: 2" in by_name.stdout
+    assert "config:    stored in the study: the built-in default with " in by_name.stdout
+    assert "train.epochs=2" in by_name.stdout
     finished = [t for t in load_tiny(searched).trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 7
 

@@ -89,6 +89,13 @@ _COMMANDS = (
         arguments.prepare_arguments,
     ),
     _Command(
+        "config",
+        "show the full resolved config of a study YAML, the built-in default or a stored study",
+        commands.config_command,
+        (),
+        arguments.config_arguments,
+    ),
+    _Command(
         "submit",
         "run a study's workers as one Slurm job array (sbatch)",
         commands.submit_command,

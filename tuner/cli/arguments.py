@@ -70,6 +70,21 @@ def prepare_arguments(prepare: argparse.ArgumentParser) -> None:
     )
 
 
+def config_arguments(config: argparse.ArgumentParser) -> None:
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print the full resolved config: of a study YAML (default: the built-in one) with "
+        "--set, or the one a stored study holds (--study, --storage)",
+        parents=[shared_options()["storage"]],
+    )
+    show.add_argument("config", nargs="?", type=Path, help="study YAML (default: built-in)")
+    show.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    show.add_argument("--study", help="a stored study (default with --storage: the only one there)")
+
+
 def submit_arguments(submit: argparse.ArgumentParser) -> None:
     submit.add_argument(
         "config", nargs="?", type=Path, help="study YAML: create the study from it first"

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tuner.errors import TunerError
 
 if TYPE_CHECKING:
+    from tuner.run.request import SearchRequest
     from tuner.search.storage import ResilientStorage
     from tuner.search.warm_start import WarmStart
 
@@ -23,19 +24,24 @@ EXIT_USER_ERROR = 2
 
 def search_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
-    from tuner.run import driver as search
-    from tuner.run import launcher
+    from tuner.run import driver, launcher
 
     _before_trials()
-    request = search.SearchRequest(
+    started = time.monotonic()
+    slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
+    session = driver.open_search(_search_request(args), print)
+    outcome = driver.run_search(session, slots, print)
+    print(reporting.search_summary(session, outcome, time.monotonic() - started))
+
+
+def _search_request(args: argparse.Namespace) -> SearchRequest:
+    """The study `tuner search` or `tuner submit` was asked for (created, or continued)."""
+    from tuner.run.request import SearchRequest
+
+    return SearchRequest(
         args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
         _warm_start(args),
     )  # fmt: skip
-    started = time.monotonic()
-    slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
-    session = search.prepare(request, print)
-    outcome = search.run(session, slots, print)
-    print(reporting.search_summary(session, outcome, time.monotonic() - started))
 
 
 def _warm_start(args: argparse.Namespace) -> WarmStart | None:
@@ -69,15 +75,36 @@ def prepare_command(args: argparse.Namespace) -> None:
         print(line)
 
 
+def config_command(args: argparse.Namespace) -> None:
+    """`tuner config show`: the full config a search would use, or the one a study stored."""
+    from tuner.config import load_config, to_yaml
+
+    stored = args.study is not None or args.storage is not None
+    if stored and (args.config is not None or args.set):
+        raise TunerError(
+            "--study/--storage show a stored study's config, CONFIG and --set a file's: give "
+            "one or the other."
+        )
+    if stored:
+        from tuner.search import study
+        from tuner.search.storage import open_storage, storage_url
+
+        storage = open_storage(storage_url(args.storage), must_exist=True)
+        name = args.study or study.only_study(storage, required=True)
+        config = study.load_pinned(storage, name).config
+    else:
+        config = load_config(args.config, args.set)
+    print(to_yaml(config), end="")
+
+
 def submit_command(args: argparse.Namespace) -> None:
     from tuner.run import submit
 
     request = submit.SubmitRequest(
-        args.config, tuple(args.set), args.study, args.trials, args.storage, args.artifacts,
-        workers=args.workers, partition=args.partition, gpus_per_worker=args.gpus_per_worker,
-        cpus_per_worker=args.cpus_per_worker, mem=args.mem, time=args.time, grace=args.grace,
-        sbatch_args=tuple(args.sbatch_arg), logs=args.logs, dry_run=args.dry_run,
-        warm_start=_warm_start(args),
+        _search_request(args), workers=args.workers, partition=args.partition,
+        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
+        mem=args.mem, time=args.time, grace=args.grace, sbatch_args=tuple(args.sbatch_arg),
+        logs=args.logs, dry_run=args.dry_run,
     )  # fmt: skip
     submit.run(request, print, lambda line: print(line, file=sys.stderr))
 

@@ -42,7 +42,7 @@ def to_yaml(config: StudyConfig) -> str:
 
 def identity_differences(stored: StudyConfig, current: StudyConfig) -> list[str]:
     """Keys whose values differ and would make the runs of one study incomparable."""
-    old, new = _flatten(to_dict(stored)), _flatten(to_dict(current))
+    old, new = flatten(to_dict(stored)), flatten(to_dict(current))
     per_run = {
         f"{name}.{f.name}"
         for name, cls in SECTIONS.items()
@@ -56,5 +56,6 @@ def identity_differences(stored: StudyConfig, current: StudyConfig) -> list[str]
     ]
 
 
-def _flatten(tree: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def flatten(tree: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """``{"train": {"epochs": 3}}`` -> ``{"train.epochs": 3}``: keys as ``--set`` spells them."""
     return {f"{name}.{key}": value for name, body in tree.items() for key, value in body.items()}

@@ -1,30 +1,49 @@
-"""``tuner search`` end to end: config -> study (created or checked) -> data -> trials."""
+"""``tuner search`` end to end: config -> study (created or checked) -> data -> trials.
+
+What it prints first is a short header a newcomer can read: the study, where the config came
+from and only what differs from the built-in default, the data, the weights, the device. The
+full resolved config is stored in the study and written to ``tuner-logs/<study>/config.yaml``
+(``tuner config show`` prints either), not dumped on the terminal.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
 import torch
+import yaml
 
 from tuner import config as config_mod
+from tuner.config.serialise import flatten
 from tuner.data import PreparedData
 from tuner.engine import resolve_study_weights
-from tuner.run.host import SearchContext, describe_artifacts, describe_counts, prepare_host
+from tuner.progress import Say
+from tuner.run.host import (
+    SearchContext,
+    describe_artifacts,
+    describe_counts,
+    load_study_data,
+    ready_host,
+)
 from tuner.run.launcher import Launcher, Slot
 from tuner.run.progress import DataProgress, SearchProgress
+from tuner.run.request import SearchRequest
 from tuner.run.workers import WorkerOutcome, run_worker
 from tuner.search import attrs, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
 from tuner.search.pruners import describe_pruner
 from tuner.search.space import recipe_trials
-from tuner.search.warm_start import WarmStart
 
-Say = Callable[[str], None]
+LOGS = Path("tuner-logs")
+"""Each study's folder of logs and its full config, in the current directory."""
+
+_LISTED_DIFFERENCES = 8  # keys named on the config line; the rest are counted
 
 
 @dataclass(frozen=True)
@@ -35,86 +54,136 @@ class SearchSession:
     context: SearchContext
     storage_url: str
     artifacts: str
+    config_file: Path  # the study's full config, as stored in it
 
 
-@dataclass(frozen=True)
-class SearchRequest:
-    """What the user asked for on the command line."""
-
-    config_path: Path | None
-    sets: tuple[str, ...] = ()
-    study: str | None = None
-    trials: int | None = None
-    storage: str | None = None
-    artifacts: str | None = None
-    warm_start: WarmStart | None = None  # seeds the study only if this creates it
-
-    def overrides(self) -> list[str]:
-        extra = [f"search.study={self.study}"] if self.study else []
-        if self.trials is not None:
-            extra.append(f"search.trials={self.trials}")
-        return [*self.sets, *extra]
-
-    def names_only_a_study(self) -> bool:
-        """`tuner search --study NAME [--trials N]`: continue that study as it is stored."""
-        return self.config_path is None and not self.sets and self.study is not None
-
-
-def prepare(request: SearchRequest, say: Say) -> SearchSession:
+def open_search(request: SearchRequest, say: Say) -> SearchSession:
     """Load and check everything a search needs before the first trial starts.
 
     Bad input fails here, before the study is created or touched: an existing study is
     only reused when its stored config, weights and data fingerprint all match. Naming
     only an existing study (no config file, no --set) continues it with its stored config.
+    The data is checked right after the two lines naming the study and its config, before
+    the weights are resolved (which may download), so a data error is near the top.
     """
+    config, storage, url, existing = _study_config(request)
+    name, artifacts = config.search.study, storage_mod.artifacts_uri(request.artifacts)
+    config_file = LOGS / name / "config.yaml"
+    say(_study_line(name, url, existing, request))
+    say(_config_line(request, config, existing, config_file))
+    warm = None
+    if existing is None and request.warm_start is not None:
+        warm = warm_start.plan(request.warm_start, config, storage, url)
+    fingerprint = existing.fingerprint if existing else None
+    data = load_study_data(config, name, fingerprint, DataProgress())
+    say(_describe_data(data))
+    weights = existing.weights if existing else _resolve_weights(config)
+    say(f"weights:   {weights.describe()}")
+    if weights.fallback_warning:
+        say(_banner(weights.fallback_warning))
+    say(f"pruner:    {describe_pruner(config.search)}")
+    context = ready_host(
+        config, weights, artifacts, study_name=name, fingerprint=fingerprint, data=data
+    )
+    say(f"artifacts: {describe_artifacts(artifacts)}")
+    say(f"device:    {context.device}, {torch.get_num_threads()} CPU threads")
+    say(f"placement: {context.placement.describe()}")
+    if existing is not None:
+        pinned = study_mod.set_budget(existing, config.search.trials)
+    else:
+        pinned = study_mod.create_pinned(storage, config, weights, data.fingerprint)
+        queued = _enqueue_recipes(pinned, say) if config.search.baselines else {}
+        if warm is not None:
+            warm_start.enqueue(pinned, warm, queued, say)
+    write_config_file(pinned.config, config_file)
+    return SearchSession(pinned, context, url, artifacts, config_file)
+
+
+def _study_config(
+    request: SearchRequest,
+) -> tuple[config_mod.StudyConfig, optuna.storages.BaseStorage, str, study_mod.PinnedStudy | None]:
+    """The config to search with, the storage (URL too) and the study when it exists already."""
     config = config_mod.load_config(request.config_path, request.overrides())
     url = storage_mod.storage_url(request.storage)
-    artifacts = storage_mod.artifacts_uri(request.artifacts)
     storage = storage_mod.open_storage(url)
     existing = _existing_study(storage, config.search.study)
-    warm = None
     if existing is not None:
         if request.names_only_a_study():
             trials = request.trials or existing.config.search.trials
             config = replace(existing.config, search=replace(existing.config.search, trials=trials))
         study_mod.check_same_config(existing, config)
-        weights = existing.weights
-    else:
-        if request.warm_start is not None:
-            warm = warm_start.plan(request.warm_start, config, storage, url)
-        archs = tuple(map(str, config_mod.dimension_values(config.space.arch)))
-        weights = resolve_study_weights(archs, config.model.weights)
-    source = "stored in the study" if existing else request.config_path or "built-in default"
-    say(f"config ({source}):")
-    say(_indent(config_mod.to_yaml(config)))
-    say(f"storage:   {storage_mod.redact(url)}")
-    say(f"artifacts: {describe_artifacts(artifacts)}")
-    if existing is not None:
-        done = study_mod.finished_count(existing.study)
-        say(f"study {config.search.study!r} exists with {done} finished trials: continuing it.")
-        if request.warm_start is not None:
-            say(warm_start.only_new_note(config.search.study))
-    say(f"weights:   {weights.describe()}")
-    if weights.fallback_warning:
-        say(_banner(weights.fallback_warning))
-    say(f"pruner:    {describe_pruner(config.search)}")
+    return config, storage, url, existing
 
-    fingerprint = existing.fingerprint if existing else None
-    context = prepare_host(
-        config, weights, artifacts, study_name=config.search.study, fingerprint=fingerprint,
-        progress=DataProgress(),
-    )  # fmt: skip
-    say(_describe_data(context.data))
-    say(f"device:    {context.device}, {torch.get_num_threads()} CPU threads")
-    say(f"data:      {context.placement.describe()}")
-    if existing is not None:
-        pinned = study_mod.set_budget(existing, config.search.trials)
-    else:
-        pinned = study_mod.create_pinned(storage, config, weights, context.data.fingerprint)
-        queued = _enqueue_recipes(pinned, say) if config.search.baselines else {}
-        if warm is not None:
-            warm_start.enqueue(pinned, warm, queued, say)
-    return SearchSession(pinned, context, url, artifacts)
+
+def _study_line(
+    name: str, url: str, existing: study_mod.PinnedStudy | None, request: SearchRequest
+) -> str:
+    """E.g. "study:     'pets' (new) in sqlite:///tuner.db"."""
+    if existing is None:
+        return f"study:     {name!r} (new) in {storage_mod.redact(url)}"
+    done = study_mod.finished_count(existing.study)
+    line = (
+        f"study:     {name!r} ({done} finished trials: continuing it) in {storage_mod.redact(url)}"
+    )
+    if request.warm_start is not None:
+        line += f"\n           {warm_start.only_new_note(name)}"
+    return line
+
+
+def _config_line(
+    request: SearchRequest,
+    config: config_mod.StudyConfig,
+    existing: study_mod.PinnedStudy | None,
+    config_file: Path,
+) -> str:
+    """Where the config came from and only what in it differs from the built-in default.
+
+    E.g. "config:    studies/x.yaml: the built-in default with train.epochs=3,
+    data.source=folder (in full: tuner-logs/x/config.yaml)". ``search.study`` is left out:
+    the study line names the study.
+    """
+    ours = flatten(config_mod.to_dict(config))
+    default = flatten(config_mod.to_dict(config_mod.load_config(None)))
+    changed = [
+        f"{key}={_compact(value)}"
+        for key, value in ours.items()
+        if key != "search.study" and default.get(key) != value
+    ]
+    said = "the built-in default"
+    if changed:
+        said += " with " + ", ".join(changed[:_LISTED_DIFFERENCES])
+    if len(changed) > _LISTED_DIFFERENCES:
+        said += f" and {len(changed) - _LISTED_DIFFERENCES} more"
+    if existing is not None and request.names_only_a_study():
+        said = f"stored in the study: {said}"
+    elif request.config_path is not None:
+        said = f"{request.config_path}: {said}"
+    return f"config:    {said} (in full: {config_file})"
+
+
+def _compact(value: Any) -> str:
+    """A config value as --set would take it: ``3``, ``folder``, ``{low: 0, high: 5}``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 20)
+    return text.removesuffix("...\n").strip()
+
+
+def _resolve_weights(config: config_mod.StudyConfig) -> config_mod.PinnedWeights:
+    """The weights of every arch the new study's space may build (``model.weights``)."""
+    archs = tuple(map(str, config_mod.dimension_values(config.space.arch)))
+    return resolve_study_weights(archs, config.model.weights)
+
+
+def write_config_file(config: config_mod.StudyConfig, path: Path) -> None:
+    """Write the study's full config as YAML, atomically: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = (
+        f"# the full config of study {config.search.study!r}, as stored in the study "
+        f"(`tuner config show --study {config.search.study}` prints it from there)\n"
+        f"{config_mod.to_yaml(config)}"
+    )
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as out:
+        out.write(text)
+    os.replace(out.name, path)
 
 
 def _existing_study(
@@ -137,7 +206,7 @@ def _enqueue_recipes(pinned: study_mod.PinnedStudy, say: Say) -> dict[str, dict[
     return {f"classic recipe {recipe.title!r}": params for recipe, params in runnable}
 
 
-def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
+def run_search(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
     """Run the search: in this process for one plain worker, else in one process per slot."""
     study = session.pinned.study
     if len(slots) == 1 and slots[0].gpu is None:
@@ -146,7 +215,7 @@ def run(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
             return run_worker(study, session.context, (progress,))
         finally:
             progress.close()
-    logs = Path("tuner-logs") / study.study_name
+    logs = LOGS / study.study_name
     launcher = Launcher(study, slots, session.storage_url, session.artifacts, logs, say)
     return launcher.run(session.pinned.config.search.max_consecutive_failures)
 
@@ -166,10 +235,6 @@ def _describe_data(data: PreparedData) -> str:
             "(data.skip_bad_images: true)"
         )
     return text
-
-
-def _indent(text: str) -> str:
-    return "\n".join(f"  {line}" for line in text.rstrip().splitlines())
 
 
 def _banner(text: str) -> str:

@@ -75,7 +75,7 @@ def load_study_data(
     return data
 
 
-def prepare_host(
+def ready_host(
     config: StudyConfig,
     weights: PinnedWeights,
     artifacts: str,
@@ -83,16 +83,18 @@ def prepare_host(
     study_name: str,
     fingerprint: str | None,
     worker: WorkerIdentity | None = None,
-    progress: ProgressCallback | None = None,
+    data: PreparedData | None = None,
 ) -> SearchContext:
     """Everything this host's trials share, checked before the first one starts.
 
     The data is loaded and checked, the model of each arch is built once (so unloadable or
     changed weights fail here, not in every trial), the device resolved, where the data lives on it
     chosen (``train.data_on_device``), the artifact store opened and the frozen-feature
-    cache sized from ``train.feature_cache_mb``.
+    cache sized from ``train.feature_cache_mb``. ``data`` is the study's data when the caller
+    loaded it already with :func:`load_study_data` (the search does, to report a data error
+    before it resolves weights).
     """
-    data = load_study_data(config, study_name, fingerprint, progress)
+    data = data or load_study_data(config, study_name, fingerprint)
     try:
         for arch, resolved in weights.by_arch:
             build_model(arch, data.num_classes, resolved)

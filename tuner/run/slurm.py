@@ -33,6 +33,13 @@ _SHARED_FILESYSTEMS = (
 )  # fmt: skip
 
 
+class SlurmError(TunerError):
+    """A Slurm client command was not found, got no answer or failed (Slurm's words in it).
+
+    ``tuner submit --dry-run`` goes on without what it would have checked; a submit stops.
+    """
+
+
 @dataclass(frozen=True)
 class ArrayJob:
     """One array of worker tasks, as the user asked for it on the command line."""
@@ -185,14 +192,14 @@ def _pinned_to_one_node(sbatch_args: tuple[str, ...]) -> bool:
 
 
 def _slurm(command: list[str], env: dict[str, str] | None = None) -> str:
-    """Run a Slurm client command; its failure becomes a TunerError with Slurm's own words."""
+    """Run a Slurm client command; its failure becomes a SlurmError with Slurm's own words."""
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
     except FileNotFoundError:
-        raise TunerError(f"{command[0]}: not found on PATH; run on a Slurm login node.") from None
+        raise SlurmError(f"{command[0]}: not found on PATH; run on a Slurm login node.") from None
     except subprocess.TimeoutExpired:
-        raise TunerError(f"{command[0]}: no answer from Slurm within 60 s.") from None
+        raise SlurmError(f"{command[0]}: no answer from Slurm within 60 s.") from None
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
-        raise TunerError(f"{command[0]}: {said[-1] if said else f'exit status {done.returncode}'}")
+        raise SlurmError(f"{command[0]}: {said[-1] if said else f'exit status {done.returncode}'}")
     return done.stdout

@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from tuner.config import load_config
 from tuner.errors import TunerError
+from tuner.progress import Say
 from tuner.run import slurm
 from tuner.run.host import describe_artifacts
+from tuner.run.request import SearchRequest
 from tuner.search import study as study_mod
 from tuner.search.storage import artifacts_uri, open_storage, redact, storage_url
-from tuner.search.warm_start import WarmStart, only_new_note
-
-Say = Callable[[str], None]
+from tuner.search.warm_start import only_new_note
 
 
 @dataclass(frozen=True)
 class SubmitRequest:
-    """What the user asked for: the study (a config to create it from, or a name), the array."""
+    """What the user asked for: the study (as `tuner search` would take it), then the array."""
 
-    config_path: Path | None
-    sets: tuple[str, ...]
-    study: str | None
-    trials: int | None
-    storage: str | None
-    artifacts: str | None
+    search: SearchRequest
     workers: int
     partition: str | None = None
     gpus_per_worker: int = 0
@@ -38,24 +32,20 @@ class SubmitRequest:
     sbatch_args: tuple[str, ...] = ()
     logs: Path | None = None
     dry_run: bool = False
-    warm_start: WarmStart | None = None  # seeds the study only if this creates it
-
-    @property
-    def creates(self) -> bool:
-        return self.config_path is not None or bool(self.sets)
 
 
 def run(request: SubmitRequest, say: Say, warn: Say) -> None:
     """Check everything Slurm and the storage can refuse, then create the study and submit.
 
     Nothing is created or submitted before every refusal has had its chance; a dry run only
-    prints the batch script.
+    prints the batch script, and checks with Slurm only what a reachable controller can answer.
     """
     if request.workers < 1:
         raise TunerError(f"--workers {request.workers}: must be at least 1.")
-    url = storage_url(request.storage)
-    artifacts = describe_artifacts(artifacts_uri(request.artifacts))
-    name = _study_name(request, url)
+    search = request.search
+    url = storage_url(search.storage)
+    artifacts = describe_artifacts(artifacts_uri(search.artifacts))
+    name = _study_name(search, url)
     job = slurm.ArrayJob(
         study=name, workers=request.workers,
         logs=(request.logs or Path("tuner-logs") / name / "slurm").resolve(),
@@ -64,31 +54,20 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
         mem=request.mem, time=request.time, grace_seconds=request.grace,
         sbatch_args=request.sbatch_args,
     )  # fmt: skip
-    slurm.require_sbatch()
-    nodes = slurm.partition_nodes(request.partition)
-    slurm.check_storage(url, nodes, job)
-    warning = slurm.artifacts_warning(artifacts, nodes, job)
-    if warning:
-        warn(warning)
+    _check_cluster(request, url, job, warn)
     if request.dry_run:
         say(job.script(Path.cwd()).rstrip("\n"))
         return
-    if request.creates:
+    if search.gives_a_config:
         import optuna
 
-        from tuner.search import driver  # loads torch: only when a study is created here
+        from tuner.run import driver  # loads torch: only when a study is created here
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner says what it did itself
-        driver.prepare(
-            driver.SearchRequest(
-                request.config_path, request.sets, request.study, request.trials,
-                request.storage, request.artifacts, request.warm_start,
-            ),
-            say,
-        )  # fmt: skip
+        driver.open_search(search, say)
     elif not study_mod.study_exists(open_storage(url, must_exist=True), name):
         raise TunerError(f"--study {name}: no such study in {redact(url)}; give its config.")
-    elif request.warm_start is not None:
+    elif search.warm_start is not None:
         say(only_new_note(name))
     job_id = slurm.submit(job, Path.cwd(), {**os.environ, "TUNER_STORAGE": url})
     say(
@@ -98,11 +77,35 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
     )
 
 
-def _study_name(request: SubmitRequest, url: str) -> str:
+def _check_cluster(request: SubmitRequest, url: str, job: slurm.ArrayJob, warn: Say) -> None:
+    """What Slurm can refuse: sbatch, the partition, SQLite or local checkpoints across nodes.
+
+    A dry run needs no cluster to print its script: where Slurm cannot answer, it says in one
+    line what it left unchecked; a real submit fails instead.
+    """
+    try:
+        if not request.dry_run:
+            slurm.require_sbatch()
+        nodes = slurm.partition_nodes(request.partition)
+    except slurm.SlurmError as exc:
+        if not request.dry_run:
+            raise
+        warn(
+            f"note: Slurm could not be asked ({exc}), so this dry run did not check the "
+            "partition, nor whether its nodes can share SQLite storage and local checkpoints; "
+            "`tuner submit` without --dry-run checks them."
+        )
+        return
+    slurm.check_storage(url, nodes, job)
+    warning = slurm.artifacts_warning(job.artifacts, nodes, job)
+    if warning:
+        warn(warning)
+
+
+def _study_name(search: SearchRequest, url: str) -> str:
     """The study the array is for: the one its config names, or one already in the storage."""
-    if request.creates:
-        extra = [f"search.study={request.study}"] if request.study else []
-        return load_config(request.config_path, [*request.sets, *extra]).search.study
-    if request.study:
-        return request.study
+    if search.gives_a_config:
+        return load_config(search.config_path, search.overrides()).search.study
+    if search.study:
+        return search.study
     return study_mod.only_study(open_storage(url, must_exist=True), True)

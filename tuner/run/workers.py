@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from tuner.errors import TunerError
 from tuner.run import signals
-from tuner.run.host import SearchContext, prepare_host
+from tuner.run.host import SearchContext, ready_host
 from tuner.run.identity import WorkerIdentity, owner_gone
 from tuner.run.objective import make_objective
 from tuner.search import attrs, notes
@@ -66,7 +66,7 @@ def join(request: JoinRequest) -> tuple[study_mod.PinnedStudy, SearchContext]:
     config = pinned.config
     if request.device is not None:
         config = replace(config, train=replace(config.train, device=request.device))
-    context = prepare_host(
+    context = ready_host(
         config, pinned.weights, request.artifacts, study_name=request.study,
         fingerprint=pinned.fingerprint, worker=request.worker,
     )  # fmt: skip
