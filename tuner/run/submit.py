@@ -91,9 +91,9 @@ def _check_cluster(request: SubmitRequest, url: str, job: slurm.ArrayJob, warn: 
         if not request.dry_run:
             raise
         warn(
-            f"note: Slurm could not be asked ({exc}), so this dry run did not check the "
-            "partition, nor whether its nodes can share SQLite storage and local checkpoints; "
-            "`tuner submit` without --dry-run checks them."
+            f"note: Slurm could not be asked ({str(exc).rstrip('.')}), so this dry run did not "
+            "check the partition, nor whether its nodes can share SQLite storage and local "
+            "checkpoints; `tuner submit` without --dry-run checks them."
         )
         return
     slurm.check_storage(url, nodes, job)
