@@ -65,9 +65,7 @@ def test_each_worker_of_each_study_gets_its_own_reproducible_sampler_seed() -> N
 
 def test_a_raised_budget_reaches_every_worker_through_the_study(tmp_path: Path) -> None:
     storage = open_storage(f"sqlite:///{tmp_path / 'b.db'}")
-    pinned = study_mod.create_pinned(
-        storage, load_config(None, ["search.study=b"]), RANDOM, "fp"
-    )
+    pinned = study_mod.create_pinned(storage, load_config(None, ["search.study=b"]), RANDOM, "fp")
     raised = study_mod.set_budget(pinned, 80)
     assert raised.config.search.trials == 80
     other_worker = study_mod.load_pinned(open_storage(f"sqlite:///{tmp_path / 'b.db'}"), "b")
