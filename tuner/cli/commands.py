@@ -98,14 +98,13 @@ def config_command(args: argparse.Namespace) -> None:
 
 
 def submit_command(args: argparse.Namespace) -> None:
-    from tuner.run import submit
+    from tuner.run import slurm, submit
 
-    request = submit.SubmitRequest(
-        _search_request(args), workers=args.workers, partition=args.partition,
-        gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-        mem=args.mem, time=args.time, grace=args.grace, sbatch_args=tuple(args.sbatch_arg),
-        logs=args.logs, dry_run=args.dry_run,
+    shape = slurm.ArrayShape(
+        args.workers, args.partition, args.gpus_per_worker, args.cpus_per_worker, args.mem,
+        args.time, args.grace, tuple(args.sbatch_arg),
     )  # fmt: skip
+    request = submit.SubmitRequest(_search_request(args), shape, args.logs, args.dry_run)
     submit.run(request, print, lambda line: print(line, file=sys.stderr))
 
 

@@ -41,39 +41,51 @@ class SlurmError(TunerError):
 
 
 @dataclass(frozen=True)
-class ArrayJob:
-    """One array of worker tasks, as the user asked for it on the command line."""
+class ArrayShape:
+    """What the array asks Slurm for, as the user gave it on the command line."""
 
-    study: str
     workers: int
-    logs: Path  # absolute: every task writes its log here
-    artifacts: str
     partition: str | None = None
     gpus_per_worker: int = 0
     cpus_per_worker: int = 1
     mem: str | None = None
     time: str | None = None
-    grace_seconds: int = 120
+    grace_seconds: int = 120  # SIGTERM this long before the time limit: the trial is put back
     sbatch_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """One array of worker tasks for a study: its shape, where its logs go, its artifacts."""
+
+    study: str
+    shape: ArrayShape
+    logs: Path  # absolute: every task writes its log here
+    artifacts: str
 
     def script(self, workdir: Path) -> str:
         """The batch script: ``#SBATCH`` lines, then the worker, run in ``workdir``."""
+        shape = self.shape
         options = [
             f"--job-name=tuner-{self.study}",
-            f"--array=0-{self.workers - 1}",
+            f"--array=0-{shape.workers - 1}",
             "--ntasks=1",
-            f"--cpus-per-task={self.cpus_per_worker}",
+            f"--cpus-per-task={shape.cpus_per_worker}",
             f"--output={self.logs}/%x-%A_%a.log",
             "--open-mode=append",  # a requeued task continues its log
             "--requeue",
-            f"--signal=B:TERM@{self.grace_seconds}",
+            f"--signal=B:TERM@{shape.grace_seconds}",
         ]
-        if self.gpus_per_worker:
-            options.append(f"--gpus-per-task={self.gpus_per_worker}")
-        for flag, value in (("partition", self.partition), ("mem", self.mem), ("time", self.time)):
+        if shape.gpus_per_worker:
+            options.append(f"--gpus-per-task={shape.gpus_per_worker}")
+        for flag, value in (
+            ("partition", shape.partition),
+            ("mem", shape.mem),
+            ("time", shape.time),
+        ):
             if value is not None:
                 options.append(f"--{flag}={value}")
-        options += list(self.sbatch_args)
+        options += list(shape.sbatch_args)
         worker = [
             sys.executable, "-m", "tuner.cli", "worker", "--study", self.study,
             "--worker-index", "$SLURM_ARRAY_TASK_ID", "--threads", "$SLURM_CPUS_PER_TASK",
@@ -127,13 +139,13 @@ def partition_nodes(partition: str | None) -> int:
 
 def check_storage(storage_url: str, nodes: int, job: ArrayJob) -> None:
     """Refuse SQLite for workers that may land on several nodes (it needs one host's locks)."""
-    if not storage_url.startswith("sqlite") or job.workers == 1 or nodes == 1:
+    if not storage_url.startswith("sqlite") or job.shape.workers == 1 or nodes == 1:
         return
-    if _pinned_to_one_node(job.sbatch_args):
+    if _pinned_to_one_node(job.shape.sbatch_args):
         return
     raise TunerError(
-        f"--storage: SQLite ({storage_url}) for {job.workers} workers on a partition of {nodes} "
-        "nodes: SQLite's file locks do not work across nodes on a shared file system and "
+        f"--storage: SQLite ({storage_url}) for {job.shape.workers} workers on a partition of "
+        f"{nodes} nodes: SQLite's file locks do not work across nodes on a shared file system and "
         "would corrupt or stall the study. Use PostgreSQL (--storage postgresql+psycopg://"
         "...), or keep every task on one node (--sbatch-arg=--nodelist=NODE)."
     )
@@ -143,7 +155,7 @@ def artifacts_warning(artifacts: str, nodes: int, job: ArrayJob) -> str | None:
     """A warning when workers on several nodes would keep checkpoints on a local disk."""
     if "://" in artifacts and not artifacts.startswith("file://"):
         return None  # s3:// and the like are shared by nature
-    if nodes == 1 or _pinned_to_one_node(job.sbatch_args):
+    if nodes == 1 or _pinned_to_one_node(job.shape.sbatch_args):
         return None
     path = Path(artifacts.removeprefix("file://")).resolve()
     kind = filesystem_type(path)

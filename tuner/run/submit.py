@@ -22,14 +22,7 @@ class SubmitRequest:
     """What the user asked for: the study (as `tuner search` would take it), then the array."""
 
     search: SearchRequest
-    workers: int
-    partition: str | None = None
-    gpus_per_worker: int = 0
-    cpus_per_worker: int = 1
-    mem: str | None = None
-    time: str | None = None
-    grace: int = 120
-    sbatch_args: tuple[str, ...] = ()
+    shape: slurm.ArrayShape
     logs: Path | None = None
     dry_run: bool = False
 
@@ -40,20 +33,14 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
     Nothing is created or submitted before every refusal has had its chance; a dry run only
     prints the batch script, and checks with Slurm only what a reachable controller can answer.
     """
-    if request.workers < 1:
-        raise TunerError(f"--workers {request.workers}: must be at least 1.")
+    if request.shape.workers < 1:
+        raise TunerError(f"--workers {request.shape.workers}: must be at least 1.")
     search = request.search
     url = storage_url(search.storage)
     artifacts = describe_artifacts(artifacts_uri(search.artifacts))
     name = _study_name(search, url)
-    job = slurm.ArrayJob(
-        study=name, workers=request.workers,
-        logs=(request.logs or Path("tuner-logs") / name / "slurm").resolve(),
-        artifacts=artifacts, partition=request.partition,
-        gpus_per_worker=request.gpus_per_worker, cpus_per_worker=request.cpus_per_worker,
-        mem=request.mem, time=request.time, grace_seconds=request.grace,
-        sbatch_args=request.sbatch_args,
-    )  # fmt: skip
+    logs = (request.logs or Path("tuner-logs") / name / "slurm").resolve()
+    job = slurm.ArrayJob(name, request.shape, logs, artifacts)
     _check_cluster(request, url, job, warn)
     if request.dry_run:
         say(job.script(Path.cwd()).rstrip("\n"))
@@ -71,7 +58,7 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
         say(only_new_note(name))
     job_id = slurm.submit(job, Path.cwd(), {**os.environ, "TUNER_STORAGE": url})
     say(
-        f"submitted job array {job_id}: {request.workers} tuner worker task(s) for study "
+        f"submitted job array {job_id}: {request.shape.workers} tuner worker task(s) for study "
         f"{name!r} in {redact(url)}\n  follow it: squeue -j {job_id}; tuner status --study "
         f"{name}\n  logs: {job.logs}/tuner-{name}-{job_id}_<task>.log\n  stop it: scancel {job_id}"
     )
@@ -86,7 +73,7 @@ def _check_cluster(request: SubmitRequest, url: str, job: slurm.ArrayJob, warn: 
     try:
         if not request.dry_run:
             slurm.require_sbatch()
-        nodes = slurm.partition_nodes(request.partition)
+        nodes = slurm.partition_nodes(request.shape.partition)
     except slurm.SlurmError as exc:
         if not request.dry_run:
             raise
