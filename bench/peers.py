@@ -14,8 +14,9 @@ SEARCHER is one of:
 * ``reference``: the notebook-style search of ``bench/reference_search.py`` (PNG files, PIL
   and torchvision transforms in a DataLoader every epoch, MedianPruner).
 
-All of them search tuner's default space (``tuner.search.space.sample``), on the task's
-train/val images (prepared by tuner, so the same pixels and split), with the same epochs,
+All of them search tuner's default space without the recipe tricks their plain training loop
+leaves out (``reference_search.PLAIN_SPACE``, sampled by ``tuner.search.space.sample``), on
+the task's train/val images (prepared by tuner, so the same pixels and split), with the same epochs,
 cosine schedule, flips and starting weights, and train on the CPU with two threads. Each
 hands back one model: the best of the trials it completed (Ray: of every result it got,
 stopped trials' too, as ``get_best_result(scope="all")`` would). :class:`Keeper` writes each
@@ -47,7 +48,6 @@ import reference_search  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from tuner.config import SpaceConfig  # noqa: E402
 from tuner.search.space import sample  # noqa: E402
 
 T0 = float(os.environ.get("BENCH_T0", time.time()))
@@ -187,7 +187,7 @@ def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     state = task.start_state()
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample(trial, SpaceConfig(), task.epochs)
+        params = sample(trial, reference_search.PLAIN_SPACE, task.epochs)
         run = TensorTrial(task, params, seed * 1000 + trial.number, state)
         for epoch in range(task.epochs):
             accuracy = run.train_epoch()
@@ -214,7 +214,7 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     while time_left(budget) > 0:
         runs = []
         for _ in range(9):
-            params = sample(study.ask(), SpaceConfig(), task.epochs)
+            params = sample(study.ask(), reference_search.PLAIN_SPACE, task.epochs)
             run = TensorTrial(task, params, seed * 1000 + number, state)
             runs.append((run.train_epoch(), number, run))
             number += 1
@@ -230,7 +230,7 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
 
 def define_space(trial: optuna.Trial, epochs: int) -> None:
     """The space for OptunaSearch's define-by-run API (module level: Ray pickles it)."""
-    sample(trial, SpaceConfig(), epochs)
+    sample(trial, reference_search.PLAIN_SPACE, epochs)
 
 
 def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
@@ -246,7 +246,7 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
 
     def trainable(config: dict, data: dict) -> None:
         torch.set_num_threads(THREADS)
-        params = sample(optuna.trial.FixedTrial(config), SpaceConfig(), task.epochs)
+        params = sample(optuna.trial.FixedTrial(config), reference_search.PLAIN_SPACE, task.epochs)
         own = Task(task.folder, **data, num_classes=task.num_classes, epochs=task.epochs,
                    weights=task.weights)  # fmt: skip
         trial = tune.get_context().get_trial_id()

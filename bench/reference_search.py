@@ -16,7 +16,8 @@ What makes it "plain", on purpose (this is the yardstick, not a product):
 What it shares with `tuner search` on the default study: the data (scikit-learn's digits, a
 stratified 80/20 split), the image size (32 px), ResNet-18 with the same starting weights
 (ImageNet if torchvision can load them, else random init), flips as augmentation, the search
-space (``tuner.search.space.sample`` over the default space, so the same dimensions and ranges),
+space (``tuner.search.space.sample`` over the default space without the tricks it does not
+implement, :data:`PLAIN_SPACE`, so the same dimensions and ranges),
 cosine learning-rate decay per epoch, the epochs per trial and the trial budget.
 """
 
@@ -43,7 +44,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from torchvision import transforms  # noqa: E402
 
-from tuner.config import SpaceConfig  # noqa: E402
+from tuner.config import Fixed, SpaceConfig  # noqa: E402
+from tuner.recipe import DIMENSIONS  # noqa: E402
 from tuner.search.space import sample  # noqa: E402
 
 IMAGE_SIZE = 32
@@ -59,6 +61,14 @@ class ReferenceResult:
     complete: int
     pruned: int
     epochs_run: int
+
+
+PLAIN_SPACE = SpaceConfig(
+    **{name: Fixed(info.classic) for name, info in DIMENSIONS.items() if info.words is not None}
+)
+"""tuner's default space without the recipe tricks a plain training loop leaves out (layer
+decay, warm-up, label smoothing, mixup, cutmix, EMA, the BatchNorm policy), each fixed at off:
+a peer never samples a dimension it would ignore."""
 
 
 def write_digits(folder: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -181,7 +191,7 @@ def objective_for(
     """The objective; ``on_best(trial, value, best_state)`` hears of every completed trial."""
 
     def objective(trial: optuna.Trial) -> float:
-        params = sample(trial, SpaceConfig(), epochs)
+        params = sample(trial, PLAIN_SPACE, epochs)
         torch.manual_seed(seed * 1000 + trial.number)
         model = new_model(state, num_classes)
         train_loader, val_loader = loaders(train_dir, val_dir, params.batch_size)
