@@ -1,6 +1,7 @@
 """Anytime: best validation accuracy against wall-clock, `tuner search` beside its peers.
 
-    python bench/anytime.py [--seeds 3] [--budget 120] [--out bench/RESULTS.md] [--plot PNG]
+    python bench/anytime.py [--tasks default,transfer] [--seeds 3] [--budget 120]
+                            [--work DIR] [--out bench/RESULTS.md] [--plot PNG]
 
 Every searcher gets the same wall-clock budget per run (its clock starts when its process
 does, imports and start-up included), on the same task, split and space, one at a time on
@@ -11,12 +12,18 @@ of the machine hits them alike. The searchers:
 * ``tuner-hyperband``: `tuner search` with Optuna's plain HyperbandPruner;
 * ``optuna``, ``top_third``, ``ray``, ``reference``: see ``bench/peers.py``.
 
-Two tasks: ``default``, tuner's default study (digits at 32 px, random init offline), and
+Three tasks: ``default``, tuner's default study (digits at 32 px, random init offline);
 ``transfer``: the bench first pretrains a ResNet-18 briefly on digits 0-4 and every searcher
 fine-tunes it on digits 5-9 (``model.weights``), so that freezing means transfer; the bench
 checks that it does (feature extraction from the pretrained backbone must beat feature
-extraction from random init). Each searcher hands back one model (tuner: ``tuner
+extraction from random init); and ``fashion``, the real one: five Fashion-MNIST classes, 500
+training photos each, fine-tuned from the ResNet-18 that ``bench/upstream.py`` pretrains on the
+other five (its downstream checks are in ``bench/upstream.py check``), tested on all 5,000
+official test photos of those classes. Each searcher hands back one model (tuner: ``tuner
 export-best``); only then are the held-out test images read, for that model alone.
+
+With ``--work DIR`` every finished run is kept in ``DIR/runs/<task>-<searcher>-<seed>/``
+(``run.json``) and a rerun with the same DIR skips it: a long race resumes where it stopped.
 
 Ray Tune runs in an environment of the bench's own (``bench/.ray-venv``, made on first use,
 ``pip install "ray[tune]"``), never in the package's dependencies.
@@ -28,6 +35,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -51,6 +59,7 @@ import optuna  # noqa: E402
 import peers  # noqa: E402
 import results_file  # noqa: E402
 import torch  # noqa: E402
+import upstream  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
@@ -108,14 +117,17 @@ def prepare_task(name: str, work: Path, sets: list[str], weights: str | None) ->
     config = load_config(None, [*sets, f"data.cache_dir={cache}"])
     data = prepare_data(config.data, cache_path(config.data), with_test=True)
     folder = work / name
-    folder.mkdir(parents=True)
+    args = tuple(arg for s in [*sets, f"data.cache_dir={cache}"] for arg in ("--set", s))
+    setup = TaskSetup(name, folder, args, data.test_images.clone(), data.test_labels.clone(), "")
+    if (folder / "task.json").is_file():  # a resumed race: written by an earlier run
+        return setup
+    folder.mkdir(parents=True, exist_ok=True)
     torch.save(
         {"train_x": data.train_images.clone(), "train_y": data.train_labels.clone(),
          "val_x": data.val_images.clone(), "val_y": data.val_labels.clone()},
         folder / "data.pt",
     )  # fmt: skip
     meta = {"num_classes": data.num_classes, "epochs": config.train.epochs, "weights": weights}
-    (folder / "task.json").write_text(json.dumps(meta))
     for side, images, labels in (
         ("train", data.train_images, data.train_labels),
         ("val", data.val_images, data.val_labels),
@@ -124,12 +136,15 @@ def prepare_task(name: str, work: Path, sets: list[str], weights: str | None) ->
             path = folder / "png" / side / data.class_names[label] / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
-    args = tuple(arg for s in [*sets, f"data.cache_dir={cache}"] for arg in ("--set", s))
-    return TaskSetup(name, folder, args, data.test_images.clone(), data.test_labels.clone(), "")
+    (folder / "task.json").write_text(json.dumps(meta))  # last: the task is complete
+    return setup
 
 
 def pretrain(work: Path) -> Path:
     """ResNet-18 from random init, briefly trained on digits 0-4: the transfer task's start."""
+    path = work / "pretrained-digits-0-4.safetensors"
+    if path.is_file():
+        return path
     sets = [f"data.classes={PRETRAIN_CLASSES}", "search.study=pretrain"]
     source = prepare_task("pretrain", work, sets, None)
     task = peers.Task.load(source.folder)
@@ -137,7 +152,6 @@ def pretrain(work: Path) -> Path:
     run = peers.TensorTrial(task, params, seed=0, state=None)
     for _ in range(PRETRAIN_EPOCHS):
         run.train_epoch()
-    path = work / "pretrained-digits-0-4.safetensors"
     save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(path))
     return path
 
@@ -157,8 +171,35 @@ def feature_extraction_accuracy(task: TaskSetup, weights: str | None) -> float:
     return float(np.mean(found))
 
 
-def prepare_tasks(work: Path) -> list[TaskSetup]:
-    default = prepare_task("default", work, ["search.study=anytime"], None)
+TASKS = ("default", "transfer", "fashion")
+
+
+def prepare_tasks(work: Path, names: tuple[str, ...]) -> list[TaskSetup]:
+    """The tasks asked for, in ``TASKS``' order."""
+    makers = {"default": _default_task, "transfer": _transfer_task, "fashion": _fashion_task}
+    return [makers[name](work) for name in TASKS if name in names]
+
+
+def _default_task(work: Path) -> TaskSetup:
+    return prepare_task("default", work, ["search.study=anytime"], None)
+
+
+def _fashion_task(work: Path) -> TaskSetup:
+    """The real task: ``upstream.DOWNSTREAM`` from the upstream backbone (built if missing)."""
+    recipe = upstream.UpstreamRecipe()
+    weights = str(upstream.build(recipe) / recipe.weights.name)
+    sets = [*upstream.DOWNSTREAM, f"model.weights={weights}", "search.study=anytime"]
+    task = prepare_task("fashion", work, sets, weights)
+    note = (
+        f"Fashion-MNIST: {', '.join(upstream.DOWNSTREAM_CLASSES)}; 500 training and 125 "
+        f"validation photos per class, tested on all {len(task.test_y)} official test photos of "
+        f"these classes; every searcher starts from the ResNet-18 `bench/upstream.py` pretrained "
+        f"on the other five classes ({recipe.folder.name}; its checks in bench/RESULTS.md)."
+    )
+    return TaskSetup(**{**task.__dict__, "note": note})
+
+
+def _transfer_task(work: Path) -> TaskSetup:
     weights = str(pretrain(work))
     sets = [f"data.classes={TARGET_CLASSES}", f"model.weights={weights}", "search.study=anytime"]
     transfer = prepare_task("transfer", work, sets, weights)
@@ -171,7 +212,7 @@ def prepare_tasks(work: Path) -> list[TaskSetup]:
         + ("the task measures transfer." if pretrained > scratch else "NO TRANSFER: check it.")
     )
     print(note, flush=True)
-    return [default, TaskSetup(**{**transfer.__dict__, "note": note})]
+    return TaskSetup(**{**transfer.__dict__, "note": note})
 
 
 # --- running the searchers --------------------------------------------------------------------
@@ -266,17 +307,33 @@ def run_all(tasks: list[TaskSetup], seeds: int, budget: float, work: Path) -> li
             order = SEARCHERS[seed % len(SEARCHERS) :] + SEARCHERS[: seed % len(SEARCHERS)]
             for name in order:
                 folder = work / "runs" / f"{task.name}-{name}-{seed}"
-                folder.mkdir(parents=True)
-                if name.startswith("tuner"):
-                    extra = HYPERBAND if name == "tuner-hyperband" else []
-                    run = run_tuner(task, seed, budget, extra, folder)
-                else:
-                    run = run_peer(name, task, seed, budget, folder)
-                runs.append(run)
+                runs.append(_kept_run(folder) or _fresh_run(name, task, seed, budget, folder))
+                run = runs[-1]
                 best = run.best_at(budget)
                 print(f"[{len(runs)}/{total}] {task.name} {name} seed {seed}: best {best:.4f}, "
                       f"{len(run.curve)} improvements", flush=True)  # fmt: skip
     return runs
+
+
+def _fresh_run(name: str, task: TaskSetup, seed: int, budget: float, folder: Path) -> Run:
+    """One searcher's run from scratch (what an interrupted one left is removed), kept in
+    ``folder/run.json`` once it has finished."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    if name.startswith("tuner"):
+        extra = HYPERBAND if name == "tuner-hyperband" else []
+        run = run_tuner(task, seed, budget, extra, folder)
+    else:
+        run = run_peer(name, task, seed, budget, folder)
+    (folder / "run.json").write_text(json.dumps(_run_record(run)))
+    return run
+
+
+def _kept_run(folder: Path) -> Run | None:
+    """The run an earlier invocation finished in ``folder``, if any."""
+    path = folder / "run.json"
+    return _run_from(json.loads(path.read_text())) if path.is_file() else None
 
 
 # --- what it found ----------------------------------------------------------------------------
@@ -403,23 +460,26 @@ def run_and_record(args: argparse.Namespace) -> dict:
     """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
     started = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))
-    tasks = prepare_tasks(work)
+    tasks = prepare_tasks(work, args.tasks)
     runs = run_all(tasks, args.seeds, args.budget, work)
     record = {
         "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "seeds": args.seeds, "budget": args.budget, "machine": machine(),
         "minutes": (time.monotonic() - started) / 60,
         "tasks": {task.name: task.note for task in tasks},
-        "runs": [
-            {"searcher": r.searcher, "task": r.task, "seed": r.seed, "curve": r.curve,
-             "test": None if r.test_correct is None else
-                {"bits": stats.pack_correct(r.test_correct), "images": len(r.test_correct)}}
-            for r in runs
-        ],
+        "runs": [_run_record(r) for r in runs],
     }  # fmt: skip
     (work / RUNS_FILE).write_text(json.dumps(record))
     print(f"runs kept in {work}")
     return record
+
+
+def _run_record(run: Run) -> dict:
+    test = run.test_correct
+    return {
+        "searcher": run.searcher, "task": run.task, "seed": run.seed, "curve": run.curve,
+        "test": None if test is None else {"bits": stats.pack_correct(test), "images": len(test)},
+    }  # fmt: skip
 
 
 def _run_from(item: dict) -> Run:
@@ -431,6 +491,10 @@ def _run_from(item: dict) -> Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tasks", type=lambda text: tuple(text.split(",")), default=("default", "transfer"),
+        help=f"comma-separated, of {', '.join(TASKS)} (default: default,transfer)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per run")
     parser.add_argument("--out", type=Path, help="append the results to this markdown file")

@@ -51,11 +51,12 @@ from tuner.data import PreparedData, augment_batch, cache_path, normalize, prepa
 from tuner.engine import (  # noqa: E402
     FeatureCache,
     TrainEnvironment,
+    TrainHooks,
     build_model,
     evaluate,
     file_sha256,
     resolve_weights,
-    train_epochs,
+    train,
 )
 from tuner.progress import duration  # noqa: E402
 from tuner.recipe import TrialParams  # noqa: E402
@@ -277,20 +278,14 @@ def run_check(data: PreparedData, params: TrialParams, weights: str, seed: int) 
         device=torch.device("cpu"), seed=seed, augment=config.data.augment,
         feature_cache=FeatureCache(config.train.feature_cache_mb << 20),
     )  # fmt: skip
-    best = {"val": -1.0}
     started = time.monotonic()
-
-    def keep_best(metrics) -> None:
-        if metrics.val_accuracy > best["val"]:
-            best["val"] = metrics.val_accuracy
-            best["state"] = {k: v.clone() for k, v in model.state_dict().items()}
-
-    train_epochs(model, data, params, config.train, environment, config.train.epochs, keep_best)
+    result = train(model, data, params, config.train, environment, TrainHooks())
     seconds = time.monotonic() - started
-    model.load_state_dict(best["state"])
+    model.load_state_dict(result.best_state)
     _, predictions = evaluate(model, data.test_images, data.test_labels, torch.device("cpu"), 256)
     correct = (predictions == data.test_labels).numpy()
-    return {"val": best["val"], "test": stats.pack_correct(correct), "images": len(correct),
+    packed = stats.pack_correct(correct)
+    return {"val": result.best_accuracy, "test": packed, "images": len(correct),
             "seconds": round(seconds, 1)}  # fmt: skip
 
 
