@@ -175,7 +175,7 @@ def run_and_record(args: argparse.Namespace) -> dict[str, Any]:
     """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
     started = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))
-    tasks = anytime.prepare_tasks(work)
+    tasks = anytime.prepare_tasks(work, args.tasks)
     runs = run_all(tasks, args.seeds, args.budget, work)
     record = {
         "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -209,6 +209,10 @@ def _run_from(item: dict[str, Any]) -> Run:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--tasks", type=lambda text: tuple(text.split(",")), default=("default", "transfer"),
+        help=f"comma-separated, of {', '.join(anytime.TASKS)} (default: default,transfer)",
+    )  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per search")
     parser.add_argument("--work", type=Path, help="folder for the runs (default: a temp dir)")
