@@ -87,3 +87,19 @@ def test_figures_a_study_cannot_support_say_why_instead_of_failing() -> None:
     assert figures["parallel"].skipped.startswith("needs at least 2 complete trials with different")
     assert figures["importances"].plotly is None and figures["importances"].matplotlib is None
     assert figures["history"].skipped is None and figures["curves"].skipped is None
+
+
+def test_a_log_axis_with_a_zero_among_its_values_is_drawn_linear() -> None:
+    """weight_decay: {choices: [0.0, 1e-4]} has no log10 of 0 to draw (it crashed)."""
+    _SPACE["weight_decay"] = CategoricalDistribution([0.0, 1e-4])
+    try:
+        study = _study(
+            ({"freeze_depth": 0, "head_lr": 1e-3, "weight_decay": 0.0}, [0.5, 0.8], COMPLETE),
+            ({"freeze_depth": 2, "head_lr": 3e-3, "weight_decay": 1e-4}, [0.4, 0.7], COMPLETE),
+        )
+        figures = {f.name: f for f in study_figures(study, epochs=2)}
+    finally:
+        del _SPACE["weight_decay"]
+    labels = [t.get_text() for t in figures["parallel"].matplotlib.axes[0].get_xticklabels()]
+    assert "weight_decay" in labels and "weight_decay (log)" not in labels
+    assert "head_lr (log)" in labels

@@ -264,7 +264,8 @@ class _Axis:
 def _param_axis(trials: list[FrozenTrial], name: str, log: bool) -> _Axis | None:
     """A parameter as Optuna sampled it, or None if it is the same in every trial.
 
-    Rates are drawn on a log10 scale; "n/a" (not sampled: nothing frozen, so no unfreeze
+    Rates are drawn on a log10 scale (linear where a value is 0: a weight decay's choices may
+    include it); "n/a" (not sampled: nothing frozen, so no unfreeze
     epoch; nothing training, so no backbone rate) sits just below the smallest value;
     choices that are not all numbers become evenly spaced categories.
     """
@@ -273,8 +274,9 @@ def _param_axis(trials: list[FrozenTrial], name: str, log: bool) -> _Axis | None
         return None
     present = [v for v in raw if v is not None]
     if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
-        scale = math.log10 if log else float
         low, high = min(present), max(present)
+        log = log and low > 0
+        scale = math.log10 if log else float
         ticks, labels = [scale(low), scale(high)], [_tick(low), _tick(high)]
         missing = ticks[0] - 0.25 * ((ticks[1] - ticks[0]) or 1.0)
         if None in raw:
