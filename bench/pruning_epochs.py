@@ -1,9 +1,12 @@
 """Where a search's epochs go: per trial, and how many were spent on trials later pruned.
 
-    python bench/pruning_epochs.py [--seeds 0,1] [--trials 50] [--before 06de608] [--out FILE]
+    python bench/pruning_epochs.py [--task default|fashion] [--seeds 0,1] [--trials 50]
+                                   [--before 06de608|none] [--out FILE]
 
 Runs the README's default search (`tuner search --trials N` on the built-in default study,
-one worker) side by side for each seed, as each version of tuner runs it:
+one worker; ``--task fashion``: on the real task of ``bench/anytime.py``, Fashion-MNIST
+fine-tuned from ``bench/upstream.py``'s backbone) side by side for each seed, as each version
+of tuner runs it:
 
 * ``before``: the code at ``--before`` (a git worktree of that revision): Hyperband behind
   the wait-for-the-unfreeze wrapper, pruning allowed after a trial's last epoch;
@@ -52,6 +55,19 @@ class Search:
         return self.complete + self.pruned
 
 
+def task_args(task: str) -> list[str]:
+    """The --set options that make the built-in default study the task."""
+    if task == "default":
+        return []
+    import upstream  # torch: only for the real task
+
+    recipe = upstream.UpstreamRecipe()
+    weights = upstream.build(recipe) / recipe.weights.name
+    cache = f"data.cache_dir={upstream.CACHE / 'data'}"
+    return [arg for s in (*upstream.DOWNSTREAM, f"model.weights={weights}", cache)
+            for arg in ("--set", s)]  # fmt: skip
+
+
 def run(variant: str, tree: Path, seed: int, trials: int, extra: list[str]) -> Search:
     with tempfile.TemporaryDirectory(prefix=f"pruning-{variant}-") as folder:
         seeds = ["--set", f"search.seed={seed}", "--set", f"train.seed={seed}"]
@@ -93,32 +109,38 @@ def table(searches: list[Search]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="default", choices=("default", "fashion"))
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--trials", type=int, default=50)
-    parser.add_argument("--before", default="06de608", help="git revision of the 'before' run")
+    parser.add_argument(
+        "--before", default="06de608", help="git revision of the 'before' run; none: skip it"
+    )
     parser.add_argument("--out", type=Path, help="append the table to this markdown file")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    task = task_args(args.task)
     with tempfile.TemporaryDirectory(prefix="pruning-before-") as before:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", before,
-                        args.before], check=True, capture_output=True)  # fmt: skip
+        variants = [
+            ("hyperband", REPO, [*task, "--set", "search.pruner=hyperband"]),
+            ("asha", REPO, task),
+        ]
+        if args.before != "none":
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", before,
+                            args.before], check=True, capture_output=True)  # fmt: skip
+            variants.insert(0, ("before", Path(before), task))
         try:
-            variants = [
-                ("before", Path(before), []),
-                ("hyperband", REPO, ["--set", "search.pruner=hyperband"]),
-                ("asha", REPO, []),
-            ]
             searches = []
             for seed in seeds:
                 for variant, tree, extra in variants:
                     searches.append(run(variant, tree, seed, args.trials, extra))
                     print(table(searches[-1:]).splitlines()[-1], flush=True)
         finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", before],
-                           check=False)  # fmt: skip
+            if args.before != "none":
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                before], check=False)  # fmt: skip
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = (
-        f"### Run of {when}: `tuner search --trials {args.trials}` on the default study, "
+        f"### Run of {when}: `tuner search --trials {args.trials}` on the {args.task} task, "
         f"seeds {args.seeds}; before = {args.before}\n\n{table(searches)}\n"
     )
     print(text)
