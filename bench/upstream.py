@@ -60,6 +60,7 @@ from tuner.engine import (  # noqa: E402
 )
 from tuner.progress import duration  # noqa: E402
 from tuner.recipe import TrialParams  # noqa: E402
+from tuner.search.space import build_params, recipe_trials  # noqa: E402
 
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 UPSTREAM_CLASSES = ("Trouser", "Dress", "Sandal", "Sneaker", "Bag")
@@ -289,24 +290,50 @@ def run_check(data: PreparedData, params: TrialParams, weights: str, seed: int) 
             "seconds": round(seconds, 1)}  # fmt: skip
 
 
+def classic_recipes() -> list[tuple[str, TrialParams]]:
+    """tuner's three classic recipes as the default space runs them (its first trials)."""
+    config = load_config(None, list(DOWNSTREAM))
+    space, epochs = config.space, config.train.epochs
+    runnable, _ = recipe_trials(space, epochs)
+
+    def replayed(params: dict) -> TrialParams:
+        return build_params(lambda name, dim: params.get(name, getattr(dim, "value", None)),
+                            space, epochs)  # fmt: skip
+
+    return [(recipe.name, replayed(params)) for recipe, params in runnable]
+
+
+def check_plan(seeds: int) -> list[tuple[str, TrialParams, str, int]]:
+    """(name, recipe, start, seed) of every check run: the depth grids from either start, then
+    the classic recipes from the upstream."""
+    plan = []
+    for depth in DEPTHS:
+        for params in check_runs(depth):
+            lr = params.backbone_lr if params.backbone_lr is not None else params.head_lr
+            for seed in range(seeds):
+                for start in ("upstream", "none"):
+                    plan.append((f"{start}-d{depth}-lr{lr:g}-s{seed}", params, start, seed))
+    for recipe, params in classic_recipes():
+        plan += [(f"upstream-{recipe}-s{seed}", params, "upstream", seed) for seed in range(seeds)]
+    return plan
+
+
 def check(folder: Path, seeds: int) -> dict:
     """Every check run, cached one file each in ``folder/check/`` (resumable)."""
     weights = str(next(folder.glob("*.safetensors")))
     data = downstream_data()
     out = folder / "check"
     out.mkdir(exist_ok=True)
-    plan = [(start, depth, params, seed) for depth in DEPTHS for params in check_runs(depth)
-            for seed in range(seeds) for start in ("upstream", "none")]  # fmt: skip
-    started, found = time.monotonic(), {}
-    for index, (start, depth, params, seed) in enumerate(plan, 1):
-        lr = params.backbone_lr if params.backbone_lr is not None else params.head_lr
-        name = f"{start}-d{depth}-lr{lr:g}-s{seed}"
+    plan = check_plan(seeds)
+    started, found, ran = time.monotonic(), {}, 0
+    for index, (name, params, start, seed) in enumerate(plan, 1):
         path = out / f"{name}.json"
         if not path.is_file():
             result = run_check(data, params, weights if start == "upstream" else "none", seed)
             path.write_text(json.dumps(result))
+            ran += 1
         found[name] = json.loads(path.read_text())
-        rate = (time.monotonic() - started) / index
+        rate = (time.monotonic() - started) / max(ran, 1)
         print(f"check: {index}/{len(plan)} {name}: val {found[name]['val']:.4f}, "
               f"{found[name]['seconds']:.0f} s; ETA {duration(rate * (len(plan) - index))}",
               flush=True)  # fmt: skip
@@ -340,7 +367,26 @@ def analyse(folder: Path, found: dict, seeds: int) -> str:
                 f"[{min(tests):.4f}, {max(tests):.4f}] | "
                 f"{np.mean([r['seconds'] for r in runs]):.0f} | {versus} |"
             )
+    lines += ["", *_classic_lines(found, seeds)]
     return "\n".join(lines) + "\n"
+
+
+def _classic_lines(found: dict, seeds: int) -> list[str]:
+    """The classic recipes from the upstream: test mean [range] over seeds, each against the
+    best-on-val freeze-depth recipe of the grid (pooled, exact McNemar)."""
+    lines = [
+        "| classic recipe (from the upstream) | val mean | test mean [range] over seeds | "
+        "s per run |",
+        "| --- | --- | --- | --- |",
+    ]
+    for recipe, _ in classic_recipes():
+        runs = [found[f"upstream-{recipe}-s{s}"] for s in range(seeds)]
+        tests = [_correct(r).mean() for r in runs]
+        lines.append(
+            f"| {recipe} | {np.mean([r['val'] for r in runs]):.4f} | {np.mean(tests):.4f} "
+            f"[{min(tests):.4f}, {max(tests):.4f}] | {np.mean([r['seconds'] for r in runs]):.0f} |"
+        )
+    return lines
 
 
 def _chosen(found: dict, start: str, depth: int, seeds: int) -> tuple[float, list[dict]]:
