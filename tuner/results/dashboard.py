@@ -1,7 +1,7 @@
 """`tuner dashboard`: optuna-dashboard on the study storage, with the artifact store attached.
 
-Before serving, every tuner study gets its notes written or refreshed (see :mod:`tuner.notes`),
-so studies searched before notes existed read the same as new ones.
+Before serving, every tuner study gets its notes written or refreshed (see
+:mod:`tuner.search.notes`), so studies searched before notes existed read the same as new ones.
 """
 
 from __future__ import annotations
