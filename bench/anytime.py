@@ -187,14 +187,14 @@ def _default_task(work: Path) -> TaskSetup:
 def _fashion_task(work: Path) -> TaskSetup:
     """The real task: ``upstream.DOWNSTREAM`` from the upstream backbone (built if missing)."""
     recipe = upstream.UpstreamRecipe()
-    weights = str(upstream.build(recipe) / recipe.weights.name)
+    weights = str(upstream.build(recipe))
     sets = [*upstream.DOWNSTREAM, f"model.weights={weights}", "search.study=anytime"]
     task = prepare_task("fashion", work, sets, weights)
     note = (
         f"Fashion-MNIST: {', '.join(upstream.DOWNSTREAM_CLASSES)}; 500 training and 125 "
         f"validation photos per class, tested on all {len(task.test_y)} official test photos of "
         f"these classes; every searcher starts from the ResNet-18 `bench/upstream.py` pretrained "
-        f"on the other five classes ({recipe.folder.name}; its checks in bench/RESULTS.md)."
+        f"on the other five classes ({recipe.name}; its checks in bench/RESULTS.md)."
     )
     return TaskSetup(**{**task.__dict__, "note": note})
 

@@ -61,8 +61,7 @@ def task_args(task: str) -> list[str]:
         return []
     import upstream  # torch: only for the real task
 
-    recipe = upstream.UpstreamRecipe()
-    weights = upstream.build(recipe) / recipe.weights.name
+    weights = upstream.build(upstream.UpstreamRecipe())
     cache = f"data.cache_dir={upstream.CACHE / 'data'}"
     return [arg for s in (*upstream.DOWNSTREAM, f"model.weights={weights}", cache)
             for arg in ("--set", s)]  # fmt: skip

@@ -11,8 +11,9 @@ their 5,000 official test photos, seconds, SHA-256). The objective is ``supervis
 classes), ``rotation`` (self-supervised: which of 0/90/180/270 degrees each of the 60,000
 unlabelled training photos was turned by, a common real workflow: pretrain on unlabelled
 data, fine-tune on few labels) or ``mixed`` (both heads on one backbone, every step). It is
-seeded and cached under ``bench/.cache/upstream/<recipe hash>/``: built once, rebuilt only
-when its recipe changes.
+seeded and cached under ``bench/.cache/upstream/<objective>-<recipe hash>/``: built once,
+rebuilt only when its recipe changes (or the ignored cache is gone); ``recipe.json`` and the
+check's runs are kept, tracked, in ``bench/runs/upstream/<objective>-<recipe hash>/``.
 
 The downstream task (:data:`DOWNSTREAM`) is the other five classes (T-shirt/top, pullover,
 coat, shirt, ankle boot), 500 training and 125 validation photos per class (seeded), tested on
@@ -65,7 +66,8 @@ from tuner.search.space import build_params, recipe_trials  # noqa: E402
 FASHION_ROOT = "/usr/share/datasets/fashion-mnist"
 UPSTREAM_CLASSES = ("Trouser", "Dress", "Sandal", "Sneaker", "Bag")
 DOWNSTREAM_CLASSES = ("T-shirt/top", "Pullover", "Coat", "Shirt", "Ankle boot")
-CACHE = REPO / "bench" / ".cache" / "upstream"
+CACHE = REPO / "bench" / ".cache" / "upstream"  # ignored: the weights, the prepared data
+RUNS = REPO / "bench" / "runs" / "upstream"  # tracked: recipe.json and the check's runs
 DOWNSTREAM = (
     "data.source=fashionmnist",
     f"data.root={FASHION_ROOT}",
@@ -95,12 +97,17 @@ class UpstreamRecipe:
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
+    def name(self) -> str:
+        return f"{self.objective}-{self.key}"
+
+    @property
     def folder(self) -> Path:
-        return CACHE / f"{self.objective}-{self.key}"
+        """Where its recipe.json and check runs are kept (tracked)."""
+        return RUNS / self.name
 
     @property
     def weights(self) -> Path:
-        return self.folder / f"{self.arch}.safetensors"
+        return CACHE / self.name / f"{self.arch}.safetensors"
 
 
 # --- pretraining ------------------------------------------------------------------------------
@@ -140,10 +147,10 @@ def upstream_data(recipe: UpstreamRecipe, classes: tuple[str, ...] | None) -> Pr
 
 
 def build(recipe: UpstreamRecipe) -> Path:
-    """Pretrain (or find cached) the upstream backbone; the folder with its weights file."""
+    """Pretrain (or find cached) the upstream backbone; its weights file."""
     if (recipe.folder / "recipe.json").is_file() and recipe.weights.is_file():
-        print(f"upstream: cached in {recipe.folder}", flush=True)
-        return recipe.folder
+        print(f"upstream: cached in {recipe.weights}", flush=True)
+        return recipe.weights
     torch.manual_seed(recipe.seed)
     labelled = upstream_data(recipe, UPSTREAM_CLASSES)
     unlabelled = upstream_data(recipe, None) if recipe.objective != "supervised" else None
@@ -155,6 +162,7 @@ def build(recipe: UpstreamRecipe) -> Path:
     accuracy = _class_accuracy(model, labelled)
     rotation = _rotation_accuracy(model, labelled, recipe.seed)
     recipe.folder.mkdir(parents=True, exist_ok=True)
+    recipe.weights.parent.mkdir(parents=True, exist_ok=True)
     save_file(model.backbone_state(), str(recipe.weights))
     record = {
         "recipe": dataclasses.asdict(recipe),
@@ -168,7 +176,7 @@ def build(recipe: UpstreamRecipe) -> Path:
     }
     (recipe.folder / "recipe.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"upstream: built {recipe.weights} in {duration(seconds)}: {json.dumps(record)}")
-    return recipe.folder
+    return recipe.weights
 
 
 def _pretrain(
@@ -318,11 +326,11 @@ def check_plan(seeds: int) -> list[tuple[str, TrialParams, str, int]]:
     return plan
 
 
-def check(folder: Path, seeds: int) -> dict:
-    """Every check run, cached one file each in ``folder/check/`` (resumable)."""
-    weights = str(next(folder.glob("*.safetensors")))
+def check(recipe: UpstreamRecipe, seeds: int) -> dict:
+    """Every check run, kept one file each in the recipe's ``check/`` folder (resumable)."""
+    weights = str(recipe.weights)
     data = downstream_data()
-    out = folder / "check"
+    out = recipe.folder / "check"
     out.mkdir(exist_ok=True)
     plan = check_plan(seeds)
     started, found, ran = time.monotonic(), {}, 0
@@ -340,12 +348,12 @@ def check(folder: Path, seeds: int) -> dict:
     return found
 
 
-def analyse(folder: Path, found: dict, seeds: int) -> str:
+def analyse(recipe: UpstreamRecipe, found: dict, seeds: int) -> str:
     """The check's table: per depth and start, the lr chosen on val, test mean and range over
     seeds, and upstream against random init on test (exact McNemar, pooled over seeds)."""
-    record = json.loads((folder / "recipe.json").read_text())
+    record = json.loads((recipe.folder / "recipe.json").read_text())
     lines = [
-        f"Upstream `{folder.name}`: {record['recipe']['objective']} objective, "
+        f"Upstream `{recipe.name}`: {record['recipe']['objective']} objective, "
         f"{record['recipe']['epochs']} epochs, upstream test accuracy "
         f"{record['upstream_test_accuracy']:.4f} on {record['upstream_test_images']} photos of "
         f"{', '.join(UPSTREAM_CLASSES)}; rotation {record['rotation_test_accuracy']:.4f}; built in "
@@ -418,9 +426,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="check: append the table to this markdown file")
     args = parser.parse_args()
     recipe = UpstreamRecipe(objective=args.objective, epochs=args.epochs, seed=args.seed)
-    folder = build(recipe)
+    build(recipe)
     if args.command == "check":
-        table = analyse(folder, check(folder, args.seeds), args.seeds)
+        table = analyse(recipe, check(recipe, args.seeds), args.seeds)
         print(table)
         append_run(args.out, table)
 
