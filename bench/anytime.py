@@ -459,7 +459,7 @@ RUNS_FILE = "runs.json"
 def run_and_record(args: argparse.Namespace) -> dict:
     """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
     started = time.monotonic()
-    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))).resolve()  # runs cd
     tasks = prepare_tasks(work, args.tasks)
     runs = run_all(tasks, args.seeds, args.budget, work)
     record = {

@@ -174,7 +174,7 @@ RUNS_FILE = "runs.json"
 def run_and_record(args: argparse.Namespace) -> dict[str, Any]:
     """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
     started = time.monotonic()
-    work = args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))
+    work = (args.work or Path(tempfile.mkdtemp(prefix="tuner-recipes-"))).resolve()  # runs cd
     tasks = anytime.prepare_tasks(work, args.tasks)
     runs = run_all(tasks, args.seeds, args.budget, work)
     record = {
