@@ -96,6 +96,7 @@ class Run:
     seed: int
     curve: tuple[tuple[float, float], ...]  # (seconds since start, best val accuracy so far)
     test_correct: np.ndarray | None  # the handed-back model on the test images
+    trials: int | None = None  # trials started within the budget (None: not recorded then)
 
     def best_at(self, seconds: float) -> float:
         reached = [value for t, value in self.curve if t <= seconds]
@@ -133,11 +134,17 @@ def prepare_task(name: str, work: Path, sets: list[str], weights: str | None) ->
         ("val", data.val_images, data.val_labels),
     ):
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-            path = folder / "png" / side / data.class_names[label] / f"{i}.png"
+            path = folder / "png" / side / class_folder(int(label), data.class_names) / f"{i}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image.permute(1, 2, 0).numpy()).save(path)
     (folder / "task.json").write_text(json.dumps(meta))  # last: the task is complete
     return setup
+
+
+def class_folder(label: int, names: tuple[str, ...]) -> str:
+    """An ImageFolder name that sorts as the label does and is one path part ("T-shirt/top"
+    would nest a folder, and "10" sorts before "2"), so the reference reads the true labels."""
+    return f"{label:03d}-" + names[label].replace("/", "-")
 
 
 def pretrain(work: Path) -> Path:
@@ -260,6 +267,7 @@ def run_tuner(task: TaskSetup, seed: int, budget: float, extra: list[str], folde
     started = _run_process(command, folder, budget, folder / "search.log")
     study = optuna.load_study(study_name="anytime", storage=f"sqlite:///{folder / 'tuner.db'}")
     curve, best = [], -1.0
+    trials = len(study.get_trials(deepcopy=False))
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for trial in sorted(complete, key=lambda t: t.datetime_complete):
         if trial.value > best:
@@ -272,7 +280,7 @@ def run_tuner(task: TaskSetup, seed: int, budget: float, extra: list[str], folde
     correct = None
     if export.returncode == 0:
         correct = _test_correct(load_model(folder / "best").model, task)
-    return Run(name, task.name, seed, tuple(curve), correct)
+    return Run(name, task.name, seed, tuple(curve), correct, trials)
 
 
 def run_peer(name: str, task: TaskSetup, seed: int, budget: float, folder: Path) -> Run:
@@ -289,7 +297,9 @@ def run_peer(name: str, task: TaskSetup, seed: int, budget: float, folder: Path)
         model = peers.reference_search.new_model(None, int(task.test_y.max()) + 1)
         model.load_state_dict(torch.load(folder / "best.pt", weights_only=True))
         correct = _test_correct(model, task)
-    return Run(name, task.name, seed, curve, correct)
+    counted = folder / "trials.json"
+    trials = json.loads(counted.read_text())["started"] if counted.exists() else None
+    return Run(name, task.name, seed, curve, correct, trials)
 
 
 @torch.no_grad()
@@ -351,9 +361,9 @@ def summarise(runs: list[Run], tasks: dict[str, str], budget: float) -> str:
             lines += [note, ""]
         lines += [
             "| searcher | best val at the budget: median [range] | its own time to that median "
-            "| test accuracy of its winner: median [range] | tuner vs it on test (pooled over "
-            "seeds, exact McNemar) |",
-            "| --- | --- | --- | --- | --- |",
+            "| trials started: median [range] | test accuracy of its winner: median [range] "
+            "| tuner vs it on test (pooled over seeds, exact McNemar) |",
+            "| --- | --- | --- | --- | --- | --- |",
         ]
         for name, rs in by.items():
             at_budget = [r.best_at(budget) for r in rs]
@@ -361,7 +371,8 @@ def summarise(runs: list[Run], tasks: dict[str, str], budget: float) -> str:
             tests = [r.test_correct.mean() for r in rs if r.test_correct is not None]
             versus = _versus_tuner(by["tuner"], rs) if name != "tuner" else "-"
             lines.append(
-                f"| {name} | {_spread(at_budget)} | {_seconds(own)} | {_spread(tests)} | {versus} |"
+                f"| {name} | {_spread(at_budget)} | {_seconds(own)} | {_counts(rs)} "
+                f"| {_spread(tests)} | {versus} |"
             )
         lines += ["", "Time for tuner to reach each peer's final median best, against the peer's "
                   "own time to reach it (goal: at most half):", "",
@@ -376,8 +387,35 @@ def summarise(runs: list[Run], tasks: dict[str, str], budget: float) -> str:
                 f"| {name} | {finals[name]:.4f} | {_seconds(theirs)} | {_seconds(ours)} | "
                 f"{ratio:.2f} | {goal} |"
             )
+        if task == "fashion":
+            lines += ["", *_versus_classic(by["tuner"])]
         lines.append("")
     return "\n".join(lines)
+
+
+def _versus_classic(tuner_runs: list[Run]) -> list[str]:
+    """Goal (b) of the real task: does the searched recipe beat each classic recipe on test?
+    tuner's winner of race seed s against the classic recipe's check run of seed s (the same
+    5,000 test photos), pooled over the seeds both have."""
+    lines = [
+        "The searched recipe against the classic recipes (their runs in `bench/upstream.py "
+        "check`, same test photos, paired by seed):", "",
+        "| classic recipe | its test accuracy: mean [range] | tuner's winner vs it (pooled, "
+        "exact McNemar) |",
+        "| --- | --- | --- |",
+    ]  # fmt: skip
+    winners = {r.seed: r.test_correct for r in tuner_runs if r.test_correct is not None}
+    for name, runs in upstream.classic_test_correct(upstream.UpstreamRecipe()).items():
+        seeds = [s for s in sorted(winners) if s < len(runs)]
+        tests = [c.mean() for c in runs]
+        versus = "n/a"
+        if seeds:
+            ours = np.concatenate([winners[s] for s in seeds])
+            theirs = np.concatenate([runs[s] for s in seeds])
+            comparison = stats.PairedComparison.of(ours, theirs)
+            versus = f"{comparison.points:+.1f} points ({comparison.evidence()}, seeds {seeds})"
+        lines.append(f"| {name} | {_spread(tests)} | {versus} |")
+    return lines
 
 
 def _spread(values: list[float]) -> str:
@@ -387,6 +425,16 @@ def _spread(values: list[float]) -> str:
         return "none"
     missing = f" ({len(values) - len(found)} run(s) with none)" if len(found) < len(values) else ""
     return f"{np.median(found):.4f} [{min(found):.4f}, {max(found):.4f}]{missing}"
+
+
+def _counts(runs: list[Run]) -> str:
+    """ "median [min, max]" of the trials started, over the runs that recorded them."""
+    counts = [r.trials for r in runs if r.trials is not None]
+    if not counts:
+        return "not recorded"
+    uncounted = len(runs) - len(counts)
+    missing = f" ({uncounted} run(s) before counting)" if uncounted else ""
+    return f"{np.median(counts):.0f} [{min(counts)}, {max(counts)}]{missing}"
 
 
 def _median_best(runs: list[Run], budget: float) -> float:
@@ -479,6 +527,7 @@ def _run_record(run: Run) -> dict:
     return {
         "searcher": run.searcher, "task": run.task, "seed": run.seed, "curve": run.curve,
         "test": None if test is None else {"bits": stats.pack_correct(test), "images": len(test)},
+        "trials": run.trials,
     }  # fmt: skip
 
 
@@ -486,7 +535,7 @@ def _run_from(item: dict) -> Run:
     test = item["test"]
     correct = None if test is None else stats.unpack_correct(test["bits"], test["images"])
     curve = tuple((t, value) for t, value in item["curve"])
-    return Run(item["searcher"], item["task"], item["seed"], curve, correct)
+    return Run(item["searcher"], item["task"], item["seed"], curve, correct, item.get("trials"))
 
 
 def main() -> None:

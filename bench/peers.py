@@ -182,7 +182,7 @@ def time_left(budget: float) -> float:
 # --- the searchers --------------------------------------------------------------------------
 
 
-def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
+def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
     """Optuna's examples: TPE and a MedianPruner, report and should_prune every epoch."""
     state = task.start_state()
 
@@ -203,9 +203,10 @@ def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
         pruner=optuna.pruners.MedianPruner(),
     )
     study.optimize(objective, timeout=time_left(budget))
+    return len(study.trials)
 
 
-def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
+def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
     """Rounds of 9 random recipes for one epoch each; the best 3 of a round run to the end."""
     state = task.start_state()
     sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -219,13 +220,14 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
             runs.append((run.train_epoch(), number, run))
             number += 1
             if time_left(budget) <= 0:
-                return
+                return number
         for _, kept, run in sorted(runs, key=lambda r: -r[0])[:3]:
             while run.epoch < task.epochs:
                 run.train_epoch()
                 if time_left(budget) <= 0:
-                    return
+                    return number
             keeper.offer(run.best, f"top-third-{kept}", run.best_state)
+    return number
 
 
 def define_space(trial: optuna.Trial, epochs: int) -> None:
@@ -233,7 +235,7 @@ def define_space(trial: optuna.Trial, epochs: int) -> None:
     sample(trial, reference_search.PLAIN_SPACE, epochs)
 
 
-def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
+def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
     """Ray Tune: ASHA (grace period 1 epoch, reduction factor 3) over OptunaSearch (TPE)."""
     import ray
     from ray import tune
@@ -280,11 +282,12 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
         ),
         run_config=tune.RunConfig(storage_path=str(keeper.work / "ray"), verbose=0),
     )
-    tuner.fit()
+    started = len(tuner.fit())
     ray.shutdown()
+    return started
 
 
-def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
+def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
     """The notebook way, on PNG files of the same images (written by anytime.py)."""
     state = task.start_state()
     train_dir, val_dir = task.folder / "png" / "train", task.folder / "png" / "val"
@@ -302,6 +305,7 @@ def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
     study.optimize(objective, timeout=time_left(budget))
+    return len(study.trials)
 
 
 SEARCHERS = {
@@ -323,7 +327,9 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     np.random.seed(args.seed)
-    SEARCHERS[args.searcher](Task.load(args.task), args.seed, args.budget, Keeper(args.work))
+    search = SEARCHERS[args.searcher]
+    started = search(Task.load(args.task), args.seed, args.budget, Keeper(args.work))
+    (args.work / "trials.json").write_text(json.dumps({"started": started}))
 
 
 if __name__ == "__main__":

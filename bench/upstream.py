@@ -397,6 +397,19 @@ def _classic_lines(found: dict, seeds: int) -> list[str]:
     return lines
 
 
+def classic_test_correct(recipe: UpstreamRecipe) -> dict[str, list[np.ndarray]]:
+    """Each classic recipe's test predictions from the check, one array per seed (in seed
+    order), for the benches that set a searched recipe against them."""
+    out = recipe.folder / "check"
+    found = {}
+    for name, _ in classic_recipes():
+        paths = sorted(
+            out.glob(f"upstream-{name}-s*.json"), key=lambda p: int(p.stem.rsplit("-s", 1)[1])
+        )
+        found[name] = [_correct(json.loads(path.read_text())) for path in paths]
+    return found
+
+
 def _chosen(found: dict, start: str, depth: int, seeds: int) -> tuple[float, list[dict]]:
     """The lr of the depth's grid with the best mean val accuracy over seeds, and its runs."""
     grid = HEAD_LRS if depth == 5 else BACKBONE_LRS
