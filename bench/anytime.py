@@ -317,12 +317,25 @@ def run_all(tasks: list[TaskSetup], seeds: int, budget: float, work: Path) -> li
             order = SEARCHERS[seed % len(SEARCHERS) :] + SEARCHERS[: seed % len(SEARCHERS)]
             for name in order:
                 folder = work / "runs" / f"{task.name}-{name}-{seed}"
-                runs.append(_kept_run(folder) or _fresh_run(name, task, seed, budget, folder))
+                kept = _kept_run(folder)
+                if kept is None:
+                    wait_while_paused(work)
+                runs.append(kept or _fresh_run(name, task, seed, budget, folder))
                 run = runs[-1]
                 best = run.best_at(budget)
                 print(f"[{len(runs)}/{total}] {task.name} {name} seed {seed}: best {best:.4f}, "
                       f"{len(run.curve)} improvements", flush=True)  # fmt: skip
     return runs
+
+
+def wait_while_paused(work: Path) -> None:
+    """Before a run, wait while ``WORK/PAUSE`` exists: other work on the machine (tests, a
+    build) slows a wall-clock race, so it waits for the running search to end instead."""
+    pause = work / "PAUSE"
+    if pause.exists():
+        print(f"paused before the next run: remove {pause} to go on", flush=True)
+    while pause.exists():
+        time.sleep(5)
 
 
 def _fresh_run(name: str, task: TaskSetup, seed: int, budget: float, folder: Path) -> Run:

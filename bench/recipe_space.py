@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,8 +107,7 @@ def run_all(tasks: list[anytime.TaskSetup], seeds: int, budget: float, work: Pat
         for seed in range(seeds):
             for space in names[seed % len(names) :] + names[: seed % len(names)]:
                 folder = work / "runs" / f"{task.name}-{space}-{seed}"
-                folder.mkdir(parents=True)
-                run = run_search(task, space, seed, budget, folder)
+                run = _kept_run(folder) or _fresh_run(task, space, seed, budget, folder, work)
                 runs.append(run)
                 print(
                     f"[{len(runs)}/{total}] {task.name} {space} seed {seed}: best val "
@@ -116,6 +116,25 @@ def run_all(tasks: list[anytime.TaskSetup], seeds: int, budget: float, work: Pat
                     flush=True,
                 )
     return runs
+
+
+def _fresh_run(
+    task: anytime.TaskSetup, space: str, seed: int, budget: float, folder: Path, work: Path
+) -> Run:
+    """One search from scratch (what an interrupted one left is removed), kept in
+    ``folder/run.json`` once finished, so a stopped bench resumes where it was."""
+    anytime.wait_while_paused(work)
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    run = run_search(task, space, seed, budget, folder)
+    (folder / "run.json").write_text(json.dumps(_run_record(run)))
+    return run
+
+
+def _kept_run(folder: Path) -> Run | None:
+    path = folder / "run.json"
+    return _run_from(json.loads(path.read_text())) if path.is_file() else None
 
 
 def _mean(correct: np.ndarray | None) -> str:
@@ -185,17 +204,20 @@ def run_and_record(args: argparse.Namespace) -> dict[str, Any]:
         "minutes": (time.monotonic() - started) / 60,
         "work": str(work),
         "tasks": {t.name: t.note for t in tasks},
-        "runs": [
-            {"space": r.space, "task": r.task, "seed": r.seed, "best_val": r.best_val,
-             "trials": r.trials, "ingredients": r.ingredients,
-             **{f: None if getattr(r, f) is None else
-                {"bits": stats.pack_correct(getattr(r, f)), "images": len(getattr(r, f))}
-                for f in ("single", "soup")}}
-            for r in runs
-        ],
+        "runs": [_run_record(r) for r in runs],
     }  # fmt: skip
     (work / RUNS_FILE).write_text(json.dumps(record))
     return record
+
+
+def _run_record(r: Run) -> dict[str, Any]:
+    return {
+        "space": r.space, "task": r.task, "seed": r.seed, "best_val": r.best_val,
+        "trials": r.trials, "ingredients": r.ingredients,
+        **{f: None if getattr(r, f) is None else
+           {"bits": stats.pack_correct(getattr(r, f)), "images": len(getattr(r, f))}
+           for f in ("single", "soup")},
+    }  # fmt: skip
 
 
 def _run_from(item: dict[str, Any]) -> Run:
