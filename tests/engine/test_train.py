@@ -19,7 +19,7 @@ from tuner.engine.features import FeatureCache
 from tuner.engine.model import build_model
 from tuner.engine.optim import lr_factor
 from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
-from tuner.engine.train import TrainEnvironment, TrainHooks, train
+from tuner.engine.train import TrainEnvironment, TrainHooks, restore_generator, train
 from tuner.errors import TunerError
 from tuner.recipe import TrialParams
 
@@ -323,3 +323,33 @@ def test_resolve_device() -> None:
 def test_unknown_amp_is_a_tuner_error(toy: PreparedData) -> None:
     with pytest.raises(TunerError, match=r"train\.amp"):
         _run(toy, cfg=dataclasses.replace(CFG, amp="fp8"))
+
+
+def test_a_checkpoint_from_a_gpu_resumes_on_the_cpu(toy: PreparedData) -> None:
+    """A retry that lands on another kind of device: a CUDA generator's 16-byte state cannot
+    load into a CPU generator, so the run reseeds its augmentation and goes on to the end."""
+    params = dataclasses.replace(PARAMS, freeze_depth=3, unfreeze_epoch=1)
+    saved: list[TrainCheckpoint] = []
+    _run(toy, params, augment="crop_flip", on_checkpoint=saved.append,
+         on_epoch=lambda metrics: metrics.epoch == 1)  # fmt: skip
+    from_gpu = dataclasses.replace(saved[0], augment_rng_state=torch.zeros(16, dtype=torch.uint8))
+
+    resumed = _run(toy, params, augment="crop_flip", model=_model(seed=9), resume=from_gpu)
+
+    assert [m.epoch for m in resumed.history] == [0, 1, 2]
+    assert all(math.isfinite(m.val_accuracy) for m in resumed.history)
+
+
+def test_restore_generator_loads_a_state_of_its_own_kind_and_reseeds_otherwise() -> None:
+    generator = torch.Generator().manual_seed(3)
+    torch.rand(5, generator=generator)
+    state = generator.get_state()
+    expected = torch.rand(4, generator=generator)
+
+    assert restore_generator(generator, state, epoch=0)
+    assert torch.equal(torch.rand(4, generator=generator), expected)
+    assert not restore_generator(generator, torch.zeros(16, dtype=torch.uint8), epoch=2)
+    assert torch.equal(
+        torch.rand(4, generator=generator),
+        torch.rand(4, generator=torch.Generator().manual_seed(6)),
+    )

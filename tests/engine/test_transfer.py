@@ -13,7 +13,7 @@ from tuner.data.prepare import PreparedData
 from tuner.engine.features import FeatureCache
 from tuner.engine.placement import WORKERS_ON_DEVICE_ENV, choose_placement, free_bytes
 from tuner.engine.train import TrainEnvironment, TrainHooks, train
-from tuner.engine.transfer import ResidentImages, StreamedImages
+from tuner.engine.transfer import DeviceCopies, ResidentImages, StreamedImages, image_source
 from tuner.errors import TunerError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,3 +81,20 @@ def test_workers_sharing_a_gpu_divide_its_room_but_not_the_page_cache(
     shared = choose_placement(toy, CPU, TrainConfig())
     # on the CPU the memory map is one copy for every worker: the same room for each
     assert abs(shared.allowed_bytes - alone.allowed_bytes) < 0.05 * alone.allowed_bytes
+
+
+def test_device_copies_upload_each_split_once_per_worker() -> None:
+    """A worker's trials share one device copy of each split (on "meta", a device whose
+    ``.to`` always makes a new tensor, as a GPU's does)."""
+    train, val = (
+        torch.zeros(8, 3, 4, 4, dtype=torch.uint8),
+        torch.ones(4, 3, 4, 4, dtype=torch.uint8),
+    )
+    copies, meta = DeviceCopies(), torch.device("meta")
+    first = [image_source(x, meta, resident=True, copies=copies).images for x in (train, val)]
+    again = [image_source(x, meta, resident=True, copies=copies).images for x in (train, val)]
+
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    assert first[0] is not first[1] and first[0].device.type == "meta"
+    assert image_source(train, meta, resident=True).images is not first[0]  # no cache: a new copy
+    assert isinstance(image_source(train, meta, resident=False, copies=copies), StreamedImages)

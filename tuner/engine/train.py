@@ -29,7 +29,7 @@ from tuner.engine.features import FeatureCache, FrozenPrefix
 from tuner.engine.model import set_frozen, set_train_mode
 from tuner.engine.optim import make_optimizer, schedule_lr, unfreeze
 from tuner.engine.records import EpochMetrics, TrainCheckpoint, TrainResult, cpu_copy
-from tuner.engine.transfer import image_source
+from tuner.engine.transfer import DeviceCopies, image_source
 from tuner.errors import TunerError
 from tuner.recipe import TrialParams, frozen_depth_at
 
@@ -49,6 +49,20 @@ class TrainEnvironment:
     class_weights: Tensor | None = None  # per-class loss weights; None: all equal
     feature_cache: FeatureCache | None = None
     resident: bool = True  # the data on the device; False: streamed (tuner.engine.placement)
+    device_copies: DeviceCopies | None = None  # the worker's resident copies, kept across trials
+
+
+def restore_generator(generator: torch.Generator, state: Tensor, epoch: int) -> bool:
+    """Load a checkpoint's augmentation generator state; False when it came from another kind
+    of device (a CPU generator's state is 5,056 bytes, a CUDA one's 16, and neither loads
+    into the other), in which case the generator is reseeded from its own seed and the epoch:
+    a retry that lands on the other kind of device goes on, with other augmentation draws
+    from there on (it could not repeat them anyway: the kernels differ)."""
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return True
+    generator.manual_seed(generator.initial_seed() + epoch + 1)
+    return False
 
 
 def _go_on(metrics: EpochMetrics) -> bool:
@@ -145,8 +159,9 @@ class TrainingRun:
                 f"data: the training split has {len(data.train_labels)} image(s) and training "
                 "needs at least 2; raise data.per_class or lower data.val_fraction"
             )
-        train_x = image_source(data.train_images, device, resident=env.resident)
-        self.val_x = image_source(data.val_images, device, resident=env.resident)
+        copies = env.device_copies
+        train_x = image_source(data.train_images, device, resident=env.resident, copies=copies)
+        self.val_x = image_source(data.val_images, device, resident=env.resident, copies=copies)
         train_y, self.val_y = data.train_labels.to(device), data.val_labels.to(device)
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)  # convs follow their weights' layout
@@ -176,7 +191,7 @@ class TrainingRun:
             self._unfreeze_for(epoch)
         self.model.load_state_dict(checkpoint.model_state)
         self.optimizer.load_state_dict(checkpoint.optimizer_state)
-        self.batches.generator.set_state(checkpoint.augment_rng_state)
+        restore_generator(self.batches.generator, checkpoint.augment_rng_state, checkpoint.epoch)
         if self.ema is not None and checkpoint.ema_state is not None:
             self.ema.load_state_dict(checkpoint.ema_state)
         self.history = list(checkpoint.history)

@@ -94,10 +94,33 @@ class StreamedImages:
 ImageSource = ResidentImages | StreamedImages
 
 
-def image_source(images: Tensor, device: torch.device, *, resident: bool) -> ImageSource:
-    """``images`` as a source on ``device``: moved there when ``resident``, else streamed.
+class DeviceCopies:
+    """One worker's device copies of its splits, uploaded by its first trial and reused by
+    every later one: resident data that each trial uploaded again would cost a full copy of
+    the dataset per trial, which is what keeping it resident is meant to avoid."""
+
+    def __init__(self) -> None:
+        self._copies: list[tuple[Tensor, torch.device, Tensor]] = []  # host, device, copy
+
+    def on(self, images: Tensor, device: torch.device) -> Tensor:
+        """``images`` on ``device``: the copy made before for this very tensor, or a new one."""
+        for host, where, copy in self._copies:
+            if host is images and where == device:
+                return copy
+        copy = images.to(device)
+        self._copies.append((images, device, copy))  # holding ``host`` keeps its id unique
+        return copy
+
+
+def image_source(
+    images: Tensor, device: torch.device, *, resident: bool, copies: DeviceCopies | None = None
+) -> ImageSource:
+    """``images`` as a source on ``device``: moved there when ``resident`` (once per worker
+    with ``copies``), else streamed.
 
     Moving images that already live on ``device`` (a memory map, for a CPU run) is a no-op:
     they are read in place.
     """
-    return ResidentImages(images.to(device)) if resident else StreamedImages(images, device)
+    if not resident:
+        return StreamedImages(images, device)
+    return ResidentImages(images.to(device) if copies is None else copies.on(images, device))
