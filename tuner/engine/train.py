@@ -26,6 +26,7 @@ from tuner.engine.ema import WeightEma
 from tuner.engine.epoch import BatchSource, train_one_epoch
 from tuner.engine.evaluate import validate as validate_split
 from tuner.engine.features import FeatureCache, FrozenPrefix
+from tuner.engine.loss import make_loss
 from tuner.engine.model import set_frozen, set_train_mode
 from tuner.engine.optim import make_optimizer, schedule_lr, unfreeze
 from tuner.engine.records import EpochMetrics, TrainCheckpoint, TrainResult, cpu_copy
@@ -169,7 +170,7 @@ class TrainingRun:
         self.autocast = autocast_for(device, cfg.amp)
         self.frozen = self._frozen_prefix(data, env)
         weight = None if env.class_weights is None else env.class_weights.to(device)
-        self.loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=params.label_smoothing)
+        self.loss_fn = make_loss(weight, params.label_smoothing)
         generator = torch.Generator(device=device).manual_seed(env.seed)
         mixing = Mixing(params.mixup, params.cutmix, data.num_classes) if params.mixes else None
         self.batches = BatchSource(
