@@ -49,7 +49,8 @@ def test_bad_worker_plans_are_refused(workers, gpus, per_gpu, message: str) -> N
         plan_slots(workers, gpus, per_gpu)
 
 
-def test_gpus_this_host_lacks_are_refused_with_the_count() -> None:
+def test_gpus_this_host_lacks_are_refused_with_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # a mask counts instead
     visible = torch.cuda.device_count()
     with pytest.raises(TunerError, match=f"torch sees {visible} CUDA device"):
         plan_slots(None, f"{visible}", 1)

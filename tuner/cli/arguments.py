@@ -27,7 +27,10 @@ def shared_options() -> dict[str, argparse.ArgumentParser]:
         "(default: $TUNER_ARTIFACTS or tuner-artifacts/ in the current directory)",
     )
     shared["gpus"].add_argument(
-        "--gpus", metavar="LIST", help="one worker per listed GPU, e.g. --gpus 0,1,2,3"
+        "--gpus",
+        metavar="LIST",
+        help="one worker per listed GPU, e.g. --gpus 0,1,2,3: numbers as this process sees them "
+        "(within CUDA_VISIBLE_DEVICES when set) or UUIDs from nvidia-smi -L",
     )
     shared["gpus"].add_argument(
         "--per-gpu", type=int, default=1, metavar="K", help="workers per GPU with --gpus (1)"

@@ -32,6 +32,8 @@ from tuner.search.storage import artifact_store
 STOP_SECONDS = 10.0
 """How long stopped workers get to mark their trials failed before they are killed."""
 _POLL_SECONDS = 0.5
+VISIBLE_DEVICES_ENV = "CUDA_VISIBLE_DEVICES"
+_UUID_PREFIXES = ("GPU-", "MIG-")
 # exit statuses of `tuner worker` that are a decision, not a crash: done, bad input, stopped
 _DELIBERATE_EXITS = (0, 2, 130)
 
@@ -41,9 +43,10 @@ class Slot:
     """One worker process to start: its number, its GPU (None: the default device), threads."""
 
     index: int
-    gpu: str | None
+    gpu: str | None  # the worker's CUDA_VISIBLE_DEVICES: a physical GPU number or a UUID
     threads: int
     sharing: int = 1  # workers on this slot's GPU (--per-gpu), each with its own data copy
+    asked: str | None = None  # the --gpus entry it came from (a position under a mask)
 
 
 def plan_slots(workers: int | None, gpus: str | None, per_gpu: int) -> list[Slot]:
@@ -56,31 +59,129 @@ def plan_slots(workers: int | None, gpus: str | None, per_gpu: int) -> list[Slot
     if per_gpu < 1:
         raise TunerError(f"--per-gpu {per_gpu}: must be at least 1.")
     if gpus is not None:
-        devices = _parse_gpus(gpus)
-        placed = [gpu for gpu in devices for _ in range(per_gpu)]
+        asked = [part.strip() for part in gpus.split(",") if part.strip()]
+        devices = _parse_gpus(asked)
+        placed = [
+            (gpu, entry) for gpu, entry in zip(devices, asked, strict=True) for _ in range(per_gpu)
+        ]
     else:
         if workers is not None and workers < 1:
             raise TunerError(f"--workers {workers}: must be at least 1.")
-        placed = [None] * (workers or 1)
+        placed = [(None, None)] * (workers or 1)
     threads = max(1, (os.cpu_count() or 1) // len(placed))
     sharing = per_gpu if gpus is not None else 1
-    return [Slot(index, gpu, threads, sharing) for index, gpu in enumerate(placed)]
+    return [Slot(index, gpu, threads, sharing, entry) for index, (gpu, entry) in enumerate(placed)]
 
 
-def _parse_gpus(text: str) -> list[str]:
-    devices = [part.strip() for part in text.split(",") if part.strip()]
-    if not devices or not all(d.isdigit() for d in devices) or len(set(devices)) != len(devices):
-        raise TunerError(f"--gpus {text!r}: give distinct GPU numbers, e.g. --gpus 0,1,2,3.")
+def _parse_gpus(asked: list[str]) -> list[str]:
+    """The --gpus entries as the workers' CUDA_VISIBLE_DEVICES, checked against this host.
+
+    Under a mask its length is the count (no CUDA call needed); unmasked, torch counts the
+    host's GPUs (``device_count`` creates no CUDA context, so no GPU memory is held here).
+    """
+    parent = os.environ.get(VISIBLE_DEVICES_ENV)
+    devices = child_visible_devices(asked, parent)
+    if parent is not None:
+        return devices
     import torch
 
     visible = torch.cuda.device_count()
-    missing = [d for d in devices if int(d) >= visible]
+    missing = [d for d in asked if (int(d) >= visible if d.isdigit() else visible == 0)]
     if missing:
         raise TunerError(
-            f"--gpus {text}: torch sees {visible} CUDA device(s) on this host, so there is no "
-            f"GPU {', '.join(missing)}. Check nvidia-smi, or run on CPU with --workers N."
+            f"--gpus {','.join(asked)}: torch sees {visible} CUDA device(s) on this host "
+            f"({VISIBLE_DEVICES_ENV} is unset), so there is no GPU {', '.join(missing)}. Check "
+            "nvidia-smi, or run on CPU with --workers N."
         )
     return devices
+
+
+def child_visible_devices(requested: list[str], parent_visible: str | None) -> list[str]:
+    """Each --gpus entry as the CUDA_VISIBLE_DEVICES its worker gets: a physical device.
+
+    --gpus counts as torch does, within what this process sees: Slurm, Docker and Kubernetes
+    confine a job with CUDA_VISIBLE_DEVICES, so under ``CUDA_VISIBLE_DEVICES=2,3`` ``--gpus
+    0,1`` means physical GPUs 2 and 3, and a child given "0" would land on a GPU outside the
+    job's. Unmasked (``parent_visible`` None) a number stays as it is. A UUID as ``nvidia-smi
+    -L`` prints it (GPU-..., MIG-...) names one device anywhere: unmasked it is passed on for
+    CUDA to resolve; under a mask of UUIDs it must be one of them and is written as the mask
+    spells it, and a prefix is taken when it matches exactly one entry, as CUDA takes unique
+    prefixes; under a mask of numbers it is refused, since nothing here can tell which
+    physical number a UUID has.
+
+    Raises:
+        TunerError: for an entry that is neither, a position past the mask, a UUID outside
+            it, an empty mask, or two entries naming one GPU; naming --gpus and the mask.
+    """
+    given = ",".join(requested)
+    bad = [entry for entry in requested if not _is_device(entry)]
+    if not requested or bad:
+        raise TunerError(
+            f"--gpus {given!r}: give distinct GPU numbers or UUIDs, e.g. --gpus 0,1,2,3 "
+            "(`nvidia-smi -L` lists the UUIDs)."
+        )
+    if parent_visible is None:
+        devices = list(requested)
+    else:
+        mask = _visible_entries(parent_visible)
+        if not mask:
+            raise TunerError(
+                f"--gpus {given}: {VISIBLE_DEVICES_ENV}={parent_visible!r} hides every GPU from "
+                f"this process, so there is none to use; unset {VISIBLE_DEVICES_ENV} or list "
+                "the GPUs the search may use in it."
+            )
+        devices = [_within_mask(entry, mask, given, parent_visible) for entry in requested]
+    doubled = sorted({d for d in devices if devices.count(d) > 1})
+    if doubled:
+        where = (
+            "" if parent_visible is None else f" (within {VISIBLE_DEVICES_ENV}={parent_visible})"
+        )
+        raise TunerError(
+            f"--gpus {given}: GPU {', '.join(doubled)} is given twice{where}; give distinct "
+            "GPU numbers or UUIDs, and --per-gpu K for several workers on one GPU."
+        )
+    return devices
+
+
+def _is_device(entry: str) -> bool:
+    return entry.isdigit() or entry.startswith(_UUID_PREFIXES)
+
+
+def _visible_entries(mask: str) -> list[str]:
+    """The devices a CUDA_VISIBLE_DEVICES value leaves visible: CUDA reads it up to the first
+    entry that names no device (``-1`` hides them all)."""
+    entries = []
+    for entry in (part.strip() for part in mask.split(",")):
+        if not _is_device(entry):
+            break
+        entries.append(entry)
+    return entries
+
+
+def _within_mask(entry: str, mask: list[str], given: str, parent: str) -> str:
+    """One --gpus entry as the physical device it is under this process's mask."""
+    named = f"{VISIBLE_DEVICES_ENV}={parent}"
+    if entry.isdigit():
+        if int(entry) < len(mask):
+            return mask[int(entry)]
+        raise TunerError(
+            f"--gpus {given}: this process sees {len(mask)} GPU(s) ({named}), numbered 0 to "
+            f"{len(mask) - 1} in that list, so there is no GPU {entry}; give positions in it "
+            f"(--gpus 0 is {mask[0]}), or widen {VISIBLE_DEVICES_ENV}."
+        )
+    if all(m.isdigit() for m in mask):
+        raise TunerError(
+            f"--gpus {given}: {named} names GPUs by number, so the UUID {entry} cannot be "
+            f"matched to one of them; give positions in that list (0 to {len(mask) - 1})."
+        )
+    matches = [m for m in mask if m.startswith(entry) or entry.startswith(m)]
+    if len(matches) == 1:
+        return matches[0]
+    what = "none" if not matches else f"{len(matches)} (give more of the UUID)"
+    raise TunerError(
+        f"--gpus {given}: {entry} matches {what} of the GPUs this process may use ({named}); "
+        f"give one of those UUIDs, or a position 0 to {len(mask) - 1} in that list."
+    )
 
 
 def worker_command(study_name: str, slot: Slot) -> list[str]:
@@ -103,7 +204,7 @@ def worker_environment(slot: Slot, storage_url: str, artifacts: str) -> dict[str
         "PYTHONUNBUFFERED": "1",
     }
     if slot.gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        env[VISIBLE_DEVICES_ENV] = slot.gpu
         env["TUNER_GPU"] = slot.gpu
         env[WORKERS_ON_DEVICE_ENV] = str(slot.sharing)
     return env
@@ -140,8 +241,8 @@ class Launcher:
         first = len(self.study.get_trials(deepcopy=False))
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.say(
-            f"starting {len(self.slots)} workers "
-            f"({_describe_slots(self.slots)}); their logs: {self.log_dir}/"
+            f"starting {len(self.slots)} workers {_describe_slots(self.slots)}; "
+            f"their logs: {self.log_dir}/"
         )
         budget = study_mod.stored_budget(self.study)
         progress = SearchProgress(self.study, budget)
@@ -224,9 +325,24 @@ def _remove_resume_checkpoint(user_attrs: dict, artifacts: str) -> None:
 
 
 def _describe_slots(slots: list[Slot]) -> str:
-    gpus = sorted({s.gpu for s in slots if s.gpu is not None}, key=int)
-    where = f"on GPU {', '.join(gpus)}" if gpus else "on this host's default device"
-    return f"{where}, {slots[0].threads} CPU threads each"
+    where = f"on {describe_gpus(slots)}" if slots[0].gpu else "on this host's default device"
+    per_gpu = f", {slots[0].sharing} per GPU" if slots[0].sharing > 1 else ""
+    return f"{where}{per_gpu}, {slots[0].threads} CPU threads each"
+
+
+def describe_gpus(slots: list[Slot]) -> str:
+    """The GPU slots' physical devices in --gpus order, e.g. "GPU 2, 3 (--gpus 0,1 read within
+    this process's CUDA_VISIBLE_DEVICES)"."""
+    gpus = list(dict.fromkeys(s.gpu for s in slots if s.gpu is not None))
+    if all(gpu.isdigit() for gpu in gpus):
+        text = f"GPU {', '.join(gpus)}"
+    else:
+        text = ", ".join(f"GPU {gpu}" if gpu.isdigit() else gpu for gpu in gpus)
+    asked = list(dict.fromkeys(s.asked for s in slots if s.gpu is not None))
+    if asked != gpus and None not in asked:
+        given = ",".join(map(str, asked))
+        text += f" (--gpus {given} read within this process's {VISIBLE_DEVICES_ENV})"
+    return text
 
 
 def _describe_exit(code: int) -> str:
