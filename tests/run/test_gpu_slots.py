@@ -7,6 +7,7 @@ import torch
 
 from tuner.errors import TunerError
 from tuner.run.launcher import (
+    Slot,
     _describe_slots,
     child_visible_devices,
     describe_gpus,
@@ -99,6 +100,25 @@ def test_unmasked_gpus_are_counted_by_torch(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(TunerError, match=f"no GPU {A}"):
         plan_slots(None, A, per_gpu=1)
+
+
+def test_gpu_workers_allocate_in_expandable_segments_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.delenv("PYTORCH_ALLOC_CONF", raising=False)
+    gpu, cpu = Slot(0, "0", 1), Slot(0, None, 1)
+    assert worker_environment(gpu, "u", "a")["PYTORCH_CUDA_ALLOC_CONF"] == (
+        "expandable_segments:True"
+    )
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in worker_environment(cpu, "u", "a")
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "max_split_size_mb:128")
+    assert worker_environment(gpu, "u", "a")["PYTORCH_CUDA_ALLOC_CONF"] == "max_split_size_mb:128"
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setenv("PYTORCH_ALLOC_CONF", "backend:cudaMallocAsync")  # torch's newer name
+    env = worker_environment(gpu, "u", "a")
+    assert "PYTORCH_CUDA_ALLOC_CONF" not in env
+    assert env["PYTORCH_ALLOC_CONF"] == "backend:cudaMallocAsync"
 
 
 def _no_cuda(*args: object, **kwargs: object) -> None:

@@ -195,7 +195,12 @@ def worker_command(study_name: str, slot: Slot) -> list[str]:
 
 
 def worker_environment(slot: Slot, storage_url: str, artifacts: str) -> dict[str, str]:
-    """The environment of one slot: its GPU pinned before torch starts, threads capped."""
+    """The environment of one slot: its GPU pinned before torch starts, threads capped.
+
+    A GPU worker's allocator uses expandable segments (unless the user configured it): trials
+    of different archs and batch sizes in one long-lived worker otherwise fragment its cache,
+    and K workers sharing a GPU (--per-gpu) can least afford memory reserved but unusable.
+    """
     env = {
         **os.environ,
         "TUNER_STORAGE": storage_url,
@@ -207,6 +212,8 @@ def worker_environment(slot: Slot, storage_url: str, artifacts: str) -> dict[str
         env[VISIBLE_DEVICES_ENV] = slot.gpu
         env["TUNER_GPU"] = slot.gpu
         env[WORKERS_ON_DEVICE_ENV] = str(slot.sharing)
+        if not {"PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_ALLOC_CONF"} & env.keys():
+            env["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"
     return env
 
 
