@@ -1,4 +1,5 @@
-"""Where a run computes and in which precision: the device named in ``train.device``, AMP."""
+"""Where a run computes and in which precision: the device named in ``train.device``, AMP, and
+the backend settings of a process that trains there."""
 
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ def resolve_device(spec: str) -> torch.device:
             "device(s) here; use auto, cpu or an existing cuda:<i>"
         )
     return device
+
+
+def configure_backends(device: torch.device) -> None:
+    """Set the process-wide backend flags for training on ``device``; no CUDA call is made.
+
+    cuDNN benchmarks the convolution algorithms for each new input shape once and keeps the
+    fastest: a worker runs trial after trial of the same few shapes, so it pays that once.
+    tuner has no deterministic setting, so this is on for every CUDA worker: a seeded run on
+    a GPU is reproducible only up to the algorithms cuDNN chooses (they may differ between
+    runs, GPUs and versions, as may bfloat16 autocast's rounding); on the CPU it stays off.
+    """
+    torch.backends.cudnn.benchmark = device.type == "cuda"
 
 
 def amp_enabled(device: torch.device, amp: str) -> bool:

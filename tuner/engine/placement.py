@@ -7,7 +7,8 @@ resident when they fit in ``train.data_on_device_share`` of the device's free me
 divided among the workers that share the device, and streams them otherwise. On the CPU
 "resident" is the memory map itself, read in place through the page cache that all of a
 host's workers share, so the host's available memory is not divided; streaming there only
-gathers the next batch on a thread while the current one computes.
+gathers the next batch on a thread while the current one computes. The frozen-feature cache
+(``train.feature_cache_mb``) is divided among a GPU's workers in the same way.
 """
 
 from __future__ import annotations
@@ -78,6 +79,18 @@ def choose_placement(
             f"on {device}{of_whom} ({_gb(allowed)}); set it to auto or never to stream batches"
         )
     return Placement(fits, str(device), needed, allowed)
+
+
+def feature_cache_bytes(cfg: TrainConfig, device: torch.device, sharing: int | None = None) -> int:
+    """One worker's share of ``train.feature_cache_mb``: the budget of a device.
+
+    On a GPU shared by ``sharing`` workers (--per-gpu; by default from the launcher), each
+    keeps its own cache in that GPU's memory, so each gets 1/K, as with resident data; on the
+    CPU each worker's cache is in its own process's memory and gets it all. No CUDA call.
+    """
+    sharing = workers_on_device() if sharing is None else sharing
+    workers = 1 if device.type == "cpu" else sharing
+    return (cfg.feature_cache_mb << 20) // workers
 
 
 def workers_on_device() -> int:

@@ -23,7 +23,15 @@ from tuner.data import (
     host_cores,
     prepare_data,
 )
-from tuner.engine import FeatureCache, Placement, build_model, choose_placement, resolve_device
+from tuner.engine import (
+    FeatureCache,
+    Placement,
+    build_model,
+    choose_placement,
+    configure_backends,
+    feature_cache_bytes,
+    resolve_device,
+)
 from tuner.errors import TunerError
 from tuner.progress import duration
 from tuner.run.identity import WorkerIdentity
@@ -88,11 +96,12 @@ def ready_host(
     """Everything this host's trials share, checked before the first one starts.
 
     The data is loaded and checked, the model of each arch is built once (so unloadable or
-    changed weights fail here, not in every trial), the device resolved, where the data lives on it
-    chosen (``train.data_on_device``), the artifact store opened and the frozen-feature
-    cache sized from ``train.feature_cache_mb``. ``data`` is the study's data when the caller
-    loaded it already with :func:`load_study_data` (the search does, to report a data error
-    before it resolves weights).
+    changed weights fail here, not in every trial), the device resolved and its backends set,
+    where the data lives on it chosen (``train.data_on_device``), the artifact store opened and
+    the frozen-feature cache sized from ``train.feature_cache_mb`` (divided among a GPU's
+    workers). ``data`` is the study's data when the caller loaded it already with
+    :func:`load_study_data` (the search does, to report a data error before it resolves
+    weights).
     """
     data = data or load_study_data(config, study_name, fingerprint)
     try:
@@ -106,6 +115,7 @@ def ready_host(
             f"({weights.describe()}): {exc}"
         ) from None
     device = resolve_device(config.train.device)
+    configure_backends(device)
     return SearchContext(
         config,
         data,
@@ -113,7 +123,7 @@ def ready_host(
         device,
         artifact_store(artifacts),
         worker or WorkerIdentity(),
-        FeatureCache(config.train.feature_cache_mb << 20),
+        FeatureCache(feature_cache_bytes(config.train, device)),
         choose_placement(data, device, config.train),
     )
 
