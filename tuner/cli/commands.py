@@ -29,7 +29,7 @@ def search_command(args: argparse.Namespace) -> None:
     _before_trials()
     started = time.monotonic()
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
-    session = driver.open_search(_search_request(args), print)
+    session = driver.open_search(_search_request(args), print, slots)
     outcome = driver.run_search(session, slots, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
 

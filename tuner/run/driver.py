@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from tuner.run.host import (
     load_study_data,
     ready_host,
 )
-from tuner.run.launcher import Launcher, Slot
+from tuner.run.launcher import Launcher, Slot, describe_gpus
 from tuner.run.progress import DataProgress, SearchProgress
 from tuner.run.request import SearchRequest
 from tuner.run.workers import WorkerOutcome, run_worker
@@ -57,14 +58,16 @@ class SearchSession:
     config_file: Path  # the study's full config, as stored in it
 
 
-def open_search(request: SearchRequest, say: Say) -> SearchSession:
+def open_search(request: SearchRequest, say: Say, slots: Sequence[Slot] = ()) -> SearchSession:
     """Load and check everything a search needs before the first trial starts.
 
     Bad input fails here, before the study is created or touched: an existing study is
     only reused when its stored config, weights and data fingerprint all match. Naming
     only an existing study (no config file, no --set) continues it with its stored config.
     The data is checked right after the two lines naming the study and its config, before
-    the weights are resolved (which may download), so a data error is near the top.
+    the weights are resolved (which may download), so a data error is near the top. With
+    GPU ``slots`` (``--gpus``) this process only launches the workers: it touches no CUDA
+    function, and the device it names is theirs (each chooses its own placement).
     """
     config, storage, url, existing = _study_config(request)
     name, artifacts = config.search.study, storage_mod.artifacts_uri(request.artifacts)
@@ -82,12 +85,13 @@ def open_search(request: SearchRequest, say: Say) -> SearchSession:
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
     say(f"pruner:    {describe_pruner(config.search)}")
+    gpu_slots = [slot for slot in slots if slot.gpu is not None]
     context = ready_host(
-        config, weights, artifacts, study_name=name, fingerprint=fingerprint, data=data
-    )
+        config, weights, artifacts, study_name=name, fingerprint=fingerprint, data=data,
+        gpu_workers=bool(gpu_slots),
+    )  # fmt: skip
     say(f"artifacts: {describe_artifacts(artifacts)}")
-    say(f"device:    {context.device}, {torch.get_num_threads()} CPU threads")
-    say(f"placement: {context.placement.describe()}")
+    say(_describe_device(context, gpu_slots))
     if existing is not None:
         pinned = study_mod.set_budget(existing, config.search.trials)
     else:
@@ -97,6 +101,21 @@ def open_search(request: SearchRequest, say: Say) -> SearchSession:
             warm_start.enqueue(pinned, warm, queued, say)
     write_config_file(pinned.config, config_file)
     return SearchSession(pinned, context, url, artifacts, config_file)
+
+
+def _describe_device(context: SearchContext, gpu_slots: list[Slot]) -> str:
+    """Where the trials compute: this process's device and placement, or its GPU workers'."""
+    if gpu_slots:
+        return (
+            f"device:    cuda in {len(gpu_slots)} worker processes on {describe_gpus(gpu_slots)}, "
+            f"{gpu_slots[0].threads} CPU threads each\n"
+            "placement: each worker chooses resident or streamed for its GPU "
+            f"(train.data_on_device: {context.config.train.data_on_device})"
+        )
+    return (
+        f"device:    {context.device}, {torch.get_num_threads()} CPU threads\n"
+        f"placement: {context.placement.describe()}"
+    )
 
 
 def _study_config(

@@ -50,7 +50,7 @@ class SearchContext:
     store: ArtifactStore
     worker: WorkerIdentity = field(default_factory=WorkerIdentity)
     feature_cache: FeatureCache = field(default_factory=FeatureCache)  # frozen-stage outputs
-    placement: Placement | None = None  # None: resident (tuner.engine.placement decides)
+    placement: Placement | None = None  # None: resident; none in a launcher of GPU workers
 
 
 def load_study_data(
@@ -92,6 +92,7 @@ def ready_host(
     fingerprint: str | None,
     worker: WorkerIdentity | None = None,
     data: PreparedData | None = None,
+    gpu_workers: bool = False,
 ) -> SearchContext:
     """Everything this host's trials share, checked before the first one starts.
 
@@ -101,7 +102,9 @@ def ready_host(
     the frozen-feature cache sized from ``train.feature_cache_mb`` (divided among a GPU's
     workers). ``data`` is the study's data when the caller loaded it already with
     :func:`load_study_data` (the search does, to report a data error before it resolves
-    weights).
+    weights). With ``gpu_workers`` this process only launches GPU workers, which each ready
+    their own host: it touches no CUDA function (a context would hold memory on a GPU for the
+    whole search) and records no placement; its device is theirs, CUDA.
     """
     data = data or load_study_data(config, study_name, fingerprint)
     try:
@@ -114,6 +117,9 @@ def ready_host(
             f"study {study_name!r}: this host cannot load the study's weights "
             f"({weights.describe()}): {exc}"
         ) from None
+    store, worker = artifact_store(artifacts), worker or WorkerIdentity()
+    if gpu_workers:
+        return SearchContext(config, data, weights, torch.device("cuda"), store, worker)
     device = resolve_device(config.train.device)
     configure_backends(device)
     return SearchContext(
@@ -121,8 +127,8 @@ def ready_host(
         data,
         weights,
         device,
-        artifact_store(artifacts),
-        worker or WorkerIdentity(),
+        store,
+        worker,
         FeatureCache(feature_cache_bytes(config.train, device)),
         choose_placement(data, device, config.train),
     )
