@@ -14,9 +14,10 @@ from importlib.metadata import version
 
 from tuner.cli import arguments, commands
 from tuner.cli.commands import EXIT_USER_ERROR
-from tuner.errors import TunerError
+from tuner.errors import DeviceFailedError, TunerError
 
 EXIT_INTERRUPTED = 130
+EXIT_DEVICE_FAILED = 3  # the GPU broke: a launcher or Slurm replaces the worker (not deliberate)
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except TunerError as exc:
         print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except DeviceFailedError as exc:
+        print(f"tuner {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_DEVICE_FAILED
     except KeyboardInterrupt:
         kept = _KEPT_WHEN_INTERRUPTED.get(args.command, "")
         print(

@@ -16,10 +16,12 @@ from tuner.engine.placement import (
 )
 from tuner.engine.records import EpochMetrics, NonFiniteLossError, TrainCheckpoint, TrainResult
 from tuner.engine.train import TrainEnvironment, TrainHooks, train, train_epochs
+from tuner.engine.transfer import DeviceCopies
 from tuner.engine.weights import file_sha256, resolve_study_weights, resolve_weights
 
 __all__ = [
     "WORKERS_ON_DEVICE_ENV",
+    "DeviceCopies",
     "EpochMetrics",
     "FeatureCache",
     "NonFiniteLossError",

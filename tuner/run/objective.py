@@ -7,6 +7,7 @@ import dataclasses
 import io
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -16,6 +17,7 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from safetensors.torch import save_file
 
 from tuner.engine import (
+    DeviceCopies,
     EpochMetrics,
     NonFiniteLossError,
     TrainCheckpoint,
@@ -26,7 +28,9 @@ from tuner.engine import (
     evaluate,
     train,
 )
+from tuner.errors import DeviceFailedError
 from tuner.recipe import TrialParams
+from tuner.run import device_memory
 from tuner.run.host import SearchContext
 from tuner.run.signals import raise_if_stop_requested
 from tuner.run.trial_figures import trial_figures
@@ -37,22 +41,54 @@ from tuner.search.storage import ArtifactStore
 
 
 def make_objective(context: SearchContext) -> Callable[[optuna.Trial], float]:
-    """The objective: a trial's value is its best validation accuracy over the epochs."""
+    """The objective: a trial's value is its best validation accuracy over the epochs.
+
+    One per worker: its trials share the worker's resident data on the device and its record
+    of recipes that ran out of memory; after each, the device memory is handed back.
+    """
+    worker = _WorkerState(DeviceCopies(), device_memory.OutOfMemoryLog())
 
     def objective(trial: optuna.Trial) -> float:
+        reason, worker.params = None, None
         try:
-            return _run_trial(trial, context)
+            return _run_trial(trial, context, worker)
         except optuna.TrialPruned:
+            raise
+        except torch.OutOfMemoryError as exc:
+            if worker.params is None:  # before the recipe was sampled: not the recipe's doing
+                raise
+            reason = device_memory.out_of_memory_reason(worker.params, exc, context.device)
+            worker.memory.record(worker.params, trial.number)
+        except DeviceFailedError as exc:
+            trial.set_user_attr(attrs.FAIL_REASON, str(exc)[:500])
             raise
         except Exception as exc:
             # Optuna 5 keeps no failure reason; record one for status and the worker's stop.
             trial.set_user_attr(attrs.FAIL_REASON, f"{type(exc).__name__}: {exc}"[:500])
             raise
+        finally:
+            device_memory.hand_back(context.device)
+        # out of memory: raised here, outside the handler, so no traceback holds its tensors
+        trial.set_user_attr(attrs.FAIL_REASON, reason[:500])
+        raise TrialOutOfMemory(reason)
 
     return objective
 
 
-def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
+class TrialOutOfMemory(RuntimeError):
+    """The trial's recipe did not fit in the device's memory (its reason says by how much)."""
+
+
+@dataclass
+class _WorkerState:
+    """What one worker's trials share beyond the :class:`SearchContext`."""
+
+    copies: DeviceCopies
+    memory: device_memory.OutOfMemoryLog
+    params: TrialParams | None = None  # the running trial's recipe
+
+
+def _run_trial(trial: optuna.Trial, context: SearchContext, worker: _WorkerState) -> float:
     """Sample, build, train with per-epoch report/prune, keep the checkpoint, return the value.
 
     A retry of a trial whose worker died carries the dead trial's user attributes: its
@@ -62,6 +98,11 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     """
     config = context.config
     params, origin, seed, init_seed = _begin(trial, context)
+    worker.params = params
+    refusal = worker.memory.refusal(params)
+    if refusal is not None:
+        raise TrialOutOfMemory(refusal)
+    device_memory.start_trial(context.device)
     torch.manual_seed(init_seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(params.arch, context.data.num_classes, context.weights[params.arch])
     reporter = _TrialReporter(trial, context, origin, _load_resume(trial, context))
@@ -73,6 +114,7 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
         class_weights=weights,
         feature_cache=context.feature_cache,
         resident=context.placement is None or context.placement.resident,
+        device_copies=worker.copies,
     )
     hooks = TrainHooks(reporter.on_epoch, reporter.on_checkpoint if config.search.resume else None)
     stopped = False
@@ -96,7 +138,15 @@ def _run_trial(trial: optuna.Trial, context: SearchContext) -> float:
     except KeyboardInterrupt:
         stopped = True  # the worker queues a retry that resumes from it (leave_for_retry)
         raise
+    except Exception as exc:
+        if not device_memory.is_device_failure(exc):
+            raise
+        stopped = True  # as for a stop: a fresh process retries it from its checkpoint
+        raise device_memory.device_failed(exc) from exc
     finally:
+        peak = device_memory.peak_reserved(context.device)
+        if peak is not None:
+            trial.set_user_attr(device_memory.PEAK_ATTR, peak)
         # Last, after the trial's checkpoint and figures: a worker killed before Optuna
         # stores the outcome leaves the resume checkpoint its trial's retry resumes from.
         if not stopped:

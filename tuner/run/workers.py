@@ -13,7 +13,7 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.errors import TunerError
+from tuner.errors import DeviceFailedError, TunerError
 from tuner.run import signals
 from tuner.run.host import SearchContext, ready_host
 from tuner.run.identity import WorkerIdentity, owner_gone
@@ -102,7 +102,7 @@ def run_worker(
                 time.sleep(WAIT_SECONDS)
             elif done.state == TrialState.FAIL:
                 reason = study_mod.failure_streak(study, limit, since=first)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, DeviceFailedError):
         leave_for_retry(study, context)
         raise
     return WorkerOutcome(study_mod.finished_count(study), study_mod.stored_budget(study), reason)
@@ -178,6 +178,9 @@ def run_trial(
             value = objective(trial)
     except optuna.TrialPruned:
         state = TrialState.PRUNED
+    except DeviceFailedError:
+        _tell(study, trial, None, TrialState.FAIL)  # the worker queues its retry and exits
+        raise
     except Exception:
         state = TrialState.FAIL
     except KeyboardInterrupt:
