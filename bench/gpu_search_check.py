@@ -10,8 +10,9 @@ API (``gpu_study_check.judge``): the exit status of ``tuner search`` alone passe
 "STOPPED EARLY" with every trial failed.
 
 * **mini**: two workers share GPU 0; all trials have one memory footprint (batch size,
-  optimizer, freeze depth and extras fixed, only rates and the like searched), so a worker's
-  peak GPU memory after its first trial is what every later trial should need too.
+  optimizer, freeze depth and extras fixed, only rates and the like searched; 128 px, so the
+  peak is near 1 GiB), so a worker's peak GPU memory in its first trial is what every later
+  trial should need too.
 * **oom**: the study is created here with two queued trials of one ResNet-50 at 288 px,
   batch 100 then batch 4, while this process holds all but 3 GiB of the GPU; then one
   ``--gpus 0`` worker runs them. The first must FAIL with "out of memory" in its reason,
@@ -132,7 +133,10 @@ def url_of(work: Path) -> str:
 
 
 def check_mini(work: Path, timeout: float) -> str:
-    sets = [*base_sets(work), "train.epochs=2", "space.batch_size=32", *SAME_FOOTPRINT]
+    # 128 px and one batch of all 120 training images: a peak near 1 GiB, so that the
+    # allocator's 2 and 20 MiB blocks stay well inside the 5% it may grow by
+    sets = [*base_sets(work), "data.image_size=128", "train.epochs=2", "space.batch_size=128"]
+    sets += SAME_FOOTPRINT
     args = ["--gpus", "0", "--per-gpu", "2", "--trials", "6", "--study", "mini"]
     args += ["--storage", url_of(work), *(a for s in sets for a in ("--set", s))]
     exited = run_search(work, args, timeout, {})

@@ -10,8 +10,10 @@ passes only when:
 * exactly ``--trials`` trials finished (COMPLETE + PRUNED): the budget, no more, no fewer;
 * every trial's ``worker`` attribute names a CUDA device (``--device-has`` a given text
   too, e.g. "(GPU 1)"), and with ``--workers N`` exactly N worker processes ran them;
-* where the workers record their peak GPU memory per trial (``cuda_peak_reserved_bytes``),
-  no worker's peak over its finished trials exceeds its first trial's by more than 5%.
+* where the workers record their peak GPU memory per trial (``cuda_peak_reserved_bytes``,
+  ``torch.cuda.max_memory_reserved()`` over the trial), no worker's peak over its finished
+  trials exceeds its first trial's by more than 5%; where they record none, the verdict
+  says "NOT MEASURED".
 
 Prints one line and exits 0 when it passes; prints one line naming the first failure and
 exits 1 otherwise. Nothing here needs a GPU.
@@ -32,12 +34,9 @@ if str(REPO) not in sys.path:
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
+from tuner.run.device_memory import PEAK_ATTR  # noqa: E402
 from tuner.search import attrs  # noqa: E402
 
-PEAK_ATTR = "cuda_peak_reserved_bytes"
-"""What each worker records on its trials: ``torch.cuda.max_memory_reserved()`` during the
-trial (tuner/run/device_memory.py's PEAK_ATTR; spelled here so this check runs on trees
-from before it)."""
 MAX_GROWTH = 0.05
 
 
