@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -158,6 +159,23 @@ def test_the_weight_average_moves_by_its_warmed_up_decay() -> None:
     assert torch.equal(model.weight, start["weight"] + 1.0)  # its own weights are back
 
 
+def test_the_weight_average_follows_its_model_after_applied_and_a_reload() -> None:
+    """Its tensors are paired with the model's once: every write to either must keep them."""
+    model = nn.Linear(3, 2)
+    ema = WeightEma(model, decay=0.5)
+    saved = {k: v.clone() for k, v in ema.state_dict()["shadow"].items()}
+    with ema.applied(model):
+        pass
+    ema.load_state_dict({"updates": 0, "shadow": saved})
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update(model)
+    decay = 2 / 11
+    assert torch.allclose(ema.shadow["weight"], decay * saved["weight"] + (1 - decay) * 2.0)
+    with pytest.raises(ValueError, match="another model"):
+        ema.update(nn.Linear(3, 2))
+
+
 def test_with_ema_the_average_is_validated_and_kept_as_the_best(toy: PreparedData) -> None:
     model = _model()
     cfg = dataclasses.replace(CFG, epochs=1)
@@ -177,7 +195,8 @@ def test_with_ema_the_average_is_validated_and_kept_as_the_best(toy: PreparedDat
 def _mixed(mixing: Mixing, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(8) % mixing.num_classes
-    return mix_batch(images, labels, mixing, torch.Generator().manual_seed(seed))
+    generator, rng = torch.Generator().manual_seed(seed), np.random.default_rng(seed)
+    return mix_batch(images, labels, mixing, generator, rng)
 
 
 @pytest.mark.parametrize(
@@ -194,17 +213,18 @@ def test_mixing_is_seeded_and_its_targets_are_probabilities(mixing: Mixing) -> N
 def test_cutmix_pastes_a_box_and_weighs_the_targets_by_its_area() -> None:
     images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(8)
-    mixed, targets = mix_batch(images, labels, Mixing(0.0, 1.0, 8), torch.Generator())
-    own = (mixed == images).all(1)  # [8, 16, 16]: pixels each image kept
-    kept = own[0].float().mean().item()
-    assert 0 < kept < 1  # a box came from another image
-    assert torch.allclose(targets.diagonal(), torch.full((8,), kept))
+    mixing = Mixing(0.0, 1.0, 8)
+    mixed, targets = mix_batch(images, labels, mixing, torch.Generator(), np.random.default_rng(0))
+    kept = (mixed == images).all(1).float().mean((1, 2))  # each image's share of its pixels
+    assert 0 < kept.min() < 1  # a box came from another image (an image its own partner keeps all)
+    assert torch.allclose(targets.diagonal(), kept)
 
 
 def test_mixup_blends_images_and_targets_alike() -> None:
     images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     labels = torch.arange(8)
-    mixed, targets = mix_batch(images, labels, Mixing(0.4, 0.0, 8), torch.Generator())
+    mixing = Mixing(0.4, 0.0, 8)
+    mixed, targets = mix_batch(images, labels, mixing, torch.Generator(), np.random.default_rng(0))
     lam = targets.diagonal()[0]
     partner = targets[0].clone()
     partner[0] = 0

@@ -10,6 +10,7 @@ trial seeded the same way sees the same augmented batches.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -67,9 +68,17 @@ def flip_draw(n: int, generator: torch.Generator, device: torch.device) -> torch
 
 
 def _normalize_float(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(x.device)
     return (x / 255.0 - mean) / std
+
+
+@lru_cache
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as [1,3,1,1] tensors on ``device``, made once: building them from
+    Python lists is a blocking host -> device copy, which every batch would otherwise pay."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return mean, std
 
 
 def _sample_crop_boxes(

@@ -4,8 +4,10 @@ Mixup (Zhang et al., 2018) blends whole images, ``lam * x + (1 - lam) * x[perm]`
 (Yun et al., 2019) pastes a box of ``x[perm]`` covering ``1 - lam`` of the image. The targets
 are blended by the same ``lam``, so the loss takes class probabilities. ``lam`` is drawn from
 Beta(alpha, alpha); with both on, each batch uses one of the two with equal odds (timm's
-``mixup_switch_prob`` 0.5). Every draw comes from the run's generator, so a seeded run mixes
-identically, and a resumed one goes on as the uninterrupted one would have.
+``mixup_switch_prob`` 0.5). The shuffled partners come from the run's torch generator; which
+of the two, ``lam`` and the box are drawn on the host from a NumPy generator the caller seeds
+(never from a number read back from the device, which would stall every step on a GPU). A
+seeded run mixes identically, and a resumed one goes on as the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -33,10 +34,16 @@ class Mixing:
 
 
 def mix_batch(
-    images: Tensor, labels: Tensor, mixing: Mixing, generator: torch.Generator
+    images: Tensor,
+    labels: Tensor,
+    mixing: Mixing,
+    generator: torch.Generator,
+    rng: np.random.Generator,
 ) -> tuple[Tensor, Tensor]:
-    """Mix a float [N,3,H,W] batch and its int labels; returns (images, target probabilities)."""
-    rng = _numpy_rng(generator)
+    """Mix a float [N,3,H,W] batch and its int labels; returns (images, target probabilities).
+
+    ``generator`` (on the images' device) shuffles the partners; ``rng`` draws the rest.
+    """
     use_cutmix = mixing.cutmix > 0 and (mixing.mixup <= 0 or rng.random() < 0.5)
     alpha = mixing.cutmix if use_cutmix else mixing.mixup
     lam = float(rng.beta(alpha, alpha))
@@ -45,7 +52,9 @@ def mix_batch(
         images, lam = _paste_box(images, perm, lam, rng)
     else:
         images = images.lerp(images[perm], 1.0 - lam)
-    one_hot = F.one_hot(labels, mixing.num_classes).to(images.dtype)
+    # not F.one_hot, which reads the labels' min and max back to check them (on the CPU)
+    one_hot = torch.zeros(len(labels), mixing.num_classes, dtype=images.dtype, device=images.device)
+    one_hot.scatter_(1, labels[:, None], 1.0)
     return images, one_hot.lerp(one_hot[perm], 1.0 - lam)
 
 
@@ -61,11 +70,5 @@ def _paste_box(
     top, bottom = max(cy - box_h // 2, 0), min(cy + box_h // 2, height)
     left, right = max(cx - box_w // 2, 0), min(cx + box_w // 2, width)
     mixed = images.clone()
-    mixed[:, :, top:bottom, left:right] = images[perm][:, :, top:bottom, left:right]
+    mixed[:, :, top:bottom, left:right] = images[:, :, top:bottom, left:right][perm]
     return mixed, 1.0 - (bottom - top) * (right - left) / (height * width)
-
-
-def _numpy_rng(generator: torch.Generator) -> np.random.Generator:
-    """A NumPy generator seeded from the torch one (torch draws no Beta with a generator)."""
-    seed = torch.randint(2**62, (1,), generator=generator, device=generator.device)
-    return np.random.default_rng(int(seed.item()))

@@ -28,22 +28,30 @@ class WeightEma:
             raise ValueError(f"ema decay must be in (0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        own = model.state_dict()
+        self.shadow = {k: v.detach().clone() for k, v in own.items()}
+        # Paired once: a state dict's tensors share their storage with the model's, and every
+        # later write (optimizer, load_state_dict, applied) is in place, so the pairs stay true
+        # and a step costs two foreach calls instead of a walk over the state dict.
+        self._model = model
+        floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
+        counters = [k for k, v in self.shadow.items() if not v.is_floating_point()]
+        self._floats = ([self.shadow[k] for k in floats], [own[k] for k in floats])
+        self._counters = ([self.shadow[k] for k in counters], [own[k] for k in counters])
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the average towards the model's weights after an optimizer step."""
+        """Move the average towards the model's weights after an optimizer step.
+
+        ``model`` must be the one the average was made from (its tensors were paired then).
+        """
+        if model is not self._model:
+            raise ValueError("WeightEma.update got another model than the one it averages")
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        floats, targets = [], []
-        for name, value in model.state_dict().items():
-            shadow = self.shadow[name]
-            if shadow.is_floating_point():
-                floats.append(shadow)
-                targets.append(value.detach().to(shadow.dtype))
-            else:
-                shadow.copy_(value)
-        torch._foreach_lerp_(floats, targets, 1.0 - decay)
+        torch._foreach_lerp_(*self._floats, 1.0 - decay)
+        if self._counters[0]:
+            torch._foreach_copy_(*self._counters)
 
     @contextmanager
     def applied(self, model: nn.Module) -> Iterator[None]:

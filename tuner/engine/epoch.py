@@ -9,6 +9,7 @@ steps the optimizer, whichever it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -45,8 +46,9 @@ class BatchSource:
     """The training split (resident or streamed) and how every epoch of one run batches it.
 
     ``generator`` (on the compute device) draws every augmentation (and the flips of cached
-    features), so it is part of a checkpoint; the shuffle comes from a fresh CPU generator per
-    epoch (:func:`_shuffle`). Images are augmented in batch order as they arrive, so the
+    features, the partners of mixed images), so it is part of a checkpoint; the shuffle and the
+    host-side draws of mixing come from fresh CPU generators per epoch (:func:`_shuffle`,
+    :func:`_mixing_rng`). Images are augmented in batch order as they arrive, so the
     resident and streamed paths draw the same numbers and train identically.
     """
 
@@ -92,8 +94,8 @@ class BatchSource:
         forward = model if self.frozen is None else partial(forward_frozen, model, depth=depth)
         pairs = zip(augmented, labels, strict=True)
         if self.mixing is not None:
-            mixing = self.mixing
-            pairs = (mix_batch(x, y, mixing, self.generator) for x, y in pairs)
+            mixing, rng = self.mixing, _mixing_rng(self.seed, epoch)
+            pairs = (mix_batch(x, y, mixing, self.generator, rng) for x, y in pairs)
         return EpochBatches(pairs, forward)
 
 
@@ -111,15 +113,14 @@ def train_one_epoch(
     """One optimizer step per batch, then ``after_step`` (the weight average); returns the
     epoch's mean training loss.
 
-    Raises NonFiniteLossError at the first NaN or infinite loss: at that step on CPU, where
-    the check is free, at the end of the epoch on CUDA, where it would stall every step.
+    The steps never read a number back from the device (a GPU would stall on each), so the
+    epoch's losses are read once at its end: NonFiniteLossError names the first NaN or
+    infinite one.
     """
     step_losses: list[Tensor] = []
     for inputs, labels in batches:
         with autocast:
             loss = loss_fn(batches.forward(inputs), labels)
-        if loss.device.type != "cuda" and not torch.isfinite(loss):
-            raise NonFiniteLossError(epoch, len(step_losses))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -129,10 +130,18 @@ def train_one_epoch(
             after_step()
         step_losses.append(loss.detach())
     losses = torch.stack(step_losses).float()
-    bad_steps = torch.nonzero(~torch.isfinite(losses))
-    if len(bad_steps):
-        raise NonFiniteLossError(epoch, int(bad_steps[0]))
-    return losses.mean().item()
+    mean = losses.mean().item()  # not finite when a step's loss is not (or their sum overflows)
+    if not math.isfinite(mean):
+        values = losses.tolist()
+        bad = [step for step, value in enumerate(values) if not math.isfinite(value)]
+        raise NonFiniteLossError(epoch, bad[0] if bad else values.index(max(values)))
+    return mean
+
+
+def _mixing_rng(seed: int, epoch: int) -> np.random.Generator:
+    """This epoch's host-side mixing draws (mixup or cutmix, lam, the box): a child of the
+    epoch's seed sequence, so a resumed run draws them again without a state of its own."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch]).spawn(1)[0])
 
 
 def _shuffle(n: int, seed: int, epoch: int) -> Tensor:

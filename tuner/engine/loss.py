@@ -42,7 +42,7 @@ class WeightedSmoothedCrossEntropy(nn.Module):
             return F.cross_entropy(logits, target, weight=self.weight, label_smoothing=eps)
         log_probs = F.log_softmax(logits.float(), dim=1)
         weight = self.weight.to(log_probs.dtype)
-        target_weight = weight[target]
+        target_weight = weight.gather(0, target)
         nll = -log_probs.gather(1, target[:, None]).squeeze(1)
         smooth = -(log_probs * weight).sum(1)
         total = (1 - eps) * (target_weight * nll).sum() + eps / logits.shape[1] * smooth.sum()

@@ -105,8 +105,8 @@ class TrainCheckpoint:
 class NonFiniteLossError(Exception):
     """The training loss became NaN or infinite: the run diverged and cannot recover.
 
-    On CPU it is raised at the failing step; on CUDA, where checking every step would stall
-    the GPU, at the end of that epoch (``step`` is still the first bad step).
+    Raised at the end of that epoch, since checking every step would stall a GPU; ``step`` is
+    the first bad step.
     """
 
     def __init__(self, epoch: int, step: int) -> None:
