@@ -99,8 +99,8 @@ class TrainConfig:
     seed: int = setting(0)
     # images per validation step; 256: no gradients are kept, so it can exceed training's
     eval_batch_size: int = setting(256, low=1)
-    # MiB per worker, on the training device, for frozen stages' outputs; 0: off; 1 GiB is
-    # small beside a GPU's or a host's memory
+    # MiB on the training device for frozen stages' outputs, per worker on the CPU and per
+    # GPU on a GPU (its --per-gpu workers divide it); 0: off; 1 GiB is small beside either
     feature_cache_mb: int = setting(1024, low=0, per_run=True)
     # auto, always or never resident on the device; auto: resident where it fits, else streamed
     data_on_device: str = setting("auto", choices=DATA_ON_DEVICE, per_run=True)

@@ -221,8 +221,9 @@ class _TrialReporter:
 def _describe_worker(context: SearchContext) -> dict[str, object]:
     worker = context.worker
     device = str(context.device)
-    if worker.gpu is not None:
-        device += f" (GPU {worker.gpu})"
+    if worker.gpu is not None:  # a number, or a UUID that names itself ("GPU-...", "MIG-...")
+        named = worker.gpu.startswith(("GPU-", "MIG-"))
+        device += f" ({worker.gpu})" if named else f" (GPU {worker.gpu})"
     data = "resident" if context.placement is None else context.placement.mode
     return {
         "host": worker.host,
