@@ -2,7 +2,7 @@
 is for our users, and the downstream task it is fine-tuned on.
 
     python bench/upstream.py build [--objective mixed] [--epochs 2] [--seed 0]
-    python bench/upstream.py check [--seeds 3] [--out bench/RESULTS.md]
+    python bench/upstream.py check [--task fashion|digits] [--seeds 3] [--out bench/RESULTS.md]
 
 ``build`` pretrains on the upstream classes (trouser, dress, sandal, sneaker, bag: every one
 of their 30,000 training photos) and saves the backbone as a state-dict file that
@@ -21,6 +21,8 @@ all their 5,000 official test photos. ``check`` measures what makes it a task wo
 with tuner's own engine: fine-tuning from the upstream against random init, and per freeze
 depth the best of a small learning-rate grid (chosen on validation) from either start, several
 seeds, each run's test predictions cached so that a later session resumes or re-analyses.
+``check --task digits`` does the same on a second downstream task with a domain shift
+(:data:`DIGITS`: scikit-learn's handwritten digits, fine-tuned from the same upstream).
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ DOWNSTREAM = (
     "data.test_source=auto",  # the official test photos of these classes: 1,000 each
 )
 """The downstream task as `tuner search --set` options (the race adds model.weights)."""
+DIGITS = ("data.source=digits",)
+"""The second downstream task, a domain shift: scikit-learn's 1,797 handwritten digits at 32
+px, 10 classes, validation and test held out (20% each), fine-tuned from the same upstream."""
+CHECKED = {"fashion": DOWNSTREAM, "digits": DIGITS}
+"""The downstream tasks ``check --task`` measures; each keeps its runs in its own folder."""
 
 
 @dataclass(frozen=True)
@@ -265,8 +272,8 @@ BACKBONE_LRS = (1e-4, 1e-3)  # the grid a frozen prefix is fine-tuned with (head
 HEAD_LRS = (1e-3, 1e-2)  # the grid feature extraction is tried with
 
 
-def downstream_data() -> PreparedData:
-    config = load_config(None, [*DOWNSTREAM, f"data.cache_dir={CACHE / 'data'}"])
+def downstream_data(task: tuple[str, ...] = DOWNSTREAM) -> PreparedData:
+    config = load_config(None, [*task, f"data.cache_dir={CACHE / 'data'}"])
     return prepare_data(config.data, cache_path(config.data), with_test=True)
 
 
@@ -277,9 +284,11 @@ def check_runs(depth: int) -> list[TrialParams]:
     return [TrialParams(depth, None, "all", 1e-3, lr, "adam", 64, 1e-5) for lr in BACKBONE_LRS]
 
 
-def run_check(data: PreparedData, params: TrialParams, weights: str, seed: int) -> dict:
+def run_check(
+    data: PreparedData, params: TrialParams, weights: str, seed: int, task: tuple[str, ...]
+) -> dict:
     """One recipe from one start with tuner's engine: best val, its test predictions, time."""
-    config = load_config(None, list(DOWNSTREAM))
+    config = load_config(None, list(task))
     resolved = resolve_weights(params.arch, weights)
     torch.manual_seed(seed)
     model = build_model(params.arch, data.num_classes, resolved)
@@ -326,18 +335,24 @@ def check_plan(seeds: int) -> list[tuple[str, TrialParams, str, int]]:
     return plan
 
 
-def check(recipe: UpstreamRecipe, seeds: int) -> dict:
-    """Every check run, kept one file each in the recipe's ``check/`` folder (resumable)."""
+def check_folder(recipe: UpstreamRecipe, task: str) -> Path:
+    """``check/`` for the Fashion-MNIST task (the first), ``check-<task>/`` for the others."""
+    return recipe.folder / ("check" if task == "fashion" else f"check-{task}")
+
+
+def check(recipe: UpstreamRecipe, seeds: int, task: str = "fashion") -> dict:
+    """Every check run of ``task``, kept one file each in its folder (resumable)."""
     weights = str(recipe.weights)
-    data = downstream_data()
-    out = recipe.folder / "check"
+    data = downstream_data(CHECKED[task])
+    out = check_folder(recipe, task)
     out.mkdir(exist_ok=True)
     plan = check_plan(seeds)
     started, found, ran = time.monotonic(), {}, 0
     for index, (name, params, start, seed) in enumerate(plan, 1):
         path = out / f"{name}.json"
         if not path.is_file():
-            result = run_check(data, params, weights if start == "upstream" else "none", seed)
+            start_weights = weights if start == "upstream" else "none"
+            result = run_check(data, params, start_weights, seed, CHECKED[task])
             path.write_text(json.dumps(result))
             ran += 1
         found[name] = json.loads(path.read_text())
@@ -348,11 +363,13 @@ def check(recipe: UpstreamRecipe, seeds: int) -> dict:
     return found
 
 
-def analyse(recipe: UpstreamRecipe, found: dict, seeds: int) -> str:
+def analyse(recipe: UpstreamRecipe, found: dict, seeds: int, task: str = "fashion") -> str:
     """The check's table: per depth and start, the lr chosen on val, test mean and range over
     seeds, and upstream against random init on test (exact McNemar, pooled over seeds)."""
     record = json.loads((recipe.folder / "recipe.json").read_text())
+    images = next(iter(found.values()))["images"]
     lines = [
+        f"Downstream task `{task}` (`{' '.join(CHECKED[task])}`), {images} test images.", "",
         f"Upstream `{recipe.name}`: {record['recipe']['objective']} objective, "
         f"{record['recipe']['epochs']} epochs, upstream test accuracy "
         f"{record['upstream_test_accuracy']:.4f} on {record['upstream_test_images']} photos of "
@@ -400,7 +417,7 @@ def _classic_lines(found: dict, seeds: int) -> list[str]:
 def classic_test_correct(recipe: UpstreamRecipe) -> dict[str, list[np.ndarray]]:
     """Each classic recipe's test predictions from the check, one array per seed (in seed
     order), for the benches that set a searched recipe against them."""
-    out = recipe.folder / "check"
+    out = check_folder(recipe, "fashion")
     found = {}
     for name, _ in classic_recipes():
         paths = sorted(
@@ -437,11 +454,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, default=3, help="check: seeds per recipe and start")
     parser.add_argument("--out", type=Path, help="check: append the table to this markdown file")
+    parser.add_argument("--task", default="fashion", choices=tuple(CHECKED), help="check: which")
     args = parser.parse_args()
     recipe = UpstreamRecipe(objective=args.objective, epochs=args.epochs, seed=args.seed)
     build(recipe)
     if args.command == "check":
-        table = analyse(recipe, check(recipe, args.seeds), args.seeds)
+        found = check(recipe, args.seeds, args.task)
+        table = analyse(recipe, found, args.seeds, args.task)
         print(table)
         append_run(args.out, table)
 
