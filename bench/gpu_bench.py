@@ -6,7 +6,10 @@ Run by ``bench/gpu_check.sh`` on a machine with CUDA; prints a Markdown block fo
 1. **The ceiling**: images/s of the bare ResNet-18 and ResNet-50 training step (forward,
    backward, SGD with momentum) in bf16 autocast and channels_last at 224 px, batch 256, on
    random tensors already on the GPU (after warm-up steps).
-2. **tuner's engine epoch** (``tuner.engine.train``, one epoch: training pass plus validation,
+2. **Validation in fp32 against bf16 autocast** (the engine validates in fp32; not enforced,
+   the evidence for whether it should change): images/s of the ResNet-18 and ResNet-50
+   eval-mode forward at 224 px.
+3. **tuner's engine epoch** (``tuner.engine.train``, one epoch: training pass plus validation,
    ResNet-18 from random init, full fine-tune, batch 256, flips) on synthetic CIFAR-10-sized
    data held in memory-mapped ``.npy`` files as ``tuner prepare`` writes them: 50,000 + 10,000
    images at 32 px, and 20,000 + 2,000 at 224 px (to stay in the check's 8 minutes), with
@@ -73,6 +76,24 @@ def ceiling(arch: str, steps: int) -> float:
     return steps * BATCH / (time.perf_counter() - started)
 
 
+@torch.no_grad()
+def eval_speed(arch: str, bf16: bool, steps: int) -> float:
+    """Images/s of the validation forward pass at 224 px, batch 512, in fp32 (what the engine
+    evaluates in) or under bf16 autocast (what it could): the evidence for that choice."""
+    model = build_model(arch, 10, ResolvedWeights.random_init()).to(GPU).eval()
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(512, 3, 224, 224, device=GPU).to(memory_format=torch.channels_last)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        for _ in range(5):
+            model(x)
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        torch.cuda.synchronize()
+    return steps * 512 / (time.perf_counter() - started)
+
+
 def synthetic(folder: Path, train_n: int, val_n: int, size: int) -> PreparedData:
     """Random CIFAR-10-sized data written as a cache entry's .npy files, memory-mapped back."""
     rng = np.random.default_rng(0)
@@ -117,6 +138,11 @@ def main() -> int:
         ceilings[arch] = ceiling(arch, args.steps)
         rows.append(f"| bare {arch} bf16 channels_last step, 224 px, batch {BATCH} | "
                     f"{ceilings[arch]:.0f} |")  # fmt: skip
+        print(rows[-1], flush=True)
+    for arch in ("resnet18", "resnet50"):
+        fp32, bf16 = (eval_speed(arch, amp, max(5, args.steps // 3)) for amp in (False, True))
+        rows.append(f"| {arch} validation forward, 224 px, batch 512: fp32 / bf16 autocast | "
+                    f"{fp32:.0f} / {bf16:.0f} ({bf16 / fp32:.1f}x) |")  # fmt: skip
         print(rows[-1], flush=True)
     epochs: dict[tuple[int, str], float] = {}
     for size, train_n, val_n in ((32, 50_000, 10_000), (224, 20_000, 2_000)):

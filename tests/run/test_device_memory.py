@@ -65,18 +65,19 @@ def test_an_out_of_memory_trial_fails_with_its_numbers_and_the_worker_goes_on(
 ) -> None:
     message = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has 1.10 GiB free."
     _train_failing(monkeypatch, torch.OutOfMemoryError(message), from_batch=64)
-    pinned, context = make_context(*FIXED, "search.trials=2")
+    pinned, context = make_context(*FIXED, "search.trials=3")
     for batch in (64, 128, 32, 16):
         pinned.study.enqueue_trial({"batch_size": batch})
 
     outcome = run_worker(pinned.study, context)
 
     states = [t.state for t in pinned.study.trials]
-    assert states == [TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    oom, refused = (t.user_attrs["fail_reason"] for t in pinned.study.trials[:2])
+    assert states == [TrialState.FAIL, TrialState.PRUNED, TrialState.COMPLETE, TrialState.COMPLETE]
+    oom, refused = pinned.study.trials[0].user_attrs["fail_reason"], pinned.study.trials[1]
     assert "out of memory" in oom and "batch size 64" in oom and "Tried to allocate 2.00 GiB" in oom
-    assert "not run: trial #0 ran out of GPU memory" in refused and "(this one: 128)" in refused
-    assert outcome.finished == 2 and outcome.stopped_reason is None
+    reason = refused.user_attrs["stopped"]  # pruned: TPE learns from it, no failure streak
+    assert "not run: trial #0 ran out of GPU memory" in reason and "(this one: 128)" in reason
+    assert outcome.finished == 3 and outcome.stopped_reason is None
 
 
 def test_a_broken_device_fails_the_trial_for_a_retry_and_ends_the_worker(

@@ -101,7 +101,9 @@ def _run_trial(trial: optuna.Trial, context: SearchContext, worker: _WorkerState
     worker.params = params
     refusal = worker.memory.refusal(params)
     if refusal is not None:
-        raise TrialOutOfMemory(refusal)
+        # pruned, not failed: TPE learns to avoid it (it ignores failures), and no streak builds
+        trial.set_user_attr(attrs.STOPPED, refusal)
+        raise optuna.TrialPruned(refusal)
     device_memory.start_trial(context.device)
     torch.manual_seed(init_seed)  # the new head (and a random-init backbone) are drawn here
     model = build_model(params.arch, context.data.num_classes, context.weights[params.arch])
