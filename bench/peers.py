@@ -102,6 +102,13 @@ class Keeper:
         self.best = -1.0
         work.mkdir(parents=True, exist_ok=True)
 
+    def started(self) -> None:
+        """Count a trial the searcher starts, in ``trials.json`` at once: a searcher is killed
+        a few seconds past its budget, often inside a trial, before it could count at the end."""
+        path = self.work / "trials.json"
+        count = json.loads(path.read_text())["started"] if path.exists() else 0
+        path.write_text(json.dumps({"started": count + 1}))
+
     def offer(self, value: float, trial: str, state: dict[str, torch.Tensor]) -> None:
         record = self.work / "best.json"
         if record.exists():  # Ray runs trials in other processes: the file is the truth
@@ -182,11 +189,12 @@ def time_left(budget: float) -> float:
 # --- the searchers --------------------------------------------------------------------------
 
 
-def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
+def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     """Optuna's examples: TPE and a MedianPruner, report and should_prune every epoch."""
     state = task.start_state()
 
     def objective(trial: optuna.Trial) -> float:
+        keeper.started()
         params = sample(trial, reference_search.PLAIN_SPACE, task.epochs)
         run = TensorTrial(task, params, seed * 1000 + trial.number, state)
         for epoch in range(task.epochs):
@@ -203,10 +211,9 @@ def run_optuna(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
         pruner=optuna.pruners.MedianPruner(),
     )
     study.optimize(objective, timeout=time_left(budget))
-    return len(study.trials)
 
 
-def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
+def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     """Rounds of 9 random recipes for one epoch each; the best 3 of a round run to the end."""
     state = task.start_state()
     sampler = optuna.samplers.RandomSampler(seed=seed)
@@ -216,18 +223,18 @@ def run_top_third(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
         runs = []
         for _ in range(9):
             params = sample(study.ask(), reference_search.PLAIN_SPACE, task.epochs)
+            keeper.started()
             run = TensorTrial(task, params, seed * 1000 + number, state)
             runs.append((run.train_epoch(), number, run))
             number += 1
             if time_left(budget) <= 0:
-                return number
+                return
         for _, kept, run in sorted(runs, key=lambda r: -r[0])[:3]:
             while run.epoch < task.epochs:
                 run.train_epoch()
                 if time_left(budget) <= 0:
-                    return number
+                    return
             keeper.offer(run.best, f"top-third-{kept}", run.best_state)
-    return number
 
 
 def define_space(trial: optuna.Trial, epochs: int) -> None:
@@ -235,7 +242,7 @@ def define_space(trial: optuna.Trial, epochs: int) -> None:
     sample(trial, reference_search.PLAIN_SPACE, epochs)
 
 
-def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
+def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     """Ray Tune: ASHA (grace period 1 epoch, reduction factor 3) over OptunaSearch (TPE)."""
     import ray
     from ray import tune
@@ -248,6 +255,7 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
 
     def trainable(config: dict, data: dict) -> None:
         torch.set_num_threads(THREADS)
+        Keeper(keeper.work).started()
         params = sample(optuna.trial.FixedTrial(config), reference_search.PLAIN_SPACE, task.epochs)
         own = Task(task.folder, **data, num_classes=task.num_classes, epochs=task.epochs,
                    weights=task.weights)  # fmt: skip
@@ -282,12 +290,11 @@ def run_ray(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
         ),
         run_config=tune.RunConfig(storage_path=str(keeper.work / "ray"), verbose=0),
     )
-    started = len(tuner.fit())
+    tuner.fit()
     ray.shutdown()
-    return started
 
 
-def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
+def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> None:
     """The notebook way, on PNG files of the same images (written by anytime.py)."""
     state = task.start_state()
     train_dir, val_dir = task.folder / "png" / "train", task.folder / "png" / "val"
@@ -304,8 +311,12 @@ def run_reference(task: Task, seed: int, budget: float, keeper: Keeper) -> int:
         sampler=optuna.samplers.TPESampler(seed=seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
     )
-    study.optimize(objective, timeout=time_left(budget))
-    return len(study.trials)
+
+    def counted(trial: optuna.Trial) -> float:
+        keeper.started()
+        return objective(trial)
+
+    study.optimize(counted, timeout=time_left(budget))
 
 
 SEARCHERS = {
@@ -327,9 +338,7 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     np.random.seed(args.seed)
-    search = SEARCHERS[args.searcher]
-    started = search(Task.load(args.task), args.seed, args.budget, Keeper(args.work))
-    (args.work / "trials.json").write_text(json.dumps({"started": started}))
+    SEARCHERS[args.searcher](Task.load(args.task), args.seed, args.budget, Keeper(args.work))
 
 
 if __name__ == "__main__":
