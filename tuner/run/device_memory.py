@@ -4,9 +4,9 @@ Several workers share a GPU (``--per-gpu K``), so each hands its cached blocks b
 every trial instead of keeping its peak reserved, and records that peak on the trial. A
 recipe that runs out of memory fails alone with the numbers that explain it, and the worker
 goes on; a later trial of the same memory footprint at that batch size or more is pruned at
-once instead of running into the same wall (pruned, so that the sampler learns from it). Any other CUDA error leaves the process's context
-unusable (every later kernel fails too): the worker stops with :class:`DeviceFailedError`,
-so a fresh process retries the trial.
+once instead of running into the same wall (pruned, so that the sampler learns from it).
+Any other CUDA error leaves the process's context unusable (every later kernel fails too):
+the worker stops with :class:`DeviceFailedError`, so a fresh process retries the trial.
 """
 
 from __future__ import annotations
