@@ -413,7 +413,7 @@ def _versus_classic(tuner_runs: list[Run]) -> list[str]:
     lines = [
         "The searched recipe against the classic recipes (their runs in `bench/upstream.py "
         "check`, same test photos, paired by seed):", "",
-        "| classic recipe | its test accuracy: mean [range] | tuner's winner vs it (pooled, "
+        "| classic recipe | its test accuracy: median [range] | tuner's winner vs it (pooled, "
         "exact McNemar) |",
         "| --- | --- | --- |",
     ]  # fmt: skip
@@ -493,7 +493,8 @@ def plot(runs: list[Run], tasks: dict[str, str], budget: float, path: Path) -> N
             axis.fill_between(grid, low, high, color=line.get_color(), alpha=0.12)
         finals = [_median_best([r for r in runs if r.task == task and r.searcher == name], budget)
                   for name in SEARCHERS]  # fmt: skip
-        axis.set_ylim(max(0.0, min(finals) - 0.06), 1.0)  # where the searchers differ
+        top = min(1.0, max(finals) + 0.03)
+        axis.set_ylim(max(0.0, min(finals) - 0.06), top)  # where the searchers differ
         axis.set_title(f"task {task}: best val accuracy so far (median, range over seeds)")
         axis.set_xlabel("seconds since the searcher started")
         axis.set_ylabel("best val accuracy")
