@@ -1,0 +1,415 @@
+"""Searchers replayed on a surrogate of the real task: many seeds in minutes, simulated time.
+
+    python bench/replay.py [--seeds 30] [--budget 40] [--workers 1,4,8] [--out bench/RESULTS.md]
+
+The task is ``bench/replay_curves.py``'s record of the default space on the real downstream
+task, answered for any recipe by ``bench/replay_surrogate.py``. Each searcher is real Optuna:
+its sampler asks for recipes of tuner's default space (``tuner.search.space.sample``, classic
+recipes enqueued where tuner enqueues them), each trial reports the surrogate's epochs one by
+one to its real pruner and stops where the pruner says, and a simulated clock charges each
+epoch its cost under the ``cpu`` or the ``gpu`` cost model. Workers are asynchronous: a free
+worker asks for a new trial at once, the trials still running stay RUNNING in the study (so
+constant liar and the pruners see them, as in a real study).
+
+The budget is ``--budget`` full fine-tuning trials' worth of compute (a full trial's seconds
+under each cost model), shared by the workers: the same total compute at every worker count.
+A searcher hands back the complete trial with the best observed value (as ``tuner
+export-best`` does); its regret is the surrogate's best noise-free val accuracy over the
+space (20,000 random recipes and every recorded one) minus the handed-back recipe's
+noise-free val accuracy, in points. Seeds pair the searchers: a recipe shows the same noise
+to every searcher of one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import heapq
+import json
+import sys
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+import replay_curves  # noqa: E402
+import replay_surrogate  # noqa: E402
+import results_file  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from replay_surrogate import EPOCHS, Surrogate  # noqa: E402
+
+from tuner.config import SearchConfig, SpaceConfig  # noqa: E402
+from tuner.recipe import TrialParams  # noqa: E402
+from tuner.search import attrs  # noqa: E402
+from tuner.search.pruners import ScheduleAwareASHA, make_pruner  # noqa: E402
+from tuner.search.space import recipe_trials, sample  # noqa: E402
+
+FRACTIONS = (0.1, 0.25, 0.5, 1.0)
+TARGETS = (1.0, 0.5)  # regret in points: time until the handed-back recipe is this close
+COST_MODELS = ("cpu", "gpu")
+TRIAL_OVERHEAD = 1.0  # seconds per trial besides its epochs: build, load weights, storage
+
+
+class RayASHA(optuna.pruners.BasePruner):
+    """Ray Tune's ``ASHAScheduler`` rule (grace period 1 epoch, reduction factor 3, as
+    ``bench/peers.py`` runs it): at each milestone (1, 3 epochs) a trial stops when its value is
+    below the (1 - 1/3) percentile of the values its peers recorded there before it."""
+
+    def __init__(self, epochs: int, reduction_factor: int = 3) -> None:
+        self.quantile = 100 * (1 - 1 / reduction_factor)
+        self.steps, trained = [], 1
+        while trained < epochs:
+            self.steps.append(trained - 1)
+            trained *= reduction_factor
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        step = trial.last_step
+        if step not in self.steps:
+            return False
+        recorded = [
+            other.intermediate_values[step]
+            for other in study.get_trials(deepcopy=False)
+            if other.number != trial.number and step in other.intermediate_values
+        ]
+        if not recorded:
+            return False
+        return bool(trial.intermediate_values[step] < np.percentile(recorded, self.quantile))
+
+
+def _tpe(**settings: object) -> Callable[[int], optuna.samplers.BaseSampler]:
+    def build(seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=seed, **settings)
+
+    return build
+
+
+TUNER_TPE = {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 8}
+"""``tuner.search.study.make_sampler``'s TPE settings."""
+
+
+@dataclass(frozen=True)
+class Searcher:
+    """One searcher of the replay: how it samples, how it prunes, whether classics go first."""
+
+    name: str
+    sampler: Callable[[int], optuna.samplers.BaseSampler]
+    pruner: Callable[[], optuna.pruners.BasePruner]
+    classic_first: bool
+    words: str
+
+
+def _tuner_pruner(name: str) -> Callable[[], optuna.pruners.BasePruner]:
+    return lambda: make_pruner(SearchConfig(pruner=name), EPOCHS)
+
+
+SEARCHERS = {
+    s.name: s
+    for s in (
+        Searcher("tuner", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner's default: TPE (multivariate, group, constant liar, 8 start-up), "
+                 "schedule-aware ASHA, classic recipes first"),
+        Searcher("tuner-hyperband", _tpe(**TUNER_TPE), _tuner_pruner("hyperband"), True,
+                 "tuner with search.pruner=hyperband (behind the wait-for-the-unfreeze wrapper)"),
+        Searcher("ray-asha", _tpe(), lambda: RayASHA(EPOCHS), False,
+                 "Ray Tune's ASHA rule over default TPE (OptunaSearch), as bench/peers.py"),
+        Searcher("optuna-median", _tpe(), optuna.pruners.MedianPruner, False,
+                 "a plain Optuna loop: default TPE, MedianPruner"),
+        Searcher("random", lambda seed: optuna.samplers.RandomSampler(seed=seed),
+                 optuna.pruners.NopPruner, False, "random search, every trial to the end"),
+        Searcher("tuner-no-classic", _tpe(**TUNER_TPE), _tuner_pruner("asha"), False,
+                 "tuner without the classic recipes first"),
+        Searcher("tuner-startup-4", _tpe(**{**TUNER_TPE, "n_startup_trials": 4}),
+                 _tuner_pruner("asha"), True, "tuner with 4 random start-up trials"),
+        Searcher("tuner-startup-16", _tpe(**{**TUNER_TPE, "n_startup_trials": 16}),
+                 _tuner_pruner("asha"), True, "tuner with 16 random start-up trials"),
+        Searcher("tuner-univariate", _tpe(constant_liar=True, n_startup_trials=8),
+                 _tuner_pruner("asha"), True, "tuner with independent (univariate) TPE"),
+        Searcher("tuner-plain-asha", _tpe(**TUNER_TPE),
+                 lambda: ScheduleAwareASHA(EPOCHS, schedule_aware=False), True,
+                 "tuner's ASHA with every trial everyone's peer"),
+        Searcher("tuner-rf2", _tpe(**TUNER_TPE),
+                 lambda: ScheduleAwareASHA(EPOCHS, reduction_factor=2), True,
+                 "tuner's ASHA keeping the top half at each rung (rungs after 1, 2 epochs)"),
+        Searcher("tuner-no-pruning", _tpe(**TUNER_TPE), optuna.pruners.NopPruner, True,
+                 "tuner's sampler, every trial to the end"),
+        Searcher("tuner-no-liar", _tpe(**{**TUNER_TPE, "constant_liar": False}),
+                 _tuner_pruner("asha"), True, "tuner without constant liar"),
+    )
+}  # fmt: skip
+TOP_THIRD = "one-epoch-top-third"
+"""Rounds of 9 random recipes trained one epoch; the best 3 of each round go on to the end."""
+
+
+@dataclass
+class Trace:
+    """One replayed search: (time, regret, test) each time the handed-back recipe changed."""
+
+    searcher: str
+    cost: str
+    workers: int
+    seed: int
+    budget: float  # simulated seconds of wall time
+    changes: list[tuple[float, float, float]]
+    trials: int
+
+    def at(self, seconds: float) -> tuple[float, float]:
+        """(regret, test) of the recipe handed back at ``seconds``; inf, nan before any."""
+        found = [(r, t) for when, r, t in self.changes if when <= seconds]
+        return found[-1] if found else (float("inf"), float("nan"))
+
+    def time_to(self, regret: float) -> float:
+        """Seconds until the handed-back recipe's regret is at most ``regret``; inf: never."""
+        return next((w for w, r, _ in self.changes if r <= regret + 1e-9), float("inf"))
+
+
+class Task:
+    """The surrogate plus what the replay asks of it per recipe, cached by recipe."""
+
+    def __init__(self, surrogate: Surrogate, space: SpaceConfig, reference: float) -> None:
+        self.surrogate, self.space, self.reference = surrogate, space, reference
+        self._mean: dict[TrialParams, np.ndarray] = {}
+        self._cost: dict[tuple[TrialParams, str], np.ndarray] = {}
+
+    def mean(self, params: TrialParams) -> np.ndarray:
+        if params not in self._mean:
+            self._mean[params] = self.surrogate.mean(params)
+        return self._mean[params]
+
+    def cost(self, params: TrialParams, model: str) -> np.ndarray:
+        if (params, model) not in self._cost:
+            self._cost[params, model] = self.surrogate.epoch_seconds(params, model)
+        return self._cost[params, model]
+
+    def observed(self, params: TrialParams, seed: int) -> np.ndarray:
+        """The same recipe shows the same noise to every searcher of one seed."""
+        rng = np.random.default_rng([seed, zlib.crc32(repr(params).encode())])
+        noise = self.surrogate.residuals[rng.integers(len(self.surrogate.residuals))]
+        return np.clip(self.mean(params) + noise, 0.0, 1.0)
+
+    def handed_back(self, params: TrialParams, observed: np.ndarray) -> tuple[float, float]:
+        """(regret in points, test) of a complete trial, at the epoch it looked best."""
+        mean = self.mean(params)
+        best_epoch = int(np.argmax(observed[:EPOCHS]))
+        return 100 * (self.reference - mean[best_epoch]), float(mean[EPOCHS])
+
+    def full_trial_seconds(self, model: str) -> float:
+        full = TrialParams(0, None, "all", 1e-3, 1e-4, "adam", 64, 1e-5)
+        return float(self.cost(full, model).sum()) + self.surrogate.trial_overhead
+
+
+def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
+           workers: int) -> Trace:  # fmt: skip
+    """One asynchronous search of ``compute`` simulated seconds of work on ``workers``."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=searcher.sampler(seed), pruner=searcher.pruner()
+    )
+    if searcher.classic_first:
+        for _, params in recipe_trials(task.space, EPOCHS)[0]:
+            study.enqueue_trial(params)
+    budget = compute / workers
+    trace = Trace(searcher.name, cost, workers, seed, budget, [], 0)
+    events: list[tuple[float, int, int, int]] = []  # (time, tiebreak, worker, epoch)
+    running: dict[int, tuple[optuna.Trial, TrialParams, np.ndarray, np.ndarray]] = {}
+    best, order = -1.0, 0
+
+    def start(worker: int, now: float) -> None:
+        nonlocal order
+        trial = study.ask()
+        params = sample(trial, task.space, EPOCHS)
+        trial.set_user_attr(attrs.PARAMS, dataclasses.asdict(params))
+        seconds = task.cost(params, cost)
+        running[worker] = (trial, params, task.observed(params, seed), seconds)
+        order += 1
+        ends = now + task.surrogate.trial_overhead + seconds[0]
+        heapq.heappush(events, (ends, order, worker, 0))
+
+    for worker in range(workers):
+        start(worker, 0.0)
+    while events:
+        now, _, worker, epoch = heapq.heappop(events)
+        if now > budget:
+            break
+        trial, params, observed, seconds = running[worker]
+        trial.report(float(observed[epoch]), epoch)
+        if epoch == EPOCHS - 1:
+            value = float(observed[:EPOCHS].max())
+            study.tell(trial, value)
+            trace.trials += 1
+            if value > best:
+                best = value
+                trace.changes.append((now, *task.handed_back(params, observed)))
+        elif trial.should_prune():
+            study.tell(trial, state=TrialState.PRUNED)
+            trace.trials += 1
+        else:
+            order += 1
+            heapq.heappush(events, (now + seconds[epoch + 1], order, worker, epoch + 1))
+            continue
+        start(worker, now)
+    return trace
+
+
+def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: int) -> Trace:
+    """Rounds of 9 random recipes one epoch each, then the best 3 to the end; each phase's jobs
+    go to the first free worker, and a round's continuations wait for its last first epoch."""
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    budget = compute / workers
+    trace = Trace(TOP_THIRD, cost, workers, seed, budget, [], 0)
+    free, best = [0.0] * workers, -1.0
+    while min(free) < budget:
+        round_ = []
+        for _ in range(9):
+            trial = study.ask()
+            params = sample(trial, task.space, EPOCHS)
+            study.tell(trial, 0.0)
+            seconds, observed = task.cost(params, cost), task.observed(params, seed)
+            at = _run_job(free, task.surrogate.trial_overhead + seconds[0])
+            round_.append((observed[0], params, observed, seconds, at))
+            trace.trials += 1
+        barrier = max(at for *_, at in round_)
+        free = [max(f, barrier) for f in free]
+        for _, params, observed, seconds, _ in sorted(round_, key=lambda r: -r[0])[:3]:
+            ends = _run_job(free, float(seconds[1:].sum()))
+            value = float(observed[:EPOCHS].max())
+            if ends <= budget and value > best:
+                best = value
+                trace.changes.append((ends, *task.handed_back(params, observed)))
+        trace.changes.sort()
+    return trace
+
+
+def _run_job(free: list[float], seconds: float) -> float:
+    """Give the job to the first free worker; when it ends."""
+    worker = int(np.argmin(free))
+    free[worker] += seconds
+    return free[worker]
+
+
+def reference(surrogate: Surrogate, space: SpaceConfig, curves: list[dict]) -> float:
+    """The best noise-free val accuracy of the space: 20,000 random recipes and the recorded."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=12345))
+    recipes = [replay_surrogate.params_of(c["recipe"]) for c in curves]
+    for _ in range(20000):
+        recipes.append(sample(study.ask(), space, EPOCHS))
+    x = np.stack([replay_surrogate.features(p) for p in recipes])
+    return float(surrogate.curve_model.predict(x)[:, :EPOCHS].max())
+
+
+def summarise(traces: list[Trace], searchers: list[str], cost: str, workers: int) -> str:
+    """Median [IQR] regret at each budget fraction, test, and time to the targets."""
+    lines = [
+        "| searcher | trials | " + " | ".join(f"regret at {f:.0%}" for f in FRACTIONS)
+        + " | test at 100% | " + " | ".join(f"time to {t:g} pt" for t in TARGETS) + " |",
+        "| --- " * (3 + len(FRACTIONS) + len(TARGETS)) + "|",
+    ]  # fmt: skip
+    for name in searchers:
+        mine = [t for t in traces if (t.searcher, t.cost, t.workers) == (name, cost, workers)]
+        if not mine:
+            continue
+        cells = [_iqr([t.at(f * t.budget)[0] for t in mine]) for f in FRACTIONS]
+        tests = [t.at(t.budget)[1] for t in mine]
+        times = [_reached([t.time_to(target) / t.budget for t in mine]) for target in TARGETS]
+        lines.append(
+            f"| {name} | {np.median([t.trials for t in mine]):.0f} | " + " | ".join(cells)
+            + f" | {np.nanmedian(tests):.4f} | " + " | ".join(times) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def _iqr(values: list[float]) -> str:
+    q1, median, q3 = np.percentile(values, [25, 50, 75])
+    return "none" if not np.isfinite(median) else f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
+
+
+def _reached(fractions: list[float]) -> str:
+    """Median fraction of the budget to reach a target, and how many seeds reached it."""
+    reached = sum(np.isfinite(f) for f in fractions)
+    median = np.median(fractions)
+    text = "never" if not np.isfinite(median) else f"{median:.0%}"
+    return f"{text} ({reached}/{len(fractions)})"
+
+
+def run_all(task: Task, names: list[str], seeds: int, budget: float,
+            workers: list[int]) -> list[Trace]:  # fmt: skip
+    traces = []
+    for cost in COST_MODELS:
+        compute = budget * task.full_trial_seconds(cost)
+        for count in workers:
+            for name in names:
+                started = time.monotonic()
+                for seed in range(seeds):
+                    if name == TOP_THIRD:
+                        traces.append(replay_top_third(task, cost, seed, compute, count))
+                    else:
+                        traces.append(replay(SEARCHERS[name], task, cost, seed, compute, count))
+                print(f"replay: {cost} x{count} {name}: {seeds} seeds in "
+                      f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+    return traces
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--budget", type=float, default=40.0, help="in full trials' compute")
+    parser.add_argument("--workers", default="1,4,8")
+    parser.add_argument("--searchers", default=",".join([*SEARCHERS, TOP_THIRD]))
+    parser.add_argument("--curves", type=Path, default=replay_curves.WORK)
+    parser.add_argument("--out", type=Path, help="append the tables to this markdown file")
+    args = parser.parse_args()
+    started = time.monotonic()
+    curves = replay_curves.load_curves(args.curves)
+    compared = replay_surrogate.compare_models(curves)
+    surrogate = replay_surrogate.fit(curves, compared[0].name, TRIAL_OVERHEAD)
+    space = replay_curves.task_config().space
+    task = Task(surrogate, space, reference(surrogate, space, curves))
+    names, workers = args.searchers.split(","), [int(w) for w in args.workers.split(",")]
+    traces = run_all(task, names, args.seeds, args.budget, workers)
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    text = [
+        f"## Replay ({when})", "",
+        f"Command: `python bench/replay.py --seeds {args.seeds} --budget {args.budget:g} "
+        f"--workers {args.workers}`; {len(curves)} recorded recipes; "
+        f"{(time.monotonic() - started) / 60:.0f} minutes.", "",
+        surrogate_table(compared), "",
+        f"Best noise-free val accuracy of the space: {task.reference:.4f}; a full trial costs "
+        f"{task.full_trial_seconds('cpu'):.1f} s (cpu) and the same (gpu, by construction).", "",
+    ]  # fmt: skip
+    for cost in COST_MODELS:
+        for count in workers:
+            text += [f"### Cost model `{cost}`, {count} worker(s)", "",
+                     summarise(traces, names, cost, count), ""]  # fmt: skip
+    print("\n".join(text))
+    results_file.append_run(args.out, "\n".join(text))
+    _keep(traces, args.curves / "traces.json")
+
+
+def surrogate_table(compared: list[replay_surrogate.HeldOut]) -> str:
+    lines = [
+        "| curve model | held-out MAE, val epoch 1..4 (points) | test (points) | "
+        "rank correlation of best val |",
+        "| --- | --- | --- | --- |",
+    ]
+    for h in compared:
+        epochs = ", ".join(f"{m:.2f}" for m in h.mae[:EPOCHS])
+        lines.append(f"| {h.name} | {epochs} | {h.mae[EPOCHS]:.2f} | {h.rank:.2f} |")
+    return "\n".join(lines)
+
+
+def _keep(traces: list[Trace], path: Path) -> None:
+    """Every trace, so that tables and plots can be made again without replaying."""
+    path.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Learning curves of tuner's default space on the real task, recorded once for the replay.
+
+    python bench/replay_curves.py [--recipes 150] [--work bench/runs/replay]
+
+Recipes 0, 1 and 2 are tuner's classic recipes; recipe k from 3 on is a random recipe of the
+default space (Optuna's RandomSampler seeded with k, so recipe k is the same recipe in every
+session). Each trains all 4 epochs with tuner's own engine on ``bench/upstream.py``'s
+downstream task (Fashion-MNIST, 5 classes, 500 training and 125 validation photos each),
+from its upstream backbone, seeded with k, as one worker runs a trial: on two threads, frozen
+stages cached while frozen. Per epoch it records the validation accuracy, the frozen depth,
+and the wall and CPU seconds from one epoch's end to the next (training, the feature cache's
+fill, validation); per recipe, the test accuracy of the best epoch on the 5,000 official test
+photos (and which ones it got right, for paired tests).
+
+One file per recipe, ``WORK/curves/<k>.json``, tracked: a stopped recording resumes where it
+was and a later session re-analyses without training anything. ``WORK/PAUSE`` holds it
+between recipes (a test run beside it would skew its seconds). Wall seconds are true only on
+an otherwise idle machine; CPU seconds are recorded too, so the replay's cost model can
+check the one against the other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "bench"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import anytime  # noqa: E402
+import optuna  # noqa: E402
+import upstream  # noqa: E402
+
+from tuner import stats  # noqa: E402
+from tuner.config import StudyConfig, load_config  # noqa: E402
+from tuner.data import PreparedData  # noqa: E402
+from tuner.engine import EpochMetrics, TrainHooks  # noqa: E402
+from tuner.progress import duration  # noqa: E402
+from tuner.recipe import TrialParams  # noqa: E402
+from tuner.search.space import sample  # noqa: E402
+
+WORK = REPO / "bench" / "runs" / "replay"
+
+
+def task_config() -> StudyConfig:
+    """The downstream task's config: its space and its 4-epoch training settings."""
+    return load_config(None, list(upstream.DOWNSTREAM))
+
+
+def recipe(k: int) -> tuple[str, TrialParams, dict]:
+    """Recipe ``k``: (name, the recipe, its Optuna params), the same in every session."""
+    config = task_config()
+    classic = upstream.classic_recipes()
+    if k < len(classic):
+        name, params = classic[k]
+        return name, params, {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=k))
+    trial = study.ask()
+    params = sample(trial, config.space, config.train.epochs)
+    return f"random-{k}", params, dict(trial.params)
+
+
+class EpochClock:
+    """Wall and CPU seconds from the run's start to each epoch's end, as the hook sees it."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict] = []
+        self._wall, self._cpu = time.monotonic(), time.process_time()
+
+    def __call__(self, metrics: EpochMetrics) -> bool:
+        wall, cpu = time.monotonic(), time.process_time()
+        self.epochs.append({
+            "val": metrics.val_accuracy, "frozen_depth": metrics.frozen_depth,
+            "wall": round(wall - self._wall, 3), "cpu": round(cpu - self._cpu, 3),
+        })  # fmt: skip
+        self._wall, self._cpu = wall, cpu
+        return False
+
+
+def record(k: int, data: PreparedData, weights: str) -> dict:
+    """Train recipe ``k`` all its epochs; its curve, costs and test predictions."""
+    name, params, optuna_params = recipe(k)
+    clock = EpochClock()
+    result, model = upstream.fine_tune(
+        data, params, weights, k, upstream.DOWNSTREAM, TrainHooks(on_epoch=clock)
+    )
+    correct = upstream.test_correct(model, data)
+    return {
+        "k": k, "name": name, "recipe": dataclasses.asdict(params), "optuna": optuna_params,
+        "epochs": clock.epochs, "best_epoch": result.best_epoch,
+        "test": float(correct.mean()), "test_correct": stats.pack_correct(correct),
+        "test_images": len(correct), "machine": anytime.cpu(),
+    }  # fmt: skip
+
+
+def load_curves(work: Path = WORK) -> list[dict]:
+    """Every recorded recipe, by number."""
+    return sorted(
+        (json.loads(p.read_text()) for p in (work / "curves").glob("*.json")),
+        key=lambda c: c["k"],
+    )
+
+
+def record_all(recipes: int, work: Path) -> None:
+    """Record recipes 0..``recipes``-1 that are not recorded yet, with progress lines."""
+    folder = work / "curves"
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = str(upstream.build(upstream.UpstreamRecipe()))
+    data = upstream.downstream_data()
+    todo = [k for k in range(recipes) if not (folder / f"{k:04d}.json").is_file()]
+    started, best = time.monotonic(), max((c["test"] for c in load_curves(work)), default=0.0)
+    for done, k in enumerate(todo, 1):
+        anytime.wait_while_paused(work)
+        found = record(k, data, weights)
+        path = folder / f"{k:04d}.json"
+        path.with_suffix(".tmp").write_text(json.dumps(found))
+        path.with_suffix(".tmp").rename(path)
+        best = max(best, found["test"])
+        rate = (time.monotonic() - started) / done
+        curve = " ".join(f"{e['val']:.3f}" for e in found["epochs"])
+        print(
+            f"replay_curves: {done}/{len(todo)} recipe {k} ({found['name']}): val {curve}, "
+            f"test {found['test']:.4f}, {sum(e['wall'] for e in found['epochs']):.0f} s; "
+            f"{rate:.0f} s/recipe, ETA {duration(rate * (len(todo) - done))}; "
+            f"best test so far {best:.4f}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", type=int, default=150, help="record recipes 0..N-1")
+    parser.add_argument("--work", type=Path, default=WORK, help="where curves/ is kept")
+    args = parser.parse_args()
+    record_all(args.recipes, args.work)
+
+
+if __name__ == "__main__":
+    main()

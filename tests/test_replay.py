@@ -1,0 +1,132 @@
+"""bench/replay.py: the surrogate and the replayed searchers, on curves of a known task.
+
+The recorded curves are made here from a rule (val accuracy peaks at a head rate of 1e-3 and
+grows with the epochs; frozen epochs are cheap), in the recorder's own file format, so every
+searcher replays on real Optuna with a surrogate whose best recipe is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import replay  # noqa: E402
+import replay_curves  # noqa: E402
+import replay_surrogate  # noqa: E402
+
+from tuner.recipe import TrialParams, frozen_depth_at  # noqa: E402
+
+
+def ruled_curve(k: int) -> dict:
+    """Recipe ``k`` with a curve and costs from the rule, as the recorder writes it."""
+    name, params, _ = replay_curves.recipe(k)
+    peak = 0.9 - 0.1 * abs(math.log10(params.head_lr) + 3)
+    epochs = [
+        {"val": peak - 0.05 * (3 - e), "frozen_depth": frozen_depth_at(params, e),
+         "wall": 1.0 + 3.0 * (5 - frozen_depth_at(params, e)) / 5,
+         "cpu": 2.0 + 6.0 * (5 - frozen_depth_at(params, e)) / 5}
+        for e in range(4)
+    ]  # fmt: skip
+    return {"k": k, "name": name, "recipe": dataclasses.asdict(params), "epochs": epochs,
+            "test": peak - 0.01}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def task() -> replay.Task:
+    curves = [ruled_curve(k) for k in range(60)]
+    surrogate = replay_surrogate.fit(curves, "extra trees", trial_overhead=1.0)
+    space = replay_curves.task_config().space
+    return replay.Task(surrogate, space, replay.reference(surrogate, space, curves))
+
+
+def test_recipes_are_the_same_in_every_session() -> None:
+    assert replay_curves.recipe(7) == replay_curves.recipe(7)
+    assert replay_curves.recipe(7)[1] != replay_curves.recipe(8)[1]
+    assert [replay_curves.recipe(k)[0] for k in range(3)] == [
+        name for name, _ in replay_curves.upstream.classic_recipes()
+    ]
+
+
+def test_held_out_error_finds_the_rule() -> None:
+    curves = [ruled_curve(k) for k in range(60)]
+    compared = replay_surrogate.compare_models(curves)
+    assert {h.name for h in compared} == set(replay_surrogate.CANDIDATES)
+    assert compared[0].mae.mean() <= compared[-1].mae.mean()
+    assert compared[0].rank > 0.8  # the rule is one smooth dimension: easy to rank
+    assert compared[0].residuals.shape == (60, 5)
+
+
+def test_cost_models_price_frozen_epochs_cheaper(task: replay.Task) -> None:
+    full = TrialParams(0, None, "all", 1e-3, 1e-4, "adam", 64, 1e-5)
+    frozen = TrialParams(5, None, "all", 1e-3, None, "adam", 64, 1e-5)
+    for model in replay.COST_MODELS:
+        assert task.cost(frozen, model).sum() < 0.6 * task.cost(full, model).sum()
+    assert task.surrogate.quiet_share == 1.0  # every ruled epoch has the same wall/CPU ratio
+    units = [replay_surrogate.gpu_epoch_units(frozen, e, 2500, 625) for e in range(4)]
+    assert units[0] > units[1] == units[2] == units[3]  # the cache fills in the first epoch
+    assert replay_surrogate.gpu_epoch_units(full, 2, 2500, 625) == pytest.approx(1.0)
+
+
+def test_ray_asha_stops_below_the_percentile_of_earlier_peers() -> None:
+    pruner = replay.RayASHA(epochs=4)
+    assert pruner.steps == [0, 2]
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    verdicts = []
+    for value in (0.5, 0.9, 0.8, 0.4, 0.75, 0.95):
+        trial = study.ask()
+        trial.report(value, 0)
+        verdicts.append(trial.should_prune())
+        study.tell(trial, state=TrialState.PRUNED)
+    # the first goes on (no peers); 0.8 clears 0.767, the 2/3 point of 0.5 and 0.9; 0.75
+    # misses 0.8, that of 0.4, 0.5, 0.8 and 0.9
+    assert verdicts == [False, False, False, True, True, False]
+
+
+@pytest.mark.parametrize("name", ["tuner", "ray-asha", "random"])
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_replayed_search_spends_its_budget_and_finds_the_peak(
+    task: replay.Task, name: str, workers: int
+) -> None:
+    compute = 30 * task.full_trial_seconds("cpu")
+    trace = replay.replay(replay.SEARCHERS[name], task, "cpu", 0, compute, workers)
+    assert trace.budget == pytest.approx(compute / workers)
+    assert trace.trials >= 20
+    times = [when for when, _, _ in trace.changes]
+    assert times == sorted(times) and times[-1] <= trace.budget
+    regrets = [regret for _, regret, _ in trace.changes]
+    assert regrets[-1] < 3.0  # within 3 points of the known peak
+    assert trace.at(0.0)[0] == float("inf") and trace.time_to(regrets[-1]) <= times[-1]
+
+
+def test_same_seed_same_search(task: replay.Task) -> None:
+    compute = 10 * task.full_trial_seconds("gpu")
+    runs = [replay.replay(replay.SEARCHERS["tuner"], task, "gpu", 3, compute, 2) for _ in "ab"]
+    assert runs[0].changes == runs[1].changes
+
+
+def test_one_epoch_top_third_continues_three_of_nine(task: replay.Task) -> None:
+    compute = 20 * task.full_trial_seconds("cpu")
+    trace = replay.replay_top_third(task, "cpu", 0, compute, 1)
+    assert trace.trials % 9 == 0 and trace.changes
+    assert np.isfinite(trace.at(trace.budget)[0])
+
+
+def test_summary_tables_every_fraction(task: replay.Task) -> None:
+    compute = 10 * task.full_trial_seconds("cpu")
+    traces = [replay.replay(replay.SEARCHERS["random"], task, "cpu", s, compute, 1)
+              for s in range(3)]  # fmt: skip
+    table = replay.summarise(traces, ["random", "tuner"], "cpu", 1)
+    header, _, row = table.splitlines()  # no row for a searcher without traces
+    assert header.count("regret at") == len(replay.FRACTIONS)
+    assert row.startswith("| random |")
+    assert row.count("|") == header.count("|")
