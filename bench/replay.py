@@ -31,6 +31,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from replay_surrogate import EPOCHS, Surrogate  # noqa: E402
 
 from tuner.config import SearchConfig, SpaceConfig  # noqa: E402
+from tuner.progress import duration  # noqa: E402
 from tuner.recipe import TrialParams  # noqa: E402
 from tuner.search import attrs  # noqa: E402
 from tuner.search.pruners import ScheduleAwareASHA, make_pruner  # noqa: E402
@@ -57,6 +59,7 @@ FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 TARGETS = (1.0, 0.5)  # regret in points: time until the handed-back recipe is this close
 COST_MODELS = ("cpu", "gpu")
 TRIAL_OVERHEAD = 1.0  # seconds per trial besides its epochs: build, load weights, storage
+TRACES = "traces.json"  # every replayed search, beside the curves: --analyse reads it back
 
 
 class RayASHA(optuna.pruners.BasePruner):
@@ -274,13 +277,13 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
             params = sample(trial, task.space, EPOCHS)
             study.tell(trial, 0.0)
             seconds, observed = task.cost(params, cost), task.observed(params, seed)
-            at = _run_job(free, task.surrogate.trial_overhead + seconds[0])
+            at = _give_to_first_free(free, task.surrogate.trial_overhead + seconds[0])
             round_.append((observed[0], params, observed, seconds, at))
             trace.trials += 1
         barrier = max(at for *_, at in round_)
         free = [max(f, barrier) for f in free]
         for _, params, observed, seconds, _ in sorted(round_, key=lambda r: -r[0])[:3]:
-            ends = _run_job(free, float(seconds[1:].sum()))
+            ends = _give_to_first_free(free, float(seconds[1:].sum()))
             value = float(observed[:EPOCHS].max())
             if ends <= budget and value > best:
                 best = value
@@ -289,7 +292,7 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
     return trace
 
 
-def _run_job(free: list[float], seconds: float) -> float:
+def _give_to_first_free(free: list[float], seconds: float) -> float:
     """Give the job to the first free worker; when it ends."""
     worker = int(np.argmin(free))
     free[worker] += seconds
@@ -340,21 +343,54 @@ def _reached(fractions: list[float]) -> str:
     return f"{text} ({reached}/{len(fractions)})"
 
 
-def run_all(task: Task, names: list[str], seeds: int, budget: float,
-            workers: list[int]) -> list[Trace]:  # fmt: skip
-    traces = []
-    for cost in COST_MODELS:
-        compute = budget * task.full_trial_seconds(cost)
-        for count in workers:
-            for name in names:
-                started = time.monotonic()
-                for seed in range(seeds):
-                    if name == TOP_THIRD:
-                        traces.append(replay_top_third(task, cost, seed, compute, count))
-                    else:
-                        traces.append(replay(SEARCHERS[name], task, cost, seed, compute, count))
-                print(f"replay: {cost} x{count} {name}: {seeds} seeds in "
-                      f"{time.monotonic() - started:.0f} s", flush=True)  # fmt: skip
+PARALLEL = ("tuner", "tuner-no-liar", "tuner-hyperband", "ray-asha", "optuna-median", "random",
+            TOP_THIRD)  # fmt: skip
+"""The searchers replayed with several workers too (each replay costs seconds; all would be
+hours)."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One replay to run: which searcher, cost model, workers, seed and compute."""
+
+    searcher: str
+    cost: str
+    workers: int
+    seed: int
+    compute: float
+
+
+_TASK: list[Task] = []  # each pool process's copy of the task, set by its initializer
+
+
+def _set_task(task: Task) -> None:
+    _TASK[:] = [task]
+
+
+def _replay_job(job: Job) -> Trace:
+    task = _TASK[0]
+    if job.searcher == TOP_THIRD:
+        return replay_top_third(task, job.cost, job.seed, job.compute, job.workers)
+    searcher = SEARCHERS[job.searcher]
+    return replay(searcher, task, job.cost, job.seed, job.compute, job.workers)
+
+
+def run_all(task: Task, names: list[str], seeds: int, budget: float, workers: list[int],
+            jobs: int) -> list[Trace]:  # fmt: skip
+    """Every replay, on ``jobs`` processes, with a progress line per tenth."""
+    plan = [
+        Job(name, cost, count, seed, budget * task.full_trial_seconds(cost))
+        for cost in COST_MODELS for count in workers for name in names for seed in range(seeds)
+        if count == 1 or name in PARALLEL
+    ]  # fmt: skip
+    traces, started = [], time.monotonic()
+    with ProcessPoolExecutor(jobs, initializer=_set_task, initargs=(task,)) as pool:
+        for done, trace in enumerate(pool.map(_replay_job, plan, chunksize=2), 1):
+            traces.append(trace)
+            if done % max(1, len(plan) // 10) == 0 or done == len(plan):
+                rate = (time.monotonic() - started) / done
+                print(f"replay: {done}/{len(plan)} replays, {rate:.1f} s each, ETA "
+                      f"{duration(rate * (len(plan) - done))}", flush=True)  # fmt: skip
     return traces
 
 
@@ -365,7 +401,12 @@ def main() -> None:
     parser.add_argument("--workers", default="1,4,8")
     parser.add_argument("--searchers", default=",".join([*SEARCHERS, TOP_THIRD]))
     parser.add_argument("--curves", type=Path, default=replay_curves.WORK)
+    parser.add_argument("--jobs", type=int, default=2, help="processes that replay")
+    parser.add_argument("--plot", type=Path, help="draw median regret over the budget here")
     parser.add_argument("--out", type=Path, help="append the tables to this markdown file")
+    parser.add_argument(
+        "--analyse", action="store_true", help="tables and plot of the kept traces, no replay"
+    )
     args = parser.parse_args()
     started = time.monotonic()
     curves = replay_curves.load_curves(args.curves)
@@ -374,16 +415,23 @@ def main() -> None:
     space = replay_curves.task_config().space
     task = Task(surrogate, space, reference(surrogate, space, curves))
     names, workers = args.searchers.split(","), [int(w) for w in args.workers.split(",")]
-    traces = run_all(task, names, args.seeds, args.budget, workers)
+    kept = args.curves / TRACES
+    if args.analyse:
+        traces = [Trace(**t) for t in json.loads(kept.read_text())]
+    else:
+        traces = run_all(task, names, args.seeds, args.budget, workers, args.jobs)
+        kept.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
         f"## Replay ({when})", "",
         f"Command: `python bench/replay.py --seeds {args.seeds} --budget {args.budget:g} "
         f"--workers {args.workers}`; {len(curves)} recorded recipes; "
-        f"{(time.monotonic() - started) / 60:.0f} minutes.", "",
+        f"{(time.monotonic() - started) / 60:.0f} minutes; traces kept in {kept}.", "",
         surrogate_table(compared), "",
-        f"Best noise-free val accuracy of the space: {task.reference:.4f}; a full trial costs "
-        f"{task.full_trial_seconds('cpu'):.1f} s (cpu) and the same (gpu, by construction).", "",
+        f"Best noise-free val accuracy of the space: {task.reference:.4f}. A full fine-tuning "
+        f"trial costs {task.full_trial_seconds('cpu'):.1f} s under the cpu model and "
+        f"{task.full_trial_seconds('gpu'):.1f} s under the gpu model; {surrogate.quiet_share:.0%}"
+        f" of the recorded epochs were quiet enough to fit the cpu model on.", "",
     ]  # fmt: skip
     for cost in COST_MODELS:
         for count in workers:
@@ -391,7 +439,34 @@ def main() -> None:
                      summarise(traces, names, cost, count), ""]  # fmt: skip
     print("\n".join(text))
     results_file.append_run(args.out, "\n".join(text))
-    _keep(traces, args.curves / "traces.json")
+    if args.plot:
+        plot(traces, names, 1, args.plot)
+
+
+def plot(traces: list[Trace], names: list[str], workers: int, path: Path) -> None:
+    """Median regret against the budget spent, one panel per cost model, one line a searcher."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fractions = np.linspace(0.02, 1.0, 50)
+    figure, axes = plt.subplots(1, len(COST_MODELS), figsize=(12, 4.5), sharey=True)
+    for axis, cost in zip(axes, COST_MODELS, strict=True):
+        for name in names:
+            mine = [t for t in traces if (t.searcher, t.cost, t.workers) == (name, cost, workers)]
+            if not mine:
+                continue
+            medians = [np.median([t.at(f * t.budget)[0] for t in mine]) for f in fractions]
+            style = {"linewidth": 2.5, "color": "black"} if name == "tuner" else {"linewidth": 1}
+            axis.plot(fractions, medians, label=name, **style)
+        axis.set(title=f"cost model {cost}, {workers} worker(s)", xlabel="share of the budget",
+                 ylabel="median regret (val points)")  # fmt: skip
+        axis.grid(alpha=0.3)
+    axes[-1].legend(fontsize=7, loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def surrogate_table(compared: list[replay_surrogate.HeldOut]) -> str:
@@ -404,11 +479,6 @@ def surrogate_table(compared: list[replay_surrogate.HeldOut]) -> str:
         epochs = ", ".join(f"{m:.2f}" for m in h.mae[:EPOCHS])
         lines.append(f"| {h.name} | {epochs} | {h.mae[EPOCHS]:.2f} | {h.rank:.2f} |")
     return "\n".join(lines)
-
-
-def _keep(traces: list[Trace], path: Path) -> None:
-    """Every trace, so that tables and plots can be made again without replaying."""
-    path.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,13 @@ def test_summary_tables_every_fraction(task: replay.Task) -> None:
     assert header.count("regret at") == len(replay.FRACTIONS)
     assert row.startswith("| random |")
     assert row.count("|") == header.count("|")
+
+
+def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_path: Path) -> None:
+    names = ["random", "tuner-startup-4"]  # only the first is replayed with several workers
+    traces = replay.run_all(task, names, seeds=2, budget=5, workers=[1, 2], jobs=2)
+    plan = {(t.searcher, t.cost, t.workers, t.seed) for t in traces}
+    assert len(traces) == len(plan) == 2 * 2 * (2 + 1)
+    assert ("tuner-startup-4", "cpu", 2, 0) not in plan and ("random", "gpu", 2, 1) in plan
+    replay.plot(traces, names, 1, tmp_path / "replay.png")
+    assert (tmp_path / "replay.png").read_bytes()[:4] == b"\x89PNG"
