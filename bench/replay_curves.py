@@ -115,15 +115,17 @@ def record_all(recipes: int, work: Path) -> None:
     weights = str(upstream.build(upstream.UpstreamRecipe()))
     data = upstream.downstream_data()
     todo = [k for k in range(recipes) if not (folder / f"{k:04d}.json").is_file()]
-    started, best = time.monotonic(), max((c["test"] for c in load_curves(work)), default=0.0)
+    spent, best = 0.0, max((c["test"] for c in load_curves(work)), default=0.0)
     for done, k in enumerate(todo, 1):
         anytime.wait_while_paused(work)
+        started = time.monotonic()
         found = record(k, data, weights)
+        spent += time.monotonic() - started  # the rate leaves pauses out
         path = folder / f"{k:04d}.json"
         path.with_suffix(".tmp").write_text(json.dumps(found))
         path.with_suffix(".tmp").rename(path)
         best = max(best, found["test"])
-        rate = (time.monotonic() - started) / done
+        rate = spent / done
         curve = " ".join(f"{e['val']:.3f}" for e in found["epochs"])
         print(
             f"replay_curves: {done}/{len(todo)} recipe {k} ({found['name']}): val {curve}, "
