@@ -55,6 +55,7 @@ from tuner.engine import (  # noqa: E402
     FeatureCache,
     TrainEnvironment,
     TrainHooks,
+    TrainResult,
     build_model,
     evaluate,
     file_sha256,
@@ -284,10 +285,16 @@ def check_runs(depth: int) -> list[TrialParams]:
     return [TrialParams(depth, None, "all", 1e-3, lr, "adam", 64, 1e-5) for lr in BACKBONE_LRS]
 
 
-def run_check(
-    data: PreparedData, params: TrialParams, weights: str, seed: int, task: tuple[str, ...]
-) -> dict:
-    """One recipe from one start with tuner's engine: best val, its test predictions, time."""
+def fine_tune(
+    data: PreparedData,
+    params: TrialParams,
+    weights: str,
+    seed: int,
+    task: tuple[str, ...],
+    hooks: TrainHooks | None = None,
+) -> tuple[TrainResult, nn.Module]:
+    """One recipe from one start with tuner's engine, on the CPU as a worker runs it (its own
+    feature cache); the model comes back holding the best epoch's weights."""
     config = load_config(None, list(task))
     resolved = resolve_weights(params.arch, weights)
     torch.manual_seed(seed)
@@ -296,12 +303,25 @@ def run_check(
         device=torch.device("cpu"), seed=seed, augment=config.data.augment,
         feature_cache=FeatureCache(config.train.feature_cache_mb << 20),
     )  # fmt: skip
-    started = time.monotonic()
-    result = train(model, data, params, config.train, environment, TrainHooks())
-    seconds = time.monotonic() - started
+    result = train(model, data, params, config.train, environment, hooks or TrainHooks())
     model.load_state_dict(result.best_state)
+    return result, model
+
+
+def test_correct(model: nn.Module, data: PreparedData) -> np.ndarray:
+    """Which official test photos ``model`` gets right."""
     _, predictions = evaluate(model, data.test_images, data.test_labels, torch.device("cpu"), 256)
-    correct = (predictions == data.test_labels).numpy()
+    return (predictions == data.test_labels).numpy()
+
+
+def run_check(
+    data: PreparedData, params: TrialParams, weights: str, seed: int, task: tuple[str, ...]
+) -> dict:
+    """One recipe from one start with tuner's engine: best val, its test predictions, time."""
+    started = time.monotonic()
+    result, model = fine_tune(data, params, weights, seed, task)
+    seconds = time.monotonic() - started
+    correct = test_correct(model, data)
     packed = stats.pack_correct(correct)
     return {"val": result.best_accuracy, "test": packed, "images": len(correct),
             "seconds": round(seconds, 1)}  # fmt: skip
