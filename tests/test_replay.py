@@ -140,3 +140,18 @@ def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_pat
     assert ("tuner-startup-4", "cpu", 2, 0) not in plan and ("random", "gpu", 2, 1) in plan
     replay.plot(traces, names, 1, tmp_path / "replay.png")
     assert (tmp_path / "replay.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_recorder_writes_what_the_surrogate_reads(tmp_path: Path) -> None:
+    """Recipe 0 (feature extraction, the cheapest) trained for real on digits from random init."""
+    from tuner.config import load_config
+    from tuner.data import cache_path, prepare_data
+
+    config = load_config(None, ["data.source=digits", f"data.cache_dir={tmp_path}"])
+    data = prepare_data(config.data, cache_path(config.data), with_test=True)
+    found = replay_curves.record(0, data, "none")
+    assert found["name"] == "feature_extraction" and len(found["epochs"]) == 4
+    assert all(e["frozen_depth"] == 5 and e["wall"] > 0 and e["cpu"] > 0 for e in found["epochs"])
+    assert 0.0 < found["test"] <= 1.0 and found["test_images"] == len(data.test_labels)
+    assert replay_surrogate.targets(found).shape == (5,)
+    assert replay_surrogate.params_of(found["recipe"]) == replay_curves.recipe(0)[1]
