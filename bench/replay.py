@@ -50,7 +50,7 @@ from replay_surrogate import EPOCHS, Surrogate  # noqa: E402
 
 from tuner.config import SearchConfig, SpaceConfig  # noqa: E402
 from tuner.progress import duration  # noqa: E402
-from tuner.recipe import TrialParams  # noqa: E402
+from tuner.recipe import NEVER, TrialParams  # noqa: E402
 from tuner.search import attrs  # noqa: E402
 from tuner.search.pruners import ScheduleAwareASHA, make_pruner  # noqa: E402
 from tuner.search.space import recipe_trials, sample  # noqa: E402
@@ -95,19 +95,26 @@ def _tpe(**settings: object) -> Callable[[int], optuna.samplers.BaseSampler]:
     return build
 
 
+PROBES = tuple(
+    {"freeze_depth": 5, "unfreeze_epoch": NEVER, "head_lr": lr} for lr in (3e-4, 1e-3, 3e-3, 1e-2)
+)
+"""Feature-extraction probes: a tenth of a full trial's cost each, they tell TPE where the
+head's rate lies before it spends full trials."""
 TUNER_TPE = {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 8}
 """``tuner.search.study.make_sampler``'s TPE settings."""
 
 
 @dataclass(frozen=True)
 class Searcher:
-    """One searcher of the replay: how it samples, how it prunes, whether classics go first."""
+    """One searcher of the replay: how it samples, how it prunes, whether classics go first,
+    and which partial recipes it enqueues after them (the rest of each is sampled)."""
 
     name: str
     sampler: Callable[[int], optuna.samplers.BaseSampler]
     pruner: Callable[[], optuna.pruners.BasePruner]
     classic_first: bool
     words: str
+    probes: tuple[dict, ...] = ()
 
 
 def _tuner_pruner(name: str) -> Callable[[], optuna.pruners.BasePruner]:
@@ -144,6 +151,9 @@ SEARCHERS = {
                  "tuner's ASHA keeping the top half at each rung (rungs after 1, 2 epochs)"),
         Searcher("tuner-no-pruning", _tpe(**TUNER_TPE), optuna.pruners.NopPruner, True,
                  "tuner's sampler, every trial to the end"),
+        Searcher("tuner-probes", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner plus 4 cheap probes first: feature extraction (cached features) at head "
+                 "rates 3e-4, 1e-3, 3e-3, 1e-2", PROBES),
         Searcher("tuner-no-liar", _tpe(**{**TUNER_TPE, "constant_liar": False}),
                  _tuner_pruner("asha"), True, "tuner without constant liar"),
     )
@@ -219,6 +229,8 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
     if searcher.classic_first:
         for _, params in recipe_trials(task.space, EPOCHS)[0]:
             study.enqueue_trial(params)
+    for params in searcher.probes:
+        study.enqueue_trial(params)
     budget = compute / workers
     trace = Trace(searcher.name, cost, workers, seed, budget, [], 0)
     events: list[tuple[float, int, int, int]] = []  # (time, tiebreak, worker, epoch)

@@ -155,3 +155,12 @@ def test_the_recorder_writes_what_the_surrogate_reads(tmp_path: Path) -> None:
     assert 0.0 < found["test"] <= 1.0 and found["test_images"] == len(data.test_labels)
     assert replay_surrogate.targets(found).shape == (5,)
     assert replay_surrogate.params_of(found["recipe"]) == replay_curves.recipe(0)[1]
+
+
+def test_probes_run_right_after_the_classic_recipes(task: replay.Task) -> None:
+    fresh = replay.Task(task.surrogate, task.space, task.reference)
+    compute = 10 * fresh.full_trial_seconds("cpu")
+    replay.replay(replay.SEARCHERS["tuner-probes"], fresh, "cpu", 0, compute, 1)
+    tried = list(fresh._mean)  # every recipe the replay asked the surrogate about, in order
+    probes = [(p.freeze_depth, p.unfreeze_epoch, p.head_lr) for p in tried[3:7]]
+    assert probes == [(5, None, probe["head_lr"]) for probe in replay.PROBES]
