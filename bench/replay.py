@@ -281,7 +281,8 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
     study = optuna.create_study(direction="maximize", sampler=sampler)
     budget = compute / workers
     trace = Trace(TOP_THIRD, cost, workers, seed, budget, [], 0)
-    free, best = [0.0] * workers, -1.0
+    free: list[float] = [0.0] * workers
+    finished: list[tuple[float, float, TrialParams, np.ndarray]] = []  # (ends, value, ...)
     while min(free) < budget:
         round_ = []
         for _ in range(9):
@@ -291,16 +292,18 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
             seconds, observed = task.cost(params, cost), task.observed(params, seed)
             at = _give_to_first_free(free, task.surrogate.trial_overhead + seconds[0])
             round_.append((observed[0], params, observed, seconds, at))
-            trace.trials += 1
+            trace.trials += at <= budget
         barrier = max(at for *_, at in round_)
         free = [max(f, barrier) for f in free]
         for _, params, observed, seconds, _ in sorted(round_, key=lambda r: -r[0])[:3]:
             ends = _give_to_first_free(free, float(seconds[1:].sum()))
-            value = float(observed[:EPOCHS].max())
-            if ends <= budget and value > best:
-                best = value
-                trace.changes.append((ends, *task.handed_back(params, observed)))
-        trace.changes.sort()
+            if ends <= budget:
+                finished.append((ends, float(observed[:EPOCHS].max()), params, observed))
+    best = -1.0
+    for ends, value, params, observed in sorted(finished, key=lambda f: f[0]):
+        if value > best:
+            best = value
+            trace.changes.append((ends, *task.handed_back(params, observed)))
     return trace
 
 
