@@ -292,7 +292,7 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
             seconds, observed = task.cost(params, cost), task.observed(params, seed)
             at = _give_to_first_free(free, task.surrogate.trial_overhead + seconds[0])
             round_.append((observed[0], params, observed, seconds, at))
-            trace.trials += at <= budget
+            trace.trials += int(at <= budget)
         barrier = max(at for *_, at in round_)
         free = [max(f, barrier) for f in free]
         for _, params, observed, seconds, _ in sorted(round_, key=lambda r: -r[0])[:3]:
@@ -310,7 +310,7 @@ def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: 
 def _give_to_first_free(free: list[float], seconds: float) -> float:
     """Give the job to the first free worker; when it ends."""
     worker = int(np.argmin(free))
-    free[worker] += seconds
+    free[worker] += float(seconds)
     return free[worker]
 
 

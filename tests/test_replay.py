@@ -8,6 +8,7 @@ searcher replays on real Optuna with a surrogate whose best recipe is known.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from pathlib import Path
@@ -135,11 +136,13 @@ def test_summary_tables_every_fraction(task: replay.Task) -> None:
 
 
 def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_path: Path) -> None:
-    names = ["random", "tuner-startup-4"]  # only the first is replayed with several workers
+    names = ["random", "tuner-startup-4", replay.TOP_THIRD]  # the 2nd: one worker only
     traces = replay.run_all(task, names, seeds=2, budget=5, workers=[1, 2], jobs=2)
     plan = {(t.searcher, t.cost, t.workers, t.seed) for t in traces}
-    assert len(traces) == len(plan) == 2 * 2 * (2 + 1)
+    assert len(traces) == len(plan) == 2 * 2 * (3 + 2)
     assert ("tuner-startup-4", "cpu", 2, 0) not in plan and ("random", "gpu", 2, 1) in plan
+    kept = json.loads(json.dumps([dataclasses.asdict(t) for t in traces]))  # as main keeps them
+    assert [replay.Trace(**t).at(t["budget"]) for t in kept] == [t.at(t.budget) for t in traces]
     replay.plot(traces, names, 1, tmp_path / "replay.png")
     assert (tmp_path / "replay.png").read_bytes()[:4] == b"\x89PNG"
 
