@@ -205,7 +205,7 @@ class Task:
     def observed(self, params: TrialParams, seed: int) -> np.ndarray:
         """The same recipe shows the same noise to every searcher of one seed."""
         rng = np.random.default_rng([seed, zlib.crc32(repr(params).encode())])
-        noise = self.surrogate.residuals[rng.integers(len(self.surrogate.residuals))]
+        noise = self.surrogate.noise[rng.integers(len(self.surrogate.noise))]
         return np.clip(self.mean(params) + noise, 0.0, 1.0)
 
     def handed_back(self, params: TrialParams, observed: np.ndarray) -> tuple[float, float]:
@@ -426,7 +426,8 @@ def main() -> None:
     started = time.monotonic()
     curves = replay_curves.load_curves(args.curves)
     compared = replay_surrogate.compare_models(curves)
-    surrogate = replay_surrogate.fit(curves, compared[0].name, TRIAL_OVERHEAD)
+    replicates = replay_curves.load_replicates(args.curves)
+    surrogate = replay_surrogate.fit(curves, compared[0].name, TRIAL_OVERHEAD, replicates)
     space = replay_curves.task_config().space
     task = Task(surrogate, space, reference(surrogate, space, curves))
     names, workers = args.searchers.split(","), [int(w) for w in args.workers.split(",")]
@@ -446,7 +447,9 @@ def main() -> None:
         f"Best noise-free val accuracy of the space: {task.reference:.4f}. A full fine-tuning "
         f"trial costs {task.full_trial_seconds('cpu'):.1f} s under the cpu model and "
         f"{task.full_trial_seconds('gpu'):.1f} s under the gpu model; {surrogate.quiet_share:.0%}"
-        f" of the recorded epochs were quiet enough to fit the cpu model on.", "",
+        f" of the recorded epochs were quiet enough to fit the cpu model on. Noise: "
+        f"{surrogate.noise_source}, {100 * np.abs(surrogate.noise[:, EPOCHS - 1]).mean():.2f} "
+        f"points mean absolute at the last epoch.", "",
     ]  # fmt: skip
     for cost in COST_MODELS:
         for count in workers:

@@ -12,6 +12,10 @@ and the wall and CPU seconds from one epoch's end to the next (training, the fea
 fill, validation); per recipe, the test accuracy of the best epoch on the 5,000 official test
 photos (and which ones it got right, for paired tests).
 
+``--replicates R`` trains each of the first ``--replicated`` recipes R - 1 more times from
+other seeds (``WORK/replicates/<k>-<r>.json``): their spread is the noise a search sees when
+it runs one recipe once, which the replay adds to the surrogate's answers.
+
 One file per recipe, ``WORK/curves/<k>.json``, tracked: a stopped recording resumes where it
 was and a later session re-analyses without training anything. ``WORK/PAUSE`` holds it
 between recipes (a test run beside it would skew its seconds). Wall seconds are true only on
@@ -46,6 +50,8 @@ from tuner.recipe import TrialParams  # noqa: E402
 from tuner.search.space import sample  # noqa: E402
 
 WORK = REPO / "bench" / "runs" / "replay"
+REPLICATE_SEEDS = 100_000
+"""Replicate r of recipe k trains from seed k + REPLICATE_SEEDS * r (r = 0: the recording)."""
 
 
 def task_config() -> StudyConfig:
@@ -84,16 +90,19 @@ class EpochClock:
         return False
 
 
-def record(k: int, data: PreparedData, weights: str) -> dict:
-    """Train recipe ``k`` all its epochs; its curve, costs and test predictions."""
+def record(k: int, data: PreparedData, weights: str, replicate: int = 0) -> dict:
+    """Train recipe ``k`` all its epochs; its curve, costs and test predictions. Replicate r
+    trains the same recipe from seed ``k + REPLICATE_SEEDS * r``."""
     name, params, optuna_params = recipe(k)
     clock = EpochClock()
+    seed = k + REPLICATE_SEEDS * replicate
     result, model = upstream.fine_tune(
-        data, params, weights, k, upstream.DOWNSTREAM, TrainHooks(on_epoch=clock)
+        data, params, weights, seed, upstream.DOWNSTREAM, TrainHooks(on_epoch=clock)
     )
     correct = upstream.test_correct(model, data)
     return {
-        "k": k, "name": name, "recipe": dataclasses.asdict(params), "optuna": optuna_params,
+        "k": k, "replicate": replicate, "name": name, "recipe": dataclasses.asdict(params),
+        "optuna": optuna_params,
         "epochs": clock.epochs, "best_epoch": result.best_epoch,
         "test": float(correct.mean()), "test_correct": stats.pack_correct(correct),
         "test_images": len(correct), "machine": anytime.cpu(),
@@ -108,27 +117,47 @@ def load_curves(work: Path = WORK) -> list[dict]:
     )
 
 
-def record_all(recipes: int, work: Path) -> None:
-    """Record recipes 0..``recipes``-1 that are not recorded yet, with progress lines."""
-    folder = work / "curves"
-    folder.mkdir(parents=True, exist_ok=True)
+def curve_path(work: Path, k: int, replicate: int) -> Path:
+    """``curves/<k>.json`` for the recording, ``replicates/<k>-<r>.json`` for replicate r."""
+    if replicate == 0:
+        return work / "curves" / f"{k:04d}.json"
+    return work / "replicates" / f"{k:04d}-{replicate}.json"
+
+
+def load_replicates(work: Path = WORK) -> list[list[dict]]:
+    """The runs of each recipe that was trained more than once (its recording first)."""
+    runs: dict[int, list[dict]] = {}
+    for path in sorted((work / "replicates").glob("*.json")):
+        found = json.loads(path.read_text())
+        runs.setdefault(found["k"], []).append(found)
+    return [[json.loads(curve_path(work, k, 0).read_text()), *more]
+            for k, more in sorted(runs.items()) if curve_path(work, k, 0).is_file()]  # fmt: skip
+
+
+def record_all(recipes: int, work: Path, replicates: int = 1, replicated: int = 30) -> None:
+    """Record recipes 0..``recipes``-1, and ``replicates`` - 1 more runs of each of the first
+    ``replicated``, that are not recorded yet, with progress lines."""
     weights = str(upstream.build(upstream.UpstreamRecipe()))
     data = upstream.downstream_data()
-    todo = [k for k in range(recipes) if not (folder / f"{k:04d}.json").is_file()]
+    plan = [(k, 0) for k in range(recipes)]
+    plan += [(k, r) for r in range(1, replicates) for k in range(min(replicated, recipes))]
+    todo = [(k, r) for k, r in plan if not curve_path(work, k, r).is_file()]
     spent, best = 0.0, max((c["test"] for c in load_curves(work)), default=0.0)
-    for done, k in enumerate(todo, 1):
+    for done, (k, replicate) in enumerate(todo, 1):
         anytime.wait_while_paused(work)
         started = time.monotonic()
-        found = record(k, data, weights)
+        found = record(k, data, weights, replicate)
         spent += time.monotonic() - started  # the rate leaves pauses out
-        path = folder / f"{k:04d}.json"
+        path = curve_path(work, k, replicate)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.with_suffix(".tmp").write_text(json.dumps(found))
         path.with_suffix(".tmp").rename(path)
         best = max(best, found["test"])
         rate = spent / done
         curve = " ".join(f"{e['val']:.3f}" for e in found["epochs"])
         print(
-            f"replay_curves: {done}/{len(todo)} recipe {k} ({found['name']}): val {curve}, "
+            f"replay_curves: {done}/{len(todo)} recipe {k} ({found['name']}, replicate "
+            f"{replicate}): val {curve}, "
             f"test {found['test']:.4f}, {sum(e['wall'] for e in found['epochs']):.0f} s; "
             f"{rate:.0f} s/recipe, ETA {duration(rate * (len(todo) - done))}; "
             f"best test so far {best:.4f}",
@@ -139,9 +168,11 @@ def record_all(recipes: int, work: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", type=int, default=150, help="record recipes 0..N-1")
+    parser.add_argument("--replicates", type=int, default=1, help="runs of each replicated one")
+    parser.add_argument("--replicated", type=int, default=30, help="recipes 0..N-1 replicated")
     parser.add_argument("--work", type=Path, default=WORK, help="where curves/ is kept")
     args = parser.parse_args()
-    record_all(args.recipes, args.work)
+    record_all(args.recipes, args.work, args.replicates, args.replicated)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@ curve, a test accuracy and a cost per epoch, fitted on ``bench/replay_curves.py`
 
 The curve model maps a recipe's features to its four epochs' validation accuracies and its
 test accuracy at once (one multi-output regressor; the candidates are compared by 5-fold
-held-out error and the best kept). Replayed trials get the model's answer plus the held-out
-residual of a recorded recipe drawn at random: noise of the size and shape (correlated over
-epochs) that the search saw on the real task, model error included.
+held-out error and the best kept). Replayed trials get the model's answer plus noise of the
+size and shape (correlated over epochs) that one run of a recipe shows: a replicate's
+deviation from its recipe's mean over several seeds (``replay_curves.py --replicates``), or,
+without replicates, a recorded recipe's held-out residual (surrogate error included: about
+twice the seed noise, too much to rank searchers by).
 
 Two cost models give seconds per epoch:
 
@@ -144,7 +146,8 @@ class Surrogate:
 
     curve_model: RegressorMixin
     cost_model: RegressorMixin
-    residuals: np.ndarray
+    noise: np.ndarray  # rows to add to answers: seed deviations or held-out residuals
+    noise_source: str
     quiet_share: float  # of the recorded epochs, those the cost model was fitted on
     full_epoch_seconds: float  # CPU cost model's mean epoch of full fine-tuning
     trial_overhead: float  # seconds per trial besides its epochs
@@ -168,12 +171,27 @@ def _cost_row(params: TrialParams, epoch: int) -> np.ndarray:
     return np.concatenate([features(params), [epoch, depth, float(filled and depth > 0)]])
 
 
-def fit(curves: list[dict], curve_model: str, trial_overhead: float) -> Surrogate:
-    """The surrogate of ``curves`` with the named curve model (see :data:`CANDIDATES`)."""
+def seed_noise(groups: list[list[dict]]) -> np.ndarray:
+    """Each run's deviation from its recipe's mean over its runs, scaled by sqrt(n / (n - 1))
+    so that the deviations have the spread of single runs."""
+    rows = []
+    for runs in groups:
+        y = np.stack([targets(c) for c in runs])
+        rows.append((y - y.mean(axis=0)) * math.sqrt(len(y) / (len(y) - 1)))
+    return np.concatenate(rows)
+
+
+def fit(curves: list[dict], curve_model: str, trial_overhead: float,
+        replicates: list[list[dict]] | None = None) -> Surrogate:  # fmt: skip
+    """The surrogate of ``curves`` with the named curve model (see :data:`CANDIDATES`), its
+    noise from ``replicates`` (groups of runs of one recipe) where given."""
     recipes = [params_of(c["recipe"]) for c in curves]
     x = np.stack([features(p) for p in recipes])
     y = np.stack([targets(c) for c in curves])
-    residuals = held_out(curve_model, x, y).residuals
+    if replicates:
+        noise, source = seed_noise(replicates), f"seed spread of {len(replicates)} recipes"
+    else:
+        noise, source = held_out(curve_model, x, y).residuals, "held-out residuals"
     rows = np.stack([_cost_row(p, e) for p in recipes for e in range(EPOCHS)])
     cpu = np.array([e["cpu"] for c in curves for e in c["epochs"]])
     wall = np.array([e["wall"] for c in curves for e in c["epochs"]])
@@ -184,7 +202,7 @@ def fit(curves: list[dict], curve_model: str, trial_overhead: float) -> Surrogat
     full = [p for p in recipes if p.freeze_depth == 0]
     full_epoch = float(np.mean([cost_model.predict(_cost_row(p, 1)[None])[0] for p in full]))
     return Surrogate(
-        CANDIDATES[curve_model]().fit(x, y), cost_model, residuals, float(quiet.mean()),
+        CANDIDATES[curve_model]().fit(x, y), cost_model, noise, source, float(quiet.mean()),
         full_epoch, trial_overhead,
     )  # fmt: skip
 

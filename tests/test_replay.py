@@ -169,3 +169,32 @@ def test_probes_run_right_after_the_classic_recipes(task: replay.Task) -> None:
     tried = list(fresh._mean)  # every recipe the replay asked the surrogate about, in order
     probes = [(p.freeze_depth, p.unfreeze_epoch, p.head_lr) for p in tried[3:7]]
     assert probes == [(5, None, probe["head_lr"]) for probe in replay.PROBES]
+
+
+def test_noise_comes_from_the_spread_of_replicates() -> None:
+    curves = [ruled_curve(k) for k in range(60)]
+    replicates = []
+    for k in range(10):  # each recipe run twice more, 1 point above and 1 below its recording
+        runs = [ruled_curve(k)]
+        for shift in (0.01, -0.01):
+            run = ruled_curve(k)
+            run["epochs"] = [{**e, "val": e["val"] + shift} for e in run["epochs"]]
+            runs.append({**run, "test": run["test"] + shift})
+        replicates.append(runs)
+    surrogate = replay_surrogate.fit(curves, "extra trees", 1.0, replicates)
+    assert surrogate.noise.shape == (30, 5) and "10 recipes" in surrogate.noise_source
+    # deviations 0 and +-1 point, scaled by sqrt(3/2) to single runs' spread
+    assert sorted(set(np.round(100 * surrogate.noise[:, 0], 6))) == pytest.approx(
+        [-math.sqrt(1.5), 0.0, math.sqrt(1.5)]
+    )
+    assert "held-out" in replay_surrogate.fit(curves, "extra trees", 1.0).noise_source
+
+
+def test_replicates_are_kept_apart_and_grouped_with_their_recording(tmp_path: Path) -> None:
+    for k, replicate in [(0, 0), (0, 1), (0, 2), (1, 0), (2, 1)]:  # 2's recording is missing
+        path = replay_curves.curve_path(tmp_path, k, replicate)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"k": k, "replicate": replicate}))
+    assert [c["k"] for c in replay_curves.load_curves(tmp_path)] == [0, 1]
+    groups = replay_curves.load_replicates(tmp_path)
+    assert [[run["replicate"] for run in runs] for runs in groups] == [[0, 1, 2]]
