@@ -415,7 +415,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=40.0, help="in full trials' compute")
     parser.add_argument("--workers", default="1,4,8")
     parser.add_argument("--searchers", default=",".join([*SEARCHERS, TOP_THIRD]))
-    parser.add_argument("--curves", type=Path, default=replay_curves.WORK)
+    parser.add_argument("--curves", type=Path, help="a recording (default: the largest)")
     parser.add_argument("--jobs", type=int, default=2, help="processes that replay")
     parser.add_argument("--plot", type=Path, help="draw median regret over the budget here")
     parser.add_argument("--out", type=Path, help="append the tables to this markdown file")
@@ -424,6 +424,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     started = time.monotonic()
+    args.curves = args.curves or replay_curves.largest_recording()
     curves = replay_curves.load_curves(args.curves)
     compared = replay_surrogate.compare_models(curves)
     replicates = replay_curves.load_replicates(args.curves)
@@ -441,7 +442,8 @@ def main() -> None:
     text = [
         f"## Replay ({when})", "",
         f"Command: `python bench/replay.py --seeds {args.seeds} --budget {args.budget:g} "
-        f"--workers {args.workers}`; {len(curves)} recorded recipes; "
+        f"--workers {args.workers} --curves {args.curves.relative_to(REPO)}`; "
+        f"{len(curves)} recorded recipes; "
         f"{(time.monotonic() - started) / 60:.0f} minutes; traces kept in {kept}.", "",
         surrogate_table(compared), "",
         f"Best noise-free val accuracy of the space: {task.reference:.4f}. A full fine-tuning "

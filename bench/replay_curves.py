@@ -17,7 +17,10 @@ other seeds (``WORK/replicates/<k>-<r>.json``): their spread is the noise a sear
 it runs one recipe once, which the replay adds to the surrogate's answers.
 
 One file per recipe, ``WORK/curves/<k>.json``, tracked: a stopped recording resumes where it
-was and a later session re-analyses without training anything. ``WORK/PAUSE`` holds it
+was and a later session re-analyses without training anything. WORK is
+``bench/runs/replay/upstream-<sha>`` by default, one per upstream build (named by its weights'
+sha256): the build is bit-identical on one kind of CPU but not across kinds, so curves of two
+builds are two recordings, never mixed. ``WORK/PAUSE`` holds it
 between recipes (a test run beside it would skew its seconds). Wall seconds are true only on
 an otherwise idle machine; CPU seconds are recorded too, so the replay's cost model can
 check the one against the other.
@@ -44,14 +47,27 @@ import upstream  # noqa: E402
 from tuner import stats  # noqa: E402
 from tuner.config import StudyConfig, load_config  # noqa: E402
 from tuner.data import PreparedData  # noqa: E402
-from tuner.engine import EpochMetrics, TrainHooks  # noqa: E402
+from tuner.engine import EpochMetrics, TrainHooks, file_sha256  # noqa: E402
 from tuner.progress import duration  # noqa: E402
 from tuner.recipe import TrialParams  # noqa: E402
 from tuner.search.space import sample  # noqa: E402
 
-WORK = REPO / "bench" / "runs" / "replay"
+RECORDINGS = REPO / "bench" / "runs" / "replay"
 REPLICATE_SEEDS = 100_000
 """Replicate r of recipe k trains from seed k + REPLICATE_SEEDS * r (r = 0: the recording)."""
+
+
+def recording_of(weights: str) -> Path:
+    """The folder of the curves recorded from the upstream build in ``weights``."""
+    return RECORDINGS / f"upstream-{build_id(weights)}"
+
+
+def largest_recording() -> Path:
+    """The recording with the most recipes: what the replay reads unless told otherwise."""
+    found = [p for p in RECORDINGS.glob("upstream-*") if (p / "curves").is_dir()]
+    if not found:
+        raise SystemExit(f"replay: no recording in {RECORDINGS}: run bench/replay_curves.py")
+    return max(found, key=lambda p: len(list((p / "curves").glob("*.json"))))
 
 
 def task_config() -> StudyConfig:
@@ -90,6 +106,11 @@ class EpochClock:
         return False
 
 
+def build_id(weights: str) -> str:
+    """The first 8 hex digits of the weights file's sha256 (a named weight spec as it is)."""
+    return file_sha256(Path(weights))[:8] if Path(weights).is_file() else weights
+
+
 def record(k: int, data: PreparedData, weights: str, replicate: int = 0) -> dict:
     """Train recipe ``k`` all its epochs; its curve, costs and test predictions. Replicate r
     trains the same recipe from seed ``k + REPLICATE_SEEDS * r``."""
@@ -106,10 +127,11 @@ def record(k: int, data: PreparedData, weights: str, replicate: int = 0) -> dict
         "epochs": clock.epochs, "best_epoch": result.best_epoch,
         "test": float(correct.mean()), "test_correct": stats.pack_correct(correct),
         "test_images": len(correct), "machine": anytime.cpu(),
+        "upstream": build_id(weights),
     }  # fmt: skip
 
 
-def load_curves(work: Path = WORK) -> list[dict]:
+def load_curves(work: Path) -> list[dict]:
     """Every recorded recipe, by number."""
     return sorted(
         (json.loads(p.read_text()) for p in (work / "curves").glob("*.json")),
@@ -124,7 +146,7 @@ def curve_path(work: Path, k: int, replicate: int) -> Path:
     return work / "replicates" / f"{k:04d}-{replicate}.json"
 
 
-def load_replicates(work: Path = WORK) -> list[list[dict]]:
+def load_replicates(work: Path) -> list[list[dict]]:
     """The runs of each recipe that was trained more than once (its recording first)."""
     runs: dict[int, list[dict]] = {}
     for path in sorted((work / "replicates").glob("*.json")):
@@ -134,10 +156,13 @@ def load_replicates(work: Path = WORK) -> list[list[dict]]:
             for k, more in sorted(runs.items()) if curve_path(work, k, 0).is_file()]  # fmt: skip
 
 
-def record_all(recipes: int, work: Path, replicates: int = 1, replicated: int = 30) -> None:
+def record_all(recipes: int, work: Path | None, replicates: int = 1, replicated: int = 30) -> None:
     """Record recipes 0..``recipes``-1, and ``replicates`` - 1 more runs of each of the first
-    ``replicated``, that are not recorded yet, with progress lines."""
+    ``replicated``, that are not recorded yet, with progress lines. ``work`` None: this
+    machine's upstream build's recording."""
     weights = str(upstream.build(upstream.UpstreamRecipe()))
+    work = work or recording_of(weights)
+    print(f"replay_curves: recording in {work}", flush=True)
     data = upstream.downstream_data()
     plan = [(k, 0) for k in range(recipes)]
     plan += [(k, r) for r in range(1, replicates) for k in range(min(replicated, recipes))]
@@ -170,7 +195,7 @@ def main() -> None:
     parser.add_argument("--recipes", type=int, default=150, help="record recipes 0..N-1")
     parser.add_argument("--replicates", type=int, default=1, help="runs of each replicated one")
     parser.add_argument("--replicated", type=int, default=30, help="recipes 0..N-1 replicated")
-    parser.add_argument("--work", type=Path, default=WORK, help="where curves/ is kept")
+    parser.add_argument("--work", type=Path, help="where curves/ is kept (default: per build)")
     args = parser.parse_args()
     record_all(args.recipes, args.work, args.replicates, args.replicated)
 

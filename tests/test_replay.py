@@ -156,6 +156,7 @@ def test_the_recorder_writes_what_the_surrogate_reads(tmp_path: Path) -> None:
     data = prepare_data(config.data, cache_path(config.data), with_test=True)
     found = replay_curves.record(0, data, "none")
     assert found["name"] == "feature_extraction" and len(found["epochs"]) == 4
+    assert found["upstream"] == "none"
     assert all(e["frozen_depth"] == 5 and e["wall"] > 0 and e["cpu"] > 0 for e in found["epochs"])
     assert 0.0 < found["test"] <= 1.0 and found["test_images"] == len(data.test_labels)
     assert replay_surrogate.targets(found).shape == (5,)
