@@ -156,6 +156,9 @@ SEARCHERS = {
                  "rates 3e-4, 1e-3, 3e-3, 1e-2", PROBES),
         Searcher("tuner-no-liar", _tpe(**{**TUNER_TPE, "constant_liar": False}),
                  _tuner_pruner("asha"), True, "tuner without constant liar"),
+        Searcher("tuner-first-rung-2", _tpe(**TUNER_TPE),
+                 lambda: ScheduleAwareASHA(EPOCHS, first_rung=2), True,
+                 "tuner's ASHA with its one rung after 2 epochs, not 1 and 3"),
     )
 }  # fmt: skip
 TOP_THIRD = "one-epoch-top-third"
@@ -345,6 +348,37 @@ def summarise(traces: list[Trace], searchers: list[str], cost: str, workers: int
     return "\n".join(lines)
 
 
+def paired(traces: list[Trace], searchers: list[str], cost: str, workers: int,
+           against: str = "tuner") -> str:  # fmt: skip
+    """``against`` minus each searcher, seed by seed (the same noise draws), at each fraction:
+    median regret difference (negative: ``against`` closer to the best), its wins and losses,
+    and the two-sided Wilcoxon signed-rank p over the seeds."""
+    from scipy.stats import wilcoxon
+
+    def regrets(name: str, fraction: float) -> dict[int, float]:
+        return {t.seed: t.at(fraction * t.budget)[0] for t in traces
+                if (t.searcher, t.cost, t.workers) == (name, cost, workers)}  # fmt: skip
+
+    lines = [
+        f"| {against} minus | " + " | ".join(f"at {f:.0%}" for f in FRACTIONS) + " |",
+        "| --- " * (1 + len(FRACTIONS)) + "|",
+    ]
+    for name in searchers:
+        if name == against or not regrets(name, 1.0):
+            continue
+        cells = []
+        for fraction in FRACTIONS:
+            mine, theirs = regrets(against, fraction), regrets(name, fraction)
+            seeds = sorted(set(mine) & set(theirs))
+            d = np.array([mine[s] - theirs[s] for s in seeds])
+            d = np.where(np.isfinite(d), d, np.sign(d) * 100)  # one found nothing yet
+            wins, losses = int((d < 0).sum()), int((d > 0).sum())
+            p = wilcoxon(d).pvalue if wins + losses else 1.0
+            cells.append(f"{np.median(d):+.2f} ({wins}-{losses}, p={p:.2g})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _iqr(values: list[float]) -> str:
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return "none" if not np.isfinite(median) else f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
@@ -456,7 +490,10 @@ def main() -> None:
     for cost in COST_MODELS:
         for count in workers:
             text += [f"### Cost model `{cost}`, {count} worker(s)", "",
-                     summarise(traces, names, cost, count), ""]  # fmt: skip
+                     summarise(traces, names, cost, count), "",
+                     "Paired by seed: median regret difference (wins-losses of tuner, "
+                     "Wilcoxon signed-rank p):", "",
+                     paired(traces, names, cost, count), ""]  # fmt: skip
     print("\n".join(text))
     results_file.append_run(args.out, "\n".join(text))
     if args.plot:

@@ -135,6 +135,20 @@ def test_summary_tables_every_fraction(task: replay.Task) -> None:
     assert row.count("|") == header.count("|")
 
 
+def test_paired_table_counts_wins_seed_by_seed() -> None:
+    def trace(name: str, seed: int, regret: float) -> replay.Trace:
+        return replay.Trace(name, "cpu", 1, seed, 100.0, [(5.0, regret, 0.8)], 10)
+
+    traces = [trace("tuner", s, 1.0 + s) for s in range(8)]
+    traces += [trace("random", s, 2.0 + s) for s in range(8)]  # always one point worse
+    traces += [trace("ray-asha", s, 1.0 + s - (s % 2)) for s in range(8)]  # half as good
+    table = replay.paired(traces, ["tuner", "random", "ray-asha", "optuna-median"], "cpu", 1)
+    header, _, random_row, ray_row = table.splitlines()  # no row for tuner nor a missing one
+    assert header.count("at ") == len(replay.FRACTIONS)
+    assert random_row.startswith("| random | -1.00 (8-0, p=0.0078)")
+    assert "+0.50 (0-4" in ray_row
+
+
 def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_path: Path) -> None:
     names = ["random", "tuner-startup-4", replay.TOP_THIRD]  # the 2nd: one worker only
     traces = replay.run_all(task, names, seeds=2, budget=5, workers=[1, 2], jobs=2)
