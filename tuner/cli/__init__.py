@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
 _KEPT_WHEN_INTERRUPTED = {
     "search": "Finished trials are kept in the study. ",
     "worker": "Finished trials are kept in the study. ",
+    "serve": "Finished trials are kept; interrupted ones resume from their last epoch. ",
     "prepare": "Nothing half-built is kept in the data cache. ",
 }
 """What an interrupted command leaves, said when Ctrl-C stops it."""
@@ -112,6 +113,20 @@ _COMMANDS = (
         commands.worker_command,
         ("study", "device", "gpus", *_STORE),
         arguments.worker_arguments,
+    ),
+    _Command(
+        "serve",
+        "a pool of workers on this host serving every queued study (tuner search --queue)",
+        commands.serve_command,
+        ("device", "gpus", *_STORE),
+        arguments.serve_arguments,
+    ),
+    _Command(
+        "queue",
+        "list the queued studies; pause, resume, cancel or re-prioritise one",
+        commands.queue_command,
+        ("storage",),
+        arguments.queue_arguments,
     ),
     _Command(
         "status",

@@ -64,6 +64,12 @@ def search_arguments(search: argparse.ArgumentParser) -> None:
     search.add_argument(
         "--workers", type=int, help="worker processes on this host's default device (default 1)"
     )
+    search.add_argument(
+        "--queue", action="store_true",
+        help="create and check the study, queue it for `tuner serve` pools and return at once",
+    )  # fmt: skip
+    search.add_argument("--priority", type=int, metavar="P",
+                        help="with --queue: pools serve higher priorities first (0)")  # fmt: skip
 
 
 def prepare_arguments(prepare: argparse.ArgumentParser) -> None:
@@ -115,6 +121,27 @@ def worker_arguments(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--threads", type=int, help=argparse.SUPPRESS)
     worker.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
+
+
+def serve_arguments(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--workers", type=int, help="pool worker processes on this host's default device (1)"
+    )
+    serve.add_argument("--idle-exit", type=float, metavar="MINUTES",
+                       help="exit once no queued study has had work for this long "
+                       "(default: serve until stopped)")  # fmt: skip
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--threads", type=int, help=argparse.SUPPRESS)
+
+
+def queue_arguments(queue: argparse.ArgumentParser) -> None:
+    queue.add_argument(
+        "action", nargs="?", default="list", choices=("list", "pause", "resume", "cancel", "set"),
+        help="list (default); pause, resume or cancel STUDY; set STUDY's --priority/--trials",
+    )  # fmt: skip
+    queue.add_argument("name", nargs="?", metavar="STUDY", help="the queued study to change")
+    queue.add_argument("--priority", type=int, metavar="P", help="with set: its new priority")
+    queue.add_argument("--trials", type=int, metavar="N", help="with set: its new budget")
 
 
 def status_arguments(status: argparse.ArgumentParser) -> None:

@@ -27,11 +27,40 @@ def search_command(args: argparse.Namespace) -> None:
     from tuner.run import driver, launcher
 
     _before_trials()
+    if args.queue or args.priority is not None:
+        _queue_search(args)
+        return
     started = time.monotonic()
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = driver.open_search(_search_request(args), print, slots)
     outcome = driver.run_search(session, slots, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started))
+
+
+def _queue_search(args: argparse.Namespace) -> None:
+    """`tuner search --queue`: the study created and checked as a search would, then queued."""
+    from tuner.run import driver
+    from tuner.search import queue
+    from tuner.search import study as study_mod
+    from tuner.search.storage import redact
+
+    if not args.queue:
+        raise TunerError("--priority goes with --queue (a search with its own workers has none).")
+    if args.workers is not None or args.gpus is not None:
+        raise TunerError(
+            "--queue starts no workers here: drop --workers/--gpus and run `tuner serve` "
+            "(with them) where the trials should run."
+        )
+    session = driver.open_search(_search_request(args), print)
+    study = session.pinned.study
+    queue.queue_study(study, args.priority or 0)
+    storage = "" if args.storage is None else f" --storage {redact(session.storage_url)}"
+    print(
+        f"queued study {study.study_name!r} at priority {args.priority or 0}: "
+        f"{study_mod.finished_count(study)} of {study_mod.stored_budget(study)} trials finished."
+        f"\nRun its trials with `tuner serve{storage} --workers N` (or --gpus LIST); follow "
+        f"and change the queue with `tuner queue{storage}`."
+    )
 
 
 def _search_request(args: argparse.Namespace) -> SearchRequest:
@@ -157,13 +186,81 @@ def worker_command(args: argparse.Namespace) -> None:
     )
 
 
+def serve_command(args: argparse.Namespace) -> None:
+    """`tuner serve`: one pool worker here, or a launcher of one per slot (--workers, --gpus)."""
+    import functools
+
+    from tuner.run import launcher, pool, pool_launcher
+    from tuner.run.identity import WorkerIdentity
+    from tuner.search.storage import artifacts_uri, redact, storage_url
+
+    _before_trials()
+    say = functools.partial(print, flush=True)
+    url, artifacts = storage_url(args.storage), artifacts_uri(args.artifacts)
+    if args.idle_exit is not None and args.idle_exit < 0:
+        raise TunerError(f"--idle-exit {args.idle_exit:g}: give minutes, 0 or more.")
+    many = args.gpus is not None or (args.workers or 1) > 1
+    if args.worker_index is None and many:
+        slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
+        where = f"on {launcher.describe_gpus(slots)}" if slots[0].gpu else "on this host"
+        say(f"pool of {len(slots)} workers {where} serving the queued studies in {redact(url)}")
+        pool_launcher.PoolLauncher(slots, url, artifacts, args.idle_exit, say).run()
+        return
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    identity = WorkerIdentity(index=args.worker_index, gpu=os.environ.get("TUNER_GPU"))
+    idle = None if args.idle_exit is None else 60 * args.idle_exit
+    if args.worker_index is None:
+        say(f"pool worker {identity.name} serving the queued studies in {redact(url)}")
+    ran = pool.serve(pool.PoolRequest(url, artifacts, identity, args.device, idle), say)
+    say(f"pool worker {identity.name} done: ran {ran} trials")
+
+
+def queue_command(args: argparse.Namespace) -> None:
+    """`tuner queue`: list the queued studies, or change one."""
+    from tuner.results import tables
+    from tuner.search import queue
+    from tuner.search import study as study_mod
+    from tuner.search.storage import open_storage, storage_url
+
+    storage = open_storage(storage_url(args.storage), must_exist=True)
+    changes = args.priority is not None or args.trials is not None
+    if args.action == "list":
+        if args.name is not None or changes:
+            raise TunerError(
+                "`tuner queue` lists; change a study with `tuner queue set STUDY --priority P "
+                "--trials N` (or pause, resume, cancel STUDY)."
+            )
+        print(tables.queue_table(queue.queued_studies(storage)))
+        return
+    if args.name is None:
+        raise TunerError(f"`tuner queue {args.action}` needs the study: tuner queue "
+                         f"{args.action} STUDY (`tuner queue` lists them).")  # fmt: skip
+    if (args.action == "set") != changes:
+        raise TunerError("--priority and --trials go with `tuner queue set STUDY`, and it needs "
+                         "at least one of them.")  # fmt: skip
+    if args.trials is not None:
+        if args.trials < 1:
+            raise TunerError(f"--trials {args.trials}: a budget is 1 trial or more.")
+        queue.change(storage, args.name)  # refuses a study that is not queued, before any change
+        study_mod.set_budget(study_mod.load_pinned(storage, args.name), args.trials)
+    state = {"pause": queue.PAUSED, "resume": queue.QUEUED, "cancel": queue.CANCELLED}
+    entry = queue.change(storage, args.name, state.get(args.action), args.priority)
+    print(f"study {args.name!r}: {queue.describe_change(args.action, entry)}")
+
+
 def status_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
-    from tuner.search import study
+    from tuner.search import queue, study
     from tuner.search.storage import open_storage, storage_url
 
     storage = open_storage(storage_url(args.storage), must_exist=True)
     print(reporting.studies_table(storage))
+    queued = queue.queued_studies(storage)
+    if queued:
+        print(f"\nqueue (served by `tuner serve` pools):\n{reporting.queue_table(queued)}")
     name = args.study or study.only_study(storage, required=False)
     if name:
         pinned = study.load_pinned(storage, name)

@@ -14,6 +14,7 @@ from tuner.recipe import RECIPES, Recipe, TrialParams
 from tuner.search import attrs
 from tuner.search import study as study_mod
 from tuner.search.confirm import Confirmation
+from tuner.search.queue import QueuedStudy
 from tuner.search.warm_start import Source
 from tuner.stats import Accuracy, PairedComparison
 
@@ -53,6 +54,21 @@ def studies_table(storage: optuna.storages.BaseStorage) -> str:
         )
     if not rows:
         return "no studies in this storage yet."
+    return pd.DataFrame(rows).to_string(index=False)
+
+
+def queue_table(entries: list[QueuedStudy]) -> str:
+    """The queue as pools serve it: one row per queued study, the next one served first."""
+    if not entries:
+        return "no queued studies in this storage (queue one with `tuner search CONFIG --queue`)."
+    rows = []
+    for q in entries:
+        refused = "; ".join(f"{host} cannot load it: {why}" for host, why in q.refused.items())
+        rows.append({
+            "study": q.name, "priority": q.priority, "state": q.state,
+            "finished": f"{q.finished}/{q.budget}", "running": q.running,
+            "workers": ", ".join(q.workers) or "-", "note": q.reason or refused or "",
+        })  # fmt: skip
     return pd.DataFrame(rows).to_string(index=False)
 
 

@@ -297,7 +297,7 @@ class Launcher:
             unmet = study_mod.finished_count(self.study) < study_mod.stored_budget(self.study)
             replace = unmet and self._replacements < len(self.slots)
             progress.write(
-                f"worker {worker.slot.index} died ({_describe_exit(code)}); "
+                f"worker {worker.slot.index} died ({describe_exit(code)}); "
                 f"{len(retried)} running trial(s) failed and queued for retry"
                 + (f"; starting a replacement (log: {worker.log})" if replace else "")
             )
@@ -352,7 +352,7 @@ def describe_gpus(slots: list[Slot]) -> str:
     return text
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
     if code < 0:
         return f"killed by {signal.Signals(-code).name}"
     return f"exit status {code}"

@@ -96,7 +96,7 @@ def run_worker(
     try:
         while reason is None and not study_mod.budget_met(study):
             with signals.deferred():  # a claimed trial is run or put back, never left RUNNING
-                trial = _claim_trial(study)
+                trial = claim_trial(study)
                 done = None if trial is None else run_trial(study, trial, objective, ended)
             if done is None:
                 time.sleep(WAIT_SECONDS)
@@ -108,7 +108,7 @@ def run_worker(
     return WorkerOutcome(study_mod.finished_count(study), study_mod.stored_budget(study), reason)
 
 
-def _claim_trial(study: optuna.Study) -> optuna.Trial | None:
+def claim_trial(study: optuna.Study) -> optuna.Trial | None:
     """A trial to run within the budget, or None while the trials in flight may fill it.
 
     The trials of dead workers are failed first (after the heartbeat grace period), which

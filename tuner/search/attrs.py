@@ -26,6 +26,8 @@ PARENT_STUDY = "tuner:parent_study"  # on a confirm study: the study it confirms
 CONFIRM_REQUEST = "tuner:confirm_request"  # the last `tuner confirm` request: candidates, seeds
 TEST_EVALUATION_PREFIX = "tuner:test:"  # + trial number: its export's held-out test result
 SOUP = "tuner:soup"  # the last `export-best --soup`: ingredients, val and test beside the best
+QUEUE = "tuner:queue"  # on a queued study: {priority, state, queued_at, reason} (search/queue.py)
+REFUSED_PREFIX = "tuner:refused:"  # + host: why that host's pool cannot load the study
 
 OBJECTIVE = "val_accuracy"  # the objective's name (set_metric_names): the dashboard's label
 
