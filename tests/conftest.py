@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 import torch
 import torchvision.datasets.cifar
 
@@ -205,3 +206,16 @@ def postgres_study(postgres_url: str) -> Iterator[str]:
     if name in optuna.get_all_study_names(storage):
         optuna.delete_study(study_name=name, storage=storage)
     storage.engine.dispose()
+
+
+@pytest.fixture
+def own_postgres_database(postgres_url: str) -> Iterator[str]:
+    """A database of this test's own: a pool serves every queued study in its storage."""
+    name = f"pool_{uuid.uuid4().hex[:10]}"
+    server = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    with server.connect() as connection:
+        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+    server.dispose()

@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 
 MANIFEST = Path(__file__).resolve().parents[1] / "deploy" / "kubernetes" / "worker-job.yaml"
+POOL = MANIFEST.with_name("pool-deployment.yaml")
 
 
 def _documents() -> dict[str, dict]:
@@ -43,3 +44,21 @@ def test_the_storage_url_comes_from_the_secret_and_artifacts_from_a_shared_volum
     mount = next(path for path in mounts if shared.startswith(path.rstrip("/") + "/"))
     volumes = {v["name"]: v for v in documents["Job"]["spec"]["template"]["spec"]["volumes"]}
     assert "persistentVolumeClaim" in volumes[mounts[mount]]  # ReadWriteMany in the README
+
+
+def test_the_pool_deployment_serves_the_queue_one_gpu_per_pod() -> None:
+    (deployment,) = [d for d in yaml.safe_load_all(POOL.read_text()) if d]
+    assert (deployment["apiVersion"], deployment["kind"]) == ("apps/v1", "Deployment")
+    spec = deployment["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"] == labels
+    assert spec["strategy"]["rollingUpdate"]["maxSurge"] == 0  # never more pods than GPUs
+    pod = spec["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] >= 60  # time to queue the trial to resume
+    (container,) = pod["containers"]
+    assert container["args"][0] == "serve" and "--idle-exit" not in container["args"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    secret = _documents()["Secret"]["metadata"]["name"]  # worker-job.yaml's secret
+    assert {"secretRef": {"name": secret}} in container["envFrom"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "TUNER_STORAGE" not in env and env["TUNER_ARTIFACTS"].startswith("file:///shared/")

@@ -9,13 +9,10 @@ from __future__ import annotations
 import datetime
 import shutil
 import signal
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-import sqlalchemy
 from optuna.trial import FrozenTrial, TrialState
 
 from tests.e2e.test_workers_cli import (
@@ -54,19 +51,6 @@ def assert_exact_budget(url: str, name: str, budget: int) -> list[FrozenTrial]:
 
 def first_start(trials: list[FrozenTrial]) -> datetime.datetime:
     return min(t.datetime_start for t in trials if t.datetime_start is not None)
-
-
-@pytest.fixture
-def own_postgres_database(postgres_url: str) -> Iterator[str]:
-    """A database of this test's own: a pool serves every queued study in its storage."""
-    name = f"pool_{uuid.uuid4().hex[:10]}"
-    server = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    yield postgres_url.rsplit("/", 1)[0] + f"/{name}"
-    with server.connect() as connection:
-        connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
-    server.dispose()
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])

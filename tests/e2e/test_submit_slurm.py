@@ -177,3 +177,35 @@ def test_a_cancelled_task_leaves_its_trial_to_be_resumed(
     assert len(finished) == 1, [(t.number, t.state) for t in chain]  # counted once
     assert finished[0].user_attrs.get(attrs.RESUMED_AFTER_EPOCH, -1) >= 0  # not from scratch
     assert len(_finished(study)) == 3
+
+
+def test_a_pool_array_serves_two_queued_studies(tmp_path: Path, own_postgres_database: str) -> None:
+    """`tuner submit --pool`: each task a `tuner serve` worker; two studies queued, one of them
+    by the submit itself, both reach their budgets and the idle tasks end by themselves."""
+    url = own_postgres_database
+    queued = run_tuner(
+        tmp_path, "search", str(_study_file(tmp_path, "first", trials=2)), "--queue",
+        "--storage", url,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr[-2000:]
+    dry = run_tuner(tmp_path, "submit", "--pool", "--workers", "2", "--idle-exit", "0.1",
+                    "--storage", url, "--dry-run")  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert " serve --idle-exit 0.1 --worker-index $SLURM_ARRAY_TASK_ID" in dry.stdout
+    assert "#SBATCH --job-name=tuner-pool" in dry.stdout and "#SBATCH --requeue" in dry.stdout
+    assert "postgresql" not in dry.stdout  # the URL travels in the environment only
+
+    result = run_tuner(
+        tmp_path, "submit", str(_study_file(tmp_path, "second", trials=3)), "--pool",
+        "--priority", "2", "--workers", "2", "--idle-exit", "0.1", "--storage", url,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "queued study 'second' at priority 2" in result.stdout and "tuner queue" in result.stdout
+    job_id = _job_id(result.stdout)
+    _wait_for_array(job_id, timeout=300)
+    for name, budget in (("first", 2), ("second", 3)):
+        study = optuna.load_study(study_name=name, storage=url)
+        assert len(_finished(study)) == budget
+        assert not study.get_trials(states=(TrialState.RUNNING,))
+    logs = sorted((tmp_path / "tuner-logs" / "pool" / "slurm").glob("*.log"))
+    assert len(logs) == 2 and all("no queued study has work" in log.read_text() for log in logs)

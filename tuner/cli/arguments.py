@@ -114,6 +114,18 @@ def submit_arguments(submit: argparse.ArgumentParser) -> None:
                         help="an extra sbatch option, e.g. --sbatch-arg=--qos=high")  # fmt: skip
     submit.add_argument("--logs", type=Path, help="task logs (default: tuner-logs/STUDY/slurm)")
     submit.add_argument("--dry-run", action="store_true", help="print the batch script only")
+    submit.add_argument("--pool", action="store_true",
+                        help="tasks that serve every queued study (tuner serve), not one study; "
+                        "a CONFIG given is created and queued")  # fmt: skip
+    submit.add_argument("--idle-exit", type=float, metavar="MINUTES",
+                        help="with --pool: a task ends once no queued study has had work for "
+                        "this long")  # fmt: skip
+    submit.add_argument(
+        "--priority",
+        type=int,
+        metavar="P",
+        help="with --pool: the CONFIG's study is queued at this priority (0)",
+    )
 
 
 def worker_arguments(worker: argparse.ArgumentParser) -> None:

@@ -133,7 +133,10 @@ def submit_command(args: argparse.Namespace) -> None:
         args.workers, args.partition, args.gpus_per_worker, args.cpus_per_worker, args.mem,
         args.time, args.grace, tuple(args.sbatch_arg),
     )  # fmt: skip
-    request = submit.SubmitRequest(_search_request(args), shape, args.logs, args.dry_run)
+    request = submit.SubmitRequest(
+        _search_request(args), shape, args.logs, args.dry_run, args.pool, args.idle_exit,
+        args.priority,
+    )  # fmt: skip
     submit.run(request, print, lambda line: print(line, file=sys.stderr))
 
 

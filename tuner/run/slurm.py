@@ -58,16 +58,22 @@ class ArrayShape:
 class ArrayJob:
     """One array of worker tasks for a study: its shape, where its logs go, its artifacts."""
 
-    study: str
+    study: str | None  # None: a pool, each task a `tuner serve` worker of every queued study
     shape: ArrayShape
     logs: Path  # absolute: every task writes its log here
     artifacts: str
+    idle_exit_minutes: float | None = None  # a pool's tasks end once idle this long
+
+    @property
+    def label(self) -> str:
+        """The job's name after ``tuner-``: the study, or ``pool``."""
+        return self.study or "pool"
 
     def script(self, workdir: Path) -> str:
         """The batch script: ``#SBATCH`` lines, then the worker, run in ``workdir``."""
         shape = self.shape
         options = [
-            f"--job-name=tuner-{self.study}",
+            f"--job-name=tuner-{self.label}",
             f"--array=0-{shape.workers - 1}",
             "--ntasks=1",
             f"--cpus-per-task={shape.cpus_per_worker}",
@@ -86,17 +92,22 @@ class ArrayJob:
             if value is not None:
                 options.append(f"--{flag}={value}")
         options += list(shape.sbatch_args)
-        worker = [
-            sys.executable, "-m", "tuner.cli", "worker", "--study", self.study,
-            "--worker-index", "$SLURM_ARRAY_TASK_ID", "--threads", "$SLURM_CPUS_PER_TASK",
-        ]  # fmt: skip
+        if self.study is None:
+            worker = [sys.executable, "-m", "tuner.cli", "serve"]
+            if self.idle_exit_minutes is not None:
+                worker += ["--idle-exit", f"{self.idle_exit_minutes:g}"]
+            what = "one pool worker (tuner serve) of every queued study per task"
+        else:
+            worker = [sys.executable, "-m", "tuner.cli", "worker", "--study", self.study]
+            what = f"one tuner worker of study {self.study!r} per task"
+        worker += ["--worker-index", "$SLURM_ARRAY_TASK_ID", "--threads", "$SLURM_CPUS_PER_TASK"]
         command = " ".join(arg if arg.startswith("$") else shlex.quote(arg) for arg in worker)
         return "\n".join(
             [
                 "#!/bin/bash",
                 *(f"#SBATCH {option}" for option in options),
                 "",
-                f"# written by `tuner submit` for study {self.study!r}: one tuner worker per task.",
+                f"# written by `tuner submit`: {what}.",
                 "# The storage URL comes from TUNER_STORAGE in the environment sbatch exports.",
                 "set -euo pipefail",
                 f"export TUNER_ARTIFACTS={shlex.quote(self.artifacts)}",
@@ -188,7 +199,7 @@ def filesystem_type(path: Path) -> str:
 def submit(job: ArrayJob, workdir: Path, env: dict[str, str]) -> str:
     """Write the batch script into the log folder, submit it; the array's job id."""
     job.logs.mkdir(parents=True, exist_ok=True)
-    script = job.logs / f"tuner-{job.study}.sbatch"
+    script = job.logs / f"tuner-{job.label}.sbatch"
     script.write_text(job.script(workdir))
     out = _slurm(["sbatch", "--parsable", str(script)], env=env)
     job_id = out.strip().split(";")[0]

@@ -25,6 +25,9 @@ class SubmitRequest:
     shape: slurm.ArrayShape
     logs: Path | None = None
     dry_run: bool = False
+    pool: bool = False  # the tasks serve every queued study (tuner serve), not one study
+    idle_exit_minutes: float | None = None
+    priority: int | None = None  # with pool: the created study is queued at this priority
 
 
 def run(request: SubmitRequest, say: Say, warn: Say) -> None:
@@ -33,14 +36,16 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
     Nothing is created or submitted before every refusal has had its chance; a dry run only
     prints the batch script, and checks with Slurm only what a reachable controller can answer.
     """
-    if request.shape.workers < 1:
-        raise TunerError(f"--workers {request.shape.workers}: must be at least 1.")
+    _check_request(request)
     search = request.search
     url = storage_url(search.storage)
     artifacts = describe_artifacts(artifacts_uri(search.artifacts))
-    name = _study_name(search, url)
-    logs = (request.logs or Path("tuner-logs") / name / "slurm").resolve()
-    job = slurm.ArrayJob(name, request.shape, logs, artifacts)
+    name = _study_name(search, url) if not request.pool or search.gives_a_config else None
+    folder = "pool" if request.pool else str(name)
+    logs = (request.logs or Path("tuner-logs") / folder / "slurm").resolve()
+    job = slurm.ArrayJob(
+        None if request.pool else name, request.shape, logs, artifacts, request.idle_exit_minutes
+    )
     _check_cluster(request, url, job, warn)
     if request.dry_run:
         say(job.script(Path.cwd()).rstrip("\n"))
@@ -49,19 +54,36 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
         import optuna
 
         from tuner.run import driver  # loads torch: only when a study is created here
+        from tuner.search import queue
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner says what it did itself
-        driver.open_search(search, say)
-    elif not study_mod.study_exists(open_storage(url, must_exist=True), name):
+        session = driver.open_search(search, say)
+        if request.pool:
+            queue.queue_study(session.pinned.study, request.priority or 0)
+            say(f"queued study {name!r} at priority {request.priority or 0}")
+    elif not request.pool and not study_mod.study_exists(open_storage(url, must_exist=True), name):
         raise TunerError(f"--study {name}: no such study in {redact(url)}; give its config.")
-    elif search.warm_start is not None:
+    elif search.warm_start is not None and not request.pool:
         say(only_new_note(name))
     job_id = slurm.submit(job, Path.cwd(), {**os.environ, "TUNER_STORAGE": url})
+    what = "pool worker (tuner serve)" if request.pool else "tuner worker"
+    serves = "every queued study" if request.pool else f"study {name!r}"
+    follow = "tuner queue" if request.pool else f"tuner status --study {name}"
     say(
-        f"submitted job array {job_id}: {request.shape.workers} tuner worker task(s) for study "
-        f"{name!r} in {redact(url)}\n  follow it: squeue -j {job_id}; tuner status --study "
-        f"{name}\n  logs: {job.logs}/tuner-{name}-{job_id}_<task>.log\n  stop it: scancel {job_id}"
+        f"submitted job array {job_id}: {request.shape.workers} {what} task(s) for {serves} in "
+        f"{redact(url)}\n  follow it: squeue -j {job_id}; {follow}\n  logs: "
+        f"{job.logs}/tuner-{job.label}-{job_id}_<task>.log\n  stop it: scancel {job_id}"
     )
+
+
+def _check_request(request: SubmitRequest) -> None:
+    """The options that only go together, refused before anything is asked of Slurm."""
+    if request.shape.workers < 1:
+        raise TunerError(f"--workers {request.shape.workers}: must be at least 1.")
+    if not request.pool and (request.idle_exit_minutes is not None or request.priority is not None):
+        raise TunerError("--idle-exit and --priority go with --pool (tasks that serve the queue).")
+    if request.idle_exit_minutes is not None and request.idle_exit_minutes < 0:
+        raise TunerError(f"--idle-exit {request.idle_exit_minutes:g}: give minutes, 0 or more.")
 
 
 def _check_cluster(request: SubmitRequest, url: str, job: slurm.ArrayJob, warn: Say) -> None:
