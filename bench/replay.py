@@ -379,6 +379,29 @@ def paired(traces: list[Trace], searchers: list[str], cost: str, workers: int,
     return "\n".join(lines)
 
 
+def half_time(traces: list[Trace], searchers: list[str], cost: str, workers: int,
+              against: str = "tuner") -> str:  # fmt: skip
+    """The race's goal in the replay: for each peer, the median time ``against`` takes to reach
+    the peer's final median regret, over the peer's own median time to reach it (at most 0.5
+    meets the goal). Times are shares of the budget; never reached counts as infinite."""
+    lines = [f"| peer | its final median regret | its time to it | {against}'s time | ratio |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
+
+    def mine(name: str) -> list[Trace]:
+        return [t for t in traces if (t.searcher, t.cost, t.workers) == (name, cost, workers)]
+
+    for name in searchers:
+        if name == against or not mine(name):
+            continue
+        target = float(np.median([t.at(t.budget)[0] for t in mine(name)]))
+        theirs = float(np.median([t.time_to(target) / t.budget for t in mine(name)]))
+        ours = float(np.median([t.time_to(target) / t.budget for t in mine(against)]))
+        ratio = ours / theirs if np.isfinite(ours) and theirs > 0 else float("inf")
+        reached = "never" if not np.isfinite(ours) else f"{ours:.0%}"
+        lines.append(f"| {name} | {target:.2f} | {theirs:.0%} | {reached} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
 def _iqr(values: list[float]) -> str:
     q1, median, q3 = np.percentile(values, [25, 50, 75])
     return "none" if not np.isfinite(median) else f"{median:.2f} [{q1:.2f}, {q3:.2f}]"
@@ -493,7 +516,10 @@ def main() -> None:
                      summarise(traces, names, cost, count), "",
                      "Paired by seed: median regret difference (wins-losses of tuner, "
                      "Wilcoxon signed-rank p):", "",
-                     paired(traces, names, cost, count), ""]  # fmt: skip
+                     paired(traces, names, cost, count), "",
+                     "Half-time goal (tuner's time to each peer's final median regret over the "
+                     "peer's own, as shares of the budget; met at 0.5 or less):", "",
+                     half_time(traces, names, cost, count), ""]  # fmt: skip
     print("\n".join(text))
     results_file.append_run(args.out, "\n".join(text))
     if args.plot:

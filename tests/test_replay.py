@@ -149,6 +149,19 @@ def test_paired_table_counts_wins_seed_by_seed() -> None:
     assert "+0.50 (0-4" in ray_row
 
 
+def test_half_time_compares_times_to_the_peers_final_median() -> None:
+    def trace(name: str, seed: int, changes: list) -> replay.Trace:
+        return replay.Trace(name, "cpu", 1, seed, 100.0, changes, 10)
+
+    traces = [trace("tuner", s, [(10.0, 2.0, 0.8), (20.0, 0.5, 0.8)]) for s in range(3)]
+    traces += [trace("random", s, [(40.0, 3.0, 0.8), (80.0, 1.0, 0.8)]) for s in range(3)]
+    traces += [trace("ray-asha", s, [(90.0, 0.1, 0.8)]) for s in range(3)]
+    table = replay.half_time(traces, ["tuner", "random", "ray-asha"], "cpu", 1)
+    _, _, random_row, ray_row = table.splitlines()
+    assert random_row == "| random | 1.00 | 80% | 20% | 0.25 |"  # tuner was there at 20 s
+    assert ray_row == "| ray-asha | 0.10 | 90% | never | inf |"
+
+
 def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_path: Path) -> None:
     names = ["random", "tuner-startup-4", replay.TOP_THIRD]  # the 2nd: one worker only
     traces = replay.run_all(task, names, seeds=2, budget=5, workers=[1, 2], jobs=2)
