@@ -115,6 +115,7 @@ class Searcher:
     classic_first: bool
     words: str
     probes: tuple[dict, ...] = ()
+    warm_start: bool = False  # the task's earlier study's best recipes right after the classics
 
 
 def _tuner_pruner(name: str) -> Callable[[], optuna.pruners.BasePruner]:
@@ -156,6 +157,9 @@ SEARCHERS = {
                  "rates 3e-4, 1e-3, 3e-3, 1e-2", PROBES),
         Searcher("tuner-no-liar", _tpe(**{**TUNER_TPE, "constant_liar": False}),
                  _tuner_pruner("asha"), True, "tuner without constant liar"),
+        Searcher("tuner-warm-start", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner warm-started (--warm-start) from the 3 best random recipes of the other "
+                 "upstream build's recording: a study of a closely related task", warm_start=True),
         Searcher("tuner-first-rung-2", _tpe(**TUNER_TPE),
                  lambda: ScheduleAwareASHA(EPOCHS, first_rung=2), True,
                  "tuner's ASHA with its one rung after 2 epochs, not 1 and 3"),
@@ -190,8 +194,10 @@ class Trace:
 class Task:
     """The surrogate plus what the replay asks of it per recipe, cached by recipe."""
 
-    def __init__(self, surrogate: Surrogate, space: SpaceConfig, reference: float) -> None:
+    def __init__(self, surrogate: Surrogate, space: SpaceConfig, reference: float,
+                 warm: tuple[dict, ...] = ()) -> None:  # fmt: skip
         self.surrogate, self.space, self.reference = surrogate, space, reference
+        self.warm = warm  # an earlier study's best recipes (Optuna params), for warm starts
         self._mean: dict[TrialParams, np.ndarray] = {}
         self._cost: dict[tuple[TrialParams, str], np.ndarray] = {}
 
@@ -232,7 +238,7 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
     if searcher.classic_first:
         for _, params in recipe_trials(task.space, EPOCHS)[0]:
             study.enqueue_trial(params)
-    for params in searcher.probes:
+    for params in (*(task.warm if searcher.warm_start else ()), *searcher.probes):
         study.enqueue_trial(params)
     budget = compute / workers
     trace = Trace(searcher.name, cost, workers, seed, budget, [], 0)
@@ -487,8 +493,12 @@ def main() -> None:
     replicates = replay_curves.load_replicates(args.curves)
     surrogate = replay_surrogate.fit(curves, compared[0].name, TRIAL_OVERHEAD, replicates)
     space = replay_curves.task_config().space
-    task = Task(surrogate, space, reference(surrogate, space, curves))
+    earlier = replay_curves.other_recording(args.curves)
+    warm = replay_curves.best_recipes(earlier, 3) if earlier else ()
+    task = Task(surrogate, space, reference(surrogate, space, curves), warm)
     names, workers = args.searchers.split(","), [int(w) for w in args.workers.split(",")]
+    if not warm:
+        names = [n for n in names if not (n in SEARCHERS and SEARCHERS[n].warm_start)]
     kept = args.curves / TRACES
     if args.analyse:
         traces = [Trace(**t) for t in json.loads(kept.read_text())]

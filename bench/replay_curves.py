@@ -62,12 +62,31 @@ def recording_of(weights: str) -> Path:
     return RECORDINGS / f"upstream-{build_id(weights)}"
 
 
+def recordings() -> list[Path]:
+    """Every recording, the one with the most recipes first."""
+    found = [p for p in RECORDINGS.glob("upstream-*") if (p / "curves").is_dir()]
+    return sorted(found, key=lambda p: -len(list((p / "curves").glob("*.json"))))
+
+
 def largest_recording() -> Path:
     """The recording with the most recipes: what the replay reads unless told otherwise."""
-    found = [p for p in RECORDINGS.glob("upstream-*") if (p / "curves").is_dir()]
-    if not found:
+    if not recordings():
         raise SystemExit(f"replay: no recording in {RECORDINGS}: run bench/replay_curves.py")
-    return max(found, key=lambda p: len(list((p / "curves").glob("*.json"))))
+    return recordings()[0]
+
+
+def other_recording(work: Path) -> Path | None:
+    """The largest recording besides ``work`` (another upstream build): an earlier study of a
+    closely related task, for the replay's warm starts; None when there is none."""
+    return next((p for p in recordings() if p.resolve() != work.resolve()), None)
+
+
+def best_recipes(work: Path, top: int) -> tuple[dict, ...]:
+    """The Optuna params of the ``top`` sampled recipes of a recording with the best observed
+    val accuracy (the classic recipes, which every search runs anyway, left out)."""
+    sampled = [c for c in load_curves(work) if c["optuna"]]
+    ranked = sorted(sampled, key=lambda c: -max(e["val"] for e in c["epochs"]))
+    return tuple(c["optuna"] for c in ranked[:top])
 
 
 def task_config() -> StudyConfig:

@@ -199,6 +199,26 @@ def test_probes_run_right_after_the_classic_recipes(task: replay.Task) -> None:
     assert probes == [(5, None, probe["head_lr"]) for probe in replay.PROBES]
 
 
+def test_a_warm_start_runs_the_earlier_best_recipes_after_the_classics(
+    task: replay.Task,
+) -> None:
+    earlier = [replay_curves.recipe(k) for k in (11, 12)]  # (name, params, Optuna params)
+    warm = replay.Task(task.surrogate, task.space, task.reference, tuple(e[2] for e in earlier))
+    compute = 10 * warm.full_trial_seconds("cpu")
+    replay.replay(replay.SEARCHERS["tuner-warm-start"], warm, "cpu", 0, compute, 1)
+    assert list(warm._mean)[3:5] == [params for _, params, _ in earlier]
+    plain = replay.Task(task.surrogate, task.space, task.reference, tuple(e[2] for e in earlier))
+    replay.replay(replay.SEARCHERS["tuner"], plain, "cpu", 0, compute, 1)
+    assert list(plain._mean)[3:5] != [params for _, params, _ in earlier]
+
+
+def test_recordings_are_kept_per_upstream_build() -> None:
+    found = replay_curves.recordings()
+    assert found and all(p.name.startswith("upstream-") for p in found)
+    assert replay_curves.largest_recording() == found[0]
+    assert replay_curves.other_recording(found[0]) != found[0]
+
+
 def test_noise_comes_from_the_spread_of_replicates() -> None:
     curves = [ruled_curve(k) for k in range(60)]
     replicates = []
