@@ -29,6 +29,7 @@ import heapq
 import json
 import sys
 import time
+import warnings
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -486,6 +487,8 @@ def main() -> None:
         "--analyse", action="store_true", help="tables and plot of the kept traces, no replay"
     )
     args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     started = time.monotonic()
     args.curves = args.curves or replay_curves.largest_recording()
     curves = replay_curves.load_curves(args.curves)
@@ -509,7 +512,7 @@ def main() -> None:
     text = [
         f"## Replay ({when})", "",
         f"Command: `python bench/replay.py --seeds {args.seeds} --budget {args.budget:g} "
-        f"--workers {args.workers} --curves {args.curves.relative_to(REPO)}`; "
+        f"--workers {args.workers} --curves {_shown(args.curves)}`; "
         f"{len(curves)} recorded recipes; "
         f"{(time.monotonic() - started) / 60:.0f} minutes; traces kept in {kept}.", "",
         surrogate_table(compared), "",
@@ -534,6 +537,12 @@ def main() -> None:
     results_file.append_run(args.out, "\n".join(text))
     if args.plot:
         plot(traces, names, 1, args.plot)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository where it is inside it (as a command would name it)."""
+    full = path.resolve()
+    return str(full.relative_to(REPO)) if full.is_relative_to(REPO) else str(path)
 
 
 def plot(traces: list[Trace], names: list[str], workers: int, path: Path) -> None:
