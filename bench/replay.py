@@ -215,7 +215,8 @@ class Task:
     def observed(self, params: TrialParams, seed: int) -> np.ndarray:
         """The same recipe shows the same noise to every searcher of one seed."""
         rng = np.random.default_rng([seed, zlib.crc32(repr(params).encode())])
-        noise = self.surrogate.noise[rng.integers(len(self.surrogate.noise))]
+        rows = self.surrogate.noise_rows(params)
+        noise = rows[rng.integers(len(rows))]
         return np.clip(self.mean(params) + noise, 0.0, 1.0)
 
     def handed_back(self, params: TrialParams, observed: np.ndarray) -> tuple[float, float]:

@@ -7,7 +7,11 @@ held-out error and the best kept). Replayed trials get the model's answer plus n
 size and shape (correlated over epochs) that one run of a recipe shows: a replicate's
 deviation from its recipe's mean over several seeds (``replay_curves.py --replicates``), or,
 without replicates, a recorded recipe's held-out residual (surrogate error included: about
-twice the seed noise, too much to rank searchers by).
+twice the seed noise, too much to rank searchers by). Seed noise differs from recipe to recipe
+(a short warmup at a high rate swings by 20 points at epoch 1 from seed to seed, a frozen
+backbone by 1), so a recipe draws its deviations from the replicated recipes nearest to it
+(:data:`NOISE_NEIGHBOURS` of them), not from all: pooled, one volatile recipe's swings would
+give a steady recipe an epoch it could never reach, which a search would then hand back.
 
 Two cost models give seconds per epoch:
 
@@ -26,6 +30,7 @@ Two cost models give seconds per epoch:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +156,14 @@ class Surrogate:
     quiet_share: float  # of the recorded epochs, those the cost model was fitted on
     full_epoch_seconds: float  # CPU cost model's mean epoch of full fine-tuning
     trial_overhead: float  # seconds per trial besides its epochs
+    noise_sources: NoiseSources | None = None  # which replicated recipe each row came from
+
+    def noise_rows(self, params: TrialParams) -> np.ndarray:
+        """The deviations a run of ``params`` may show: the rows of the replicated recipes
+        nearest it, or every row when the noise is not from replicates."""
+        if self.noise_sources is None:
+            return self.noise
+        return self.noise[self.noise_sources.nearest_rows(features(params))]
 
     def mean(self, params: TrialParams) -> np.ndarray:
         """Noise-free answer: 4 epochs' val accuracy, then test accuracy."""
@@ -163,6 +176,25 @@ class Surrogate:
             return self.full_epoch_seconds * np.array(units)
         rows = np.stack([_cost_row(params, e) for e in range(EPOCHS)])
         return self.cost_model.predict(rows)
+
+
+NOISE_NEIGHBOURS = 3
+"""Replicated recipes whose seed deviations a recipe draws its noise from."""
+
+
+@dataclass(frozen=True)
+class NoiseSources:
+    """The replicated recipes' features (standardised) and which noise rows are each one's."""
+
+    centres: np.ndarray  # [recipes, features], standardised
+    scale: tuple[np.ndarray, np.ndarray]  # the features' mean and spread over the recording
+    rows: tuple[np.ndarray, ...]  # per replicated recipe, its rows of the noise
+
+    def nearest_rows(self, x: np.ndarray) -> np.ndarray:
+        mean, spread = self.scale
+        distance = np.linalg.norm(self.centres - (x - mean) / spread, axis=1)
+        nearest = np.argsort(distance, kind="stable")[:NOISE_NEIGHBOURS]
+        return np.concatenate([self.rows[i] for i in nearest])
 
 
 def _cost_row(params: TrialParams, epoch: int) -> np.ndarray:
@@ -188,8 +220,16 @@ def fit(curves: list[dict], curve_model: str, trial_overhead: float,
     recipes = [params_of(c["recipe"]) for c in curves]
     x = np.stack([features(p) for p in recipes])
     y = np.stack([targets(c) for c in curves])
+    sources = None
     if replicates:
-        noise, source = seed_noise(replicates), f"seed spread of {len(replicates)} recipes"
+        noise = seed_noise(replicates)
+        source = (f"seed spread of {len(replicates)} recipes, each recipe drawing from its "
+                  f"{NOISE_NEIGHBOURS} nearest")  # fmt: skip
+        scale = (x.mean(axis=0), np.where(x.std(axis=0) > 0, x.std(axis=0), 1.0))
+        centres = np.stack([features(params_of(g[0]["recipe"])) for g in replicates])
+        bounds = np.cumsum([0, *(len(g) for g in replicates)])
+        rows = tuple(np.arange(a, b) for a, b in itertools.pairwise(bounds))
+        sources = NoiseSources((centres - scale[0]) / scale[1], scale, rows)
     else:
         noise, source = held_out(curve_model, x, y).residuals, "held-out residuals"
     rows = np.stack([_cost_row(p, e) for p in recipes for e in range(EPOCHS)])
@@ -203,7 +243,7 @@ def fit(curves: list[dict], curve_model: str, trial_overhead: float,
     full_epoch = float(np.mean([cost_model.predict(_cost_row(p, 1)[None])[0] for p in full]))
     return Surrogate(
         CANDIDATES[curve_model]().fit(x, y), cost_model, noise, source, float(quiet.mean()),
-        full_epoch, trial_overhead,
+        full_epoch, trial_overhead, sources,
     )  # fmt: skip
 
 

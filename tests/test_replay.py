@@ -238,6 +238,23 @@ def test_noise_comes_from_the_spread_of_replicates() -> None:
     assert "held-out" in replay_surrogate.fit(curves, "extra trees", 1.0).noise_source
 
 
+def test_a_recipe_draws_its_noise_from_the_replicated_recipes_nearest_it() -> None:
+    curves = [ruled_curve(k) for k in range(60)]
+    replicates = []
+    for k in range(8):  # recipe k's runs deviate by k + 1 points
+        runs = [ruled_curve(k)]
+        for shift in (0.01 * (k + 1), -0.01 * (k + 1)):
+            run = ruled_curve(k)
+            runs.append({**run, "epochs": [{**e, "val": e["val"] + shift} for e in run["epochs"]]})
+        replicates.append(runs)
+    surrogate = replay_surrogate.fit(curves, "extra trees", 1.0, replicates)
+    for k in range(8):
+        rows = surrogate.noise_rows(replay_surrogate.params_of(ruled_curve(k)["recipe"]))
+        assert len(rows) == 3 * replay_surrogate.NOISE_NEIGHBOURS
+        own = math.sqrt(1.5) * (k + 1)  # its own spread is among them
+        assert np.isclose(100 * np.abs(rows[:, 0]), own).sum() == 2
+
+
 def test_replicates_are_kept_apart_and_grouped_with_their_recording(tmp_path: Path) -> None:
     for k, replicate in [(0, 0), (0, 1), (0, 2), (1, 0), (2, 1)]:  # 2's recording is missing
         path = replay_curves.curve_path(tmp_path, k, replicate)
