@@ -456,11 +456,12 @@ def _replay_job(job: Job) -> Trace:
 
 
 def run_all(task: Task, names: list[str], seeds: int, budget: float, workers: list[int],
-            jobs: int) -> list[Trace]:  # fmt: skip
+            jobs: int, first_seed: int = 0) -> list[Trace]:  # fmt: skip
     """Every replay, on ``jobs`` processes, with a progress line per tenth."""
     plan = [
         Job(name, cost, count, seed, budget * task.full_trial_seconds(cost))
-        for cost in COST_MODELS for count in workers for name in names for seed in range(seeds)
+        for cost in COST_MODELS for count in workers for name in names
+        for seed in range(first_seed, first_seed + seeds)
         if count == 1 or name in PARALLEL
     ]  # fmt: skip
     traces, started = [], time.monotonic()
@@ -477,6 +478,18 @@ def run_all(task: Task, names: list[str], seeds: int, budget: float, workers: li
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds from here on (fresh ones confirm what others chose)",
+    )
+    parser.add_argument("--traces", default=TRACES, help=f"file kept beside the curves ({TRACES})")
+    parser.add_argument(
+        "--replicates",
+        type=Path,
+        help="the recording whose replicates give the noise (default: --curves)",
+    )
     parser.add_argument("--budget", type=float, default=40.0, help="in full trials' compute")
     parser.add_argument("--workers", default="1,4,8")
     parser.add_argument("--searchers", default=",".join([*SEARCHERS, TOP_THIRD]))
@@ -494,7 +507,7 @@ def main() -> None:
     args.curves = args.curves or replay_curves.largest_recording()
     curves = replay_curves.load_curves(args.curves)
     compared = replay_surrogate.compare_models(curves)
-    replicates = replay_curves.load_replicates(args.curves)
+    replicates = replay_curves.load_replicates(args.replicates or args.curves)
     surrogate = replay_surrogate.fit(curves, compared[0].name, TRIAL_OVERHEAD, replicates)
     space = replay_curves.task_config().space
     earlier = replay_curves.other_recording(args.curves)
@@ -503,17 +516,19 @@ def main() -> None:
     names, workers = args.searchers.split(","), [int(w) for w in args.workers.split(",")]
     if not warm:
         names = [n for n in names if not (n in SEARCHERS and SEARCHERS[n].warm_start)]
-    kept = args.curves / TRACES
+    kept = args.curves / args.traces
     if args.analyse:
         traces = [Trace(**t) for t in json.loads(kept.read_text())]
     else:
-        traces = run_all(task, names, args.seeds, args.budget, workers, args.jobs)
+        traces = run_all(task, names, args.seeds, args.budget, workers, args.jobs, args.first_seed)
         kept.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = [
         f"## Replay ({when})", "",
-        f"Command: `python bench/replay.py --seeds {args.seeds} --budget {args.budget:g} "
-        f"--workers {args.workers} --curves {_shown(args.curves)}`; "
+        f"Command: `python bench/replay.py --seeds {args.seeds} --first-seed {args.first_seed} "
+        f"--budget {args.budget:g} --searchers {args.searchers} "
+        + (f"--replicates {_shown(args.replicates)} " if args.replicates else "")
+        + f"--workers {args.workers} --curves {_shown(args.curves)}`; "
         f"{len(curves)} recorded recipes; "
         f"{(time.monotonic() - started) / 60:.0f} minutes; traces kept in {kept}.", "",
         surrogate_table(compared), "",
