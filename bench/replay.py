@@ -117,6 +117,7 @@ class Searcher:
     words: str
     probes: tuple[dict, ...] = ()
     warm_start: bool = False  # the task's earlier study's best recipes right after the classics
+    confirm: int = 0  # the top trials re-run CONFIRM_SEEDS times at the end, as `tuner confirm`
 
 
 def _tuner_pruner(name: str) -> Callable[[], optuna.pruners.BasePruner]:
@@ -161,6 +162,9 @@ SEARCHERS = {
         Searcher("tuner-warm-start", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
                  "tuner warm-started (--warm-start) from the 3 best random recipes of the other "
                  "upstream build's recording: a study of a closely related task", warm_start=True),
+        Searcher("tuner-confirm-3", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner, then its top 3 trials re-run on 2 fresh seeds each inside the budget "
+                 "(`tuner confirm --top 3 --seeds 2`), the best mean handed back", confirm=3),
         Searcher("tuner-first-rung-2", _tpe(**TUNER_TPE),
                  lambda: ScheduleAwareASHA(EPOCHS, first_rung=2), True,
                  "tuner's ASHA with its one rung after 2 epochs, not 1 and 3"),
@@ -212,9 +216,11 @@ class Task:
             self._cost[params, model] = self.surrogate.epoch_seconds(params, model)
         return self._cost[params, model]
 
-    def observed(self, params: TrialParams, seed: int) -> np.ndarray:
-        """The same recipe shows the same noise to every searcher of one seed."""
-        rng = np.random.default_rng([seed, zlib.crc32(repr(params).encode())])
+    def observed(self, params: TrialParams, seed: int, run: int = 0) -> np.ndarray:
+        """The same recipe shows the same noise to every searcher of one seed; ``run`` > 0: a
+        re-run of it on a fresh training seed (another draw)."""
+        key = [seed, zlib.crc32(repr(params).encode()), *([run] if run else [])]
+        rng = np.random.default_rng(key)
         rows = self.surrogate.noise_rows(params)
         noise = rows[rng.integers(len(rows))]
         return np.clip(self.mean(params) + noise, 0.0, 1.0)
@@ -244,6 +250,8 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
         study.enqueue_trial(params)
     budget = compute / workers
     trace = Trace(searcher.name, cost, workers, seed, budget, [], 0)
+    reserve = searcher.confirm * CONFIRM_SEEDS * task.full_trial_seconds(cost) / workers
+    search_budget = budget - reserve
     events: list[tuple[float, int, int, int]] = []  # (time, tiebreak, worker, epoch)
     running: dict[int, tuple[optuna.Trial, TrialParams, np.ndarray, np.ndarray]] = {}
     best, order = -1.0, 0
@@ -261,9 +269,10 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
 
     for worker in range(workers):
         start(worker, 0.0)
+    complete: list[tuple[float, TrialParams, np.ndarray]] = []
     while events:
         now, _, worker, epoch = heapq.heappop(events)
-        if now > budget:
+        if now > search_budget:
             break
         trial, params, observed, seconds = running[worker]
         trial.report(float(observed[epoch]), epoch)
@@ -271,6 +280,7 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
             value = float(observed[:EPOCHS].max())
             study.tell(trial, value)
             trace.trials += 1
+            complete.append((value, params, observed))
             if value > best:
                 best = value
                 trace.changes.append((now, *task.handed_back(params, observed)))
@@ -282,7 +292,34 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
             heapq.heappush(events, (now + seconds[epoch + 1], order, worker, epoch + 1))
             continue
         start(worker, now)
+    if searcher.confirm and complete:
+        _confirm(task, cost, seed, trace, complete, searcher.confirm, workers, search_budget)
     return trace
+
+
+CONFIRM_SEEDS = 2
+"""Fresh seeds each confirmed trial is re-run on."""
+
+
+def _confirm(task: Task, cost: str, seed: int, trace: Trace,
+             complete: list[tuple[float, TrialParams, np.ndarray]], top: int, workers: int,
+             starts: float) -> None:  # fmt: skip
+    """Re-run the ``top`` best complete trials on fresh seeds from ``starts`` on, spread over
+    the workers; hand back the recipe whose mean curve over its runs is best, at that curve's
+    best epoch."""
+    free = [starts] * workers
+    chosen, best, ends = None, -1.0, starts
+    for _, params, observed in sorted(complete, key=lambda c: -c[0])[:top]:
+        runs = [observed]
+        for again in range(1, CONFIRM_SEEDS + 1):
+            seconds = float(task.cost(params, cost).sum()) + task.surrogate.trial_overhead
+            ends = max(ends, _give_to_first_free(free, seconds))
+            runs.append(task.observed(params, seed, again))
+        mean = np.mean(runs, axis=0)
+        if mean[:EPOCHS].max() > best:
+            chosen, best = (params, mean), float(mean[:EPOCHS].max())
+    if chosen is not None and ends <= trace.budget:
+        trace.changes.append((ends, *task.handed_back(*chosen)))
 
 
 def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: int) -> Trace:

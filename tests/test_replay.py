@@ -212,6 +212,19 @@ def test_a_warm_start_runs_the_earlier_best_recipes_after_the_classics(
     assert list(plain._mean)[3:5] != [params for _, params, _ in earlier]
 
 
+def test_confirm_reruns_the_top_trials_inside_the_budget(task: replay.Task) -> None:
+    compute = 30 * task.full_trial_seconds("cpu")
+    plain = replay.replay(replay.SEARCHERS["tuner"], task, "cpu", 5, compute, 1)
+    confirmed = replay.replay(replay.SEARCHERS["tuner-confirm-3"], task, "cpu", 5, compute, 1)
+    reserve = 3 * replay.CONFIRM_SEEDS * task.full_trial_seconds("cpu")
+    assert confirmed.trials < plain.trials  # the re-runs' time came out of the search
+    searched = [when for when, _, _ in confirmed.changes if when <= compute - reserve]
+    assert len(searched) == len(confirmed.changes) - 1  # one hand-back after the search
+    assert compute - reserve < confirmed.changes[-1][0] <= compute
+    params = replay_curves.recipe(3)[1]
+    assert np.array_equal(task.observed(params, 5, run=1), task.observed(params, 5, run=1))
+
+
 def test_recordings_are_kept_per_upstream_build() -> None:
     found = replay_curves.recordings()
     assert found and all(p.name.startswith("upstream-") for p in found)
