@@ -164,7 +164,8 @@ SEARCHERS = {
                  "upstream build's recording: a study of a closely related task", warm_start=True),
         Searcher("tuner-confirm-3", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
                  "tuner, then its top 3 trials re-run on 2 fresh seeds each inside the budget "
-                 "(`tuner confirm --top 3 --seeds 2`), the best mean handed back", confirm=3),
+                 "(`search.confirm_top: 3`), the best mean over fresh seeds handed back",
+                 confirm=3),
         Searcher("tuner-first-rung-2", _tpe(**TUNER_TPE),
                  lambda: ScheduleAwareASHA(EPOCHS, first_rung=2), True,
                  "tuner's ASHA with its one rung after 2 epochs, not 1 and 3"),
@@ -304,22 +305,25 @@ CONFIRM_SEEDS = 2
 def _confirm(task: Task, cost: str, seed: int, trace: Trace,
              complete: list[tuple[float, TrialParams, np.ndarray]], top: int, workers: int,
              starts: float) -> None:  # fmt: skip
-    """Re-run the ``top`` best complete trials on fresh seeds from ``starts`` on, spread over
-    the workers; hand back the recipe whose mean curve over its runs is best, at that curve's
-    best epoch."""
+    """What `tuner search` does when its budget is spent (``search.confirm_top``): re-run the
+    ``top`` best complete trials on CONFIRM_SEEDS fresh seeds from ``starts`` on, spread over
+    the workers; the winner is the recipe with the best mean over its fresh runs (the original
+    run left out: it is the lucky draw that ranked it), and the model handed back is the
+    winner's best run (original or fresh) at its best epoch, as `tuner export-best` ships."""
     free = [starts] * workers
-    chosen, best, ends = None, -1.0, starts
+    winner, best, ends = None, -1.0, starts
     for _, params, observed in sorted(complete, key=lambda c: -c[0])[:top]:
-        runs = [observed]
+        fresh = []
         for again in range(1, CONFIRM_SEEDS + 1):
             seconds = float(task.cost(params, cost).sum()) + task.surrogate.trial_overhead
             ends = max(ends, _give_to_first_free(free, seconds))
-            runs.append(task.observed(params, seed, again))
-        mean = np.mean(runs, axis=0)
-        if mean[:EPOCHS].max() > best:
-            chosen, best = (params, mean), float(mean[:EPOCHS].max())
-    if chosen is not None and ends <= trace.budget:
-        trace.changes.append((ends, *task.handed_back(*chosen)))
+            fresh.append(task.observed(params, seed, again))
+        score = float(np.mean([run[:EPOCHS].max() for run in fresh]))
+        if score > best:
+            best_run = max([observed, *fresh], key=lambda run: run[:EPOCHS].max())
+            winner, best = (params, best_run), score
+    if winner is not None and ends <= trace.budget:
+        trace.changes.append((ends, *task.handed_back(*winner)))
 
 
 def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: int) -> Trace:
@@ -460,8 +464,8 @@ def _reached(fractions: list[float]) -> str:
     return f"{text} ({reached}/{len(fractions)})"
 
 
-PARALLEL = ("tuner", "tuner-no-liar", "tuner-hyperband", "ray-asha", "optuna-median", "random",
-            TOP_THIRD)  # fmt: skip
+PARALLEL = ("tuner", "tuner-no-liar", "tuner-hyperband", "tuner-confirm-3", "ray-asha",
+            "optuna-median", "random", TOP_THIRD)  # fmt: skip
 """The searchers replayed with several workers too (each replay costs seconds; all would be
 hours)."""
 
