@@ -118,6 +118,7 @@ class Searcher:
     probes: tuple[dict, ...] = ()
     warm_start: bool = False  # the task's earlier study's best recipes right after the classics
     confirm: int = 0  # the top trials re-run CONFIRM_SEEDS times at the end, as `tuner confirm`
+    confirm_rule: str = "fresh"  # which runs judge the candidates and what is handed back
 
 
 def _tuner_pruner(name: str) -> Callable[[], optuna.pruners.BasePruner]:
@@ -166,6 +167,13 @@ SEARCHERS = {
                  "tuner, then its top 3 trials re-run on 2 fresh seeds each inside the budget "
                  "(`search.confirm_top: 3`), the best mean over fresh seeds handed back",
                  confirm=3),
+        Searcher("tuner-confirm-3-pooled", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner-confirm-3 judging by the mean curve of all 3 runs (the original too), "
+                 "handed back at that mean curve's best epoch", confirm=3, confirm_rule="pooled"),
+        Searcher("tuner-confirm-3-epoch-run", _tpe(**TUNER_TPE), _tuner_pruner("asha"), True,
+                 "tuner-confirm-3 (winner by fresh seeds) handing back the winner's run whose "
+                 "own best epoch is nearest the best epoch of the winner's mean curve",
+                 confirm=3, confirm_rule="epoch-run"),
         Searcher("tuner-first-rung-2", _tpe(**TUNER_TPE),
                  lambda: ScheduleAwareASHA(EPOCHS, first_rung=2), True,
                  "tuner's ASHA with its one rung after 2 epochs, not 1 and 3"),
@@ -294,7 +302,7 @@ def replay(searcher: Searcher, task: Task, cost: str, seed: int, compute: float,
             continue
         start(worker, now)
     if searcher.confirm and complete:
-        _confirm(task, cost, seed, trace, complete, searcher.confirm, workers, search_budget)
+        _confirm(task, cost, seed, trace, complete, searcher, workers, search_budget)
     return trace
 
 
@@ -303,27 +311,47 @@ CONFIRM_SEEDS = 2
 
 
 def _confirm(task: Task, cost: str, seed: int, trace: Trace,
-             complete: list[tuple[float, TrialParams, np.ndarray]], top: int, workers: int,
-             starts: float) -> None:  # fmt: skip
+             complete: list[tuple[float, TrialParams, np.ndarray]], searcher: Searcher,
+             workers: int, starts: float) -> None:  # fmt: skip
     """What `tuner search` does when its budget is spent (``search.confirm_top``): re-run the
-    ``top`` best complete trials on CONFIRM_SEEDS fresh seeds from ``starts`` on, spread over
-    the workers; the winner is the recipe with the best mean over its fresh runs (the original
-    run left out: it is the lucky draw that ranked it), and the model handed back is the
-    winner's best run (original or fresh) at its best epoch, as `tuner export-best` ships."""
+    top complete trials on CONFIRM_SEEDS fresh seeds from ``starts`` on, spread over the
+    workers. Rule ``fresh`` (tuner's): the winner is the recipe with the best mean over its
+    fresh runs (the original run left out: it is the lucky draw that ranked it), and the model
+    handed back is the winner's best run (original or fresh) at its best epoch, as `tuner
+    export-best` ships; ``pooled``: judged and handed back by the mean curve of all runs;
+    ``epoch-run``: judged as ``fresh``, handing back the winner's run nearest the best epoch of
+    its mean curve (:func:`_nearest_epoch_run`)."""
     free = [starts] * workers
     winner, best, ends = None, -1.0, starts
-    for _, params, observed in sorted(complete, key=lambda c: -c[0])[:top]:
+    for _, params, observed in sorted(complete, key=lambda c: -c[0])[: searcher.confirm]:
         fresh = []
         for again in range(1, CONFIRM_SEEDS + 1):
             seconds = float(task.cost(params, cost).sum()) + task.surrogate.trial_overhead
             ends = max(ends, _give_to_first_free(free, seconds))
             fresh.append(task.observed(params, seed, again))
-        score = float(np.mean([run[:EPOCHS].max() for run in fresh]))
+        runs = [observed, *fresh]
+        if searcher.confirm_rule == "pooled":
+            score = float(np.mean(runs, axis=0)[:EPOCHS].max())
+        else:
+            score = float(np.mean([run[:EPOCHS].max() for run in fresh]))
         if score > best:
-            best_run = max([observed, *fresh], key=lambda run: run[:EPOCHS].max())
-            winner, best = (params, best_run), score
+            if searcher.confirm_rule == "fresh":
+                shipped = max(runs, key=lambda run: run[:EPOCHS].max())
+            elif searcher.confirm_rule == "epoch-run":
+                shipped = _nearest_epoch_run(runs)
+            else:
+                shipped = np.mean(runs, axis=0)
+            winner, best = (params, shipped), score
     if winner is not None and ends <= trace.budget:
         trace.changes.append((ends, *task.handed_back(*winner)))
+
+
+def _nearest_epoch_run(runs: list[np.ndarray]) -> np.ndarray:
+    """The run whose own best epoch is nearest the best epoch of the runs' mean curve (the
+    higher value among equals): the checkpoint a search that keeps each run's best epoch can
+    ship for "the epoch that is best on average"."""
+    target = int(np.argmax(np.mean(runs, axis=0)[:EPOCHS]))
+    return min(runs, key=lambda r: (abs(int(np.argmax(r[:EPOCHS])) - target), -r[:EPOCHS].max()))
 
 
 def replay_top_third(task: Task, cost: str, seed: int, compute: float, workers: int) -> Trace:
@@ -464,8 +492,9 @@ def _reached(fractions: list[float]) -> str:
     return f"{text} ({reached}/{len(fractions)})"
 
 
-PARALLEL = ("tuner", "tuner-no-liar", "tuner-hyperband", "tuner-confirm-3", "ray-asha",
-            "optuna-median", "random", TOP_THIRD)  # fmt: skip
+PARALLEL = ("tuner", "tuner-no-liar", "tuner-hyperband", "tuner-confirm-3",
+            "tuner-confirm-3-pooled", "tuner-confirm-3-epoch-run", "ray-asha", "optuna-median",
+            "random", TOP_THIRD)  # fmt: skip
 """The searchers replayed with several workers too (each replay costs seconds; all would be
 hours)."""
 
