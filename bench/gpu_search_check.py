@@ -71,6 +71,7 @@ def base_sets(work: Path) -> list[str]:
         f"data.cache_dir={work / 'cache'}",
         "model.weights=none",
         "search.baselines=false",
+        "search.confirm_top=0",
     ]
 
 

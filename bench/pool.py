@@ -42,7 +42,7 @@ data: {source: digits, per_class: 20, image_size: 16}
 model: {arch: resnet18, weights: none}
 train: {epochs: 1, eval_batch_size: 128}
 space: {unfreeze_epoch: never, warmup_epochs: 0, batch_size: 32}
-search: {pruner: none, baselines: false}
+search: {pruner: none, baselines: false, confirm_top: 0}
 """
 SIZES = {"small": 4, "medium": 8, "large": 12}
 IDLE_EXIT_MINUTES = 0.1

@@ -70,6 +70,7 @@ def task_args(task: str) -> list[str]:
 def run(variant: str, tree: Path, seed: int, trials: int, extra: list[str]) -> Search:
     with tempfile.TemporaryDirectory(prefix=f"pruning-{variant}-") as folder:
         seeds = ["--set", f"search.seed={seed}", "--set", f"train.seed={seed}"]
+        seeds += ["--set", "search.confirm_top=0"]  # the pruners' searches alone
         command = [sys.executable, "-m", "tuner.cli", "search", "--trials", str(trials)]
         command += [*seeds, *extra]
         env = {**os.environ, "PYTHONPATH": str(tree), "TUNER_PROGRESS_SECONDS": "60"}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests.e2e.tuner_cli import run_tuner
@@ -28,6 +30,36 @@ def test_confirm_then_export_the_winner_by_mean(searched: Path) -> None:
     metrics = json.loads((searched / "confirmed" / "metrics.json").read_text())
     assert len(metrics["confirmation"]["seed_val_accuracies"]) == 2
     assert "Confirmed with 2 fresh seeds" in (searched / "confirmed" / "MODEL_CARD.md").read_text()
+
+
+def test_search_confirms_its_top_trials_and_export_best_ships_the_winner(
+    tiny_study_file: Path,
+) -> None:
+    folder = tiny_study_file.parent
+    confirming = ("--set", "search.confirm_top=2", "--set", "search.confirm_seeds=1")
+    first = run_tuner(folder, "search", "tiny.yaml", "--trials", "3", *confirming)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "confirm:   once the 3 trials are done, the top 2 re-run on 1 fresh seed" in first.stdout
+    assert "confirming: the top 2 trials re-run on 1 fresh seeds each (2 runs" in first.stdout
+    winner = re.search(r"export-best exports the confirmed winner, trial #(\d+)\.", first.stdout)
+    assert winner is not None and "★ #" in first.stdout
+
+    exported = run_tuner(folder, "export-best", "--out", "best")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert "the search's confirm runs chose it" in exported.stdout
+    metrics = json.loads((folder / "best" / "metrics.json").read_text())
+    assert metrics["confirmation"]["candidate_trial"] == int(winner[1])
+
+    # a second seed for each, on two worker processes: only the new runs run
+    more = (*confirming[:2], "--set", "search.confirm_seeds=2", "--workers", "2")
+    second = run_tuner(folder, "search", "tiny.yaml", "--trials", "3", *more)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "(2 runs in study 'tiny-confirm'" in second.stdout
+    assert "starting 2 workers" in second.stdout
+    storage = f"sqlite:///{folder / 'tuner.db'}"
+    runs = optuna.load_study(study_name="tiny-confirm", storage=storage)
+    assert len(runs.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 4
+    assert len(optuna.load_study(study_name="tiny", storage=storage).get_trials()) == 3
 
 
 @pytest.mark.parametrize(

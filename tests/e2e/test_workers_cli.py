@@ -274,7 +274,7 @@ def test_a_worker_refuses_what_it_cannot_reproduce(tmp_path: Path, searched: Pat
         "data: {source: folder, path: images, image_size: 16}\n"
         "model: {arch: resnet18, weights: none}\ntrain: {epochs: 1}\n"
         "space: {unfreeze_epoch: never, warmup_epochs: 0}\n"
-        "search: {study: pets, trials: 1, baselines: false}\n"
+        "search: {study: pets, trials: 1, baselines: false, confirm_top: 0}\n"
     )
     assert run_tuner(tmp_path, "search", "folder.yaml").returncode == 0
     save_image(tree / "dog" / "new.png", Image.new("RGB", (20, 20)))  # this host's data differs

@@ -14,7 +14,7 @@ train: {epochs: 2, eval_batch_size: 128}
 space:
   unfreeze_epoch: {choices: [never, 1]}
   batch_size: {choices: [32, 64]}
-search: {study: tiny, trials: 5, keep_checkpoints: 2, resume: false}
+search: {study: tiny, trials: 5, keep_checkpoints: 2, resume: false, confirm_top: 0}
 """
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pytest
 
 from tests.conftest import single_thread, tiny_context
@@ -68,6 +70,7 @@ def test_the_top_trials_are_retrained_with_their_params_and_fresh_seeds(confirme
         assert run.user_attrs[attrs.SEED] == confirm.confirm_seed(0, candidate, index, trained)
         assert run.user_attrs[attrs.SEED] != trained
     assert linked.config.search.pruner == "none"
+    assert linked.config.search.confirm_top == 0  # a confirm study never confirms itself
 
 
 def test_results_have_mean_and_spread_and_a_verdict(confirmed: tuple) -> None:
@@ -110,12 +113,15 @@ def test_confirmed_export_ships_the_winners_best_run(confirmed: tuple) -> None:
     winner = confirm.results(parent, linked).winner
     assert chosen.summary["candidate_trial"] == winner.trial
     assert chosen.summary["seed_val_accuracies"] == list(winner.values)
-    kept = [
-        (p.study.study_name, t.number)
-        for p, t in confirm.winner_runs(parent, linked, winner.trial)
-        if study_mod.has_checkpoint(p.study, t)
+    runs = confirm.winner_runs(parent, linked, winner.trial)
+    assert all(study_mod.has_checkpoint(p.study, t) for p, t in runs)  # the plan kept them all
+    target = confirm.mean_curve_best_epoch([t for _, t in runs])
+    assert chosen.summary["mean_curve_best_epoch"] == target
+    shipped = {(p.study.study_name, t.number): t for p, t in runs}[
+        (chosen.pinned.study.study_name, chosen.trial)
     ]
-    assert (chosen.pinned.study.study_name, chosen.trial) == kept[0]  # the best run with weights
+    nearest = min(abs(t.user_attrs["best_epoch"] - target) for _, t in runs)
+    assert abs(shipped.user_attrs["best_epoch"] - target) == nearest  # no run's epoch is nearer
     out = folder / "best"
     with single_thread():
         export_trial(
@@ -140,3 +146,52 @@ def parent_store(folder: Path):
     from tuner.search.storage import artifact_store
 
     return artifact_store(str(folder / "artifacts"))
+
+
+def test_export_best_takes_the_confirmed_winner_only_while_the_confirmation_holds(
+    confirmed: tuple,
+) -> None:
+    _, storage, parent, linked, _ = confirmed
+    confirm.plan(parent, linked, top=2, seeds=2)  # the complete 2-seed request
+    chosen = confirm.default_export(storage, parent)
+    assert chosen is not None
+    assert chosen.summary == confirm.confirmed_export(storage, parent).summary
+
+    confirm.plan(parent, linked, top=2, seeds=3)  # a run is missing: not judged yet
+    assert confirm.results(parent, linked).missing == 2
+    assert confirm.default_export(storage, parent) is None
+
+    confirm.plan(parent, linked, top=2, seeds=2)
+    best = study_mod.ranked_trials(parent.study)[0]
+    assert best.value < 1.0
+    parent.study.add_trial(  # the search went on and found a better trial: now stale
+        optuna.trial.create_trial(
+            params=best.params,
+            distributions=best.distributions,
+            value=1.0,
+            user_attrs=dict(best.user_attrs),
+        )
+    )
+    assert confirm.results(parent, linked).complete
+    assert confirm.default_export(storage, parent) is None
+
+
+def test_the_search_header_says_what_its_confirm_will_run(make_context) -> None:
+    search = make_context()[0].config.search
+    assert search.confirm_top == 3 and search.confirm_seeds == 2  # the shipped defaults
+    assert "the top 3 re-run on 2 fresh seed(s) each (6 full runs more)" in confirm.describe(search)
+    assert confirm.describe(replace(search, confirm_top=0)).startswith("off (")
+
+
+def test_the_run_shipped_is_nearest_the_mean_curves_best_epoch_not_the_luckiest() -> None:
+    study = optuna.create_study(direction="maximize")
+    for curve in ([0.50, 0.80, 0.70], [0.50, 0.70, 0.90], [0.50, 0.84, 0.70]):
+        best = max(range(len(curve)), key=curve.__getitem__)
+        attrs_ = {"val_accuracy": curve, "best_epoch": best}
+        study.add_trial(optuna.trial.create_trial(value=curve[best], user_attrs=attrs_))
+    runs = study.trials
+    lucky, better = runs[1], runs[2]  # lucky: the best value, at an epoch not best on average
+    assert confirm.mean_curve_best_epoch(runs) == 1
+    shipped = confirm.nearest_epoch_run([("parent", t) for t in runs], 1)
+    assert shipped[1] is better  # nearest epoch, higher value among equals
+    assert confirm.nearest_epoch_run([("parent", lucky)], 1)[1] is lucky  # the only one kept

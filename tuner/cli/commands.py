@@ -24,7 +24,7 @@ EXIT_USER_ERROR = 2
 
 def search_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
-    from tuner.run import driver, launcher
+    from tuner.run import confirm, driver, launcher
 
     _before_trials()
     if args.queue or args.priority is not None:
@@ -34,13 +34,14 @@ def search_command(args: argparse.Namespace) -> None:
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = driver.open_search(_search_request(args), print, slots)
     outcome = driver.run_search(session, slots, print)
-    print(reporting.search_summary(session, outcome, time.monotonic() - started))
+    confirmation = confirm.confirm_search(session, slots, outcome, print)
+    print(reporting.search_summary(session, outcome, time.monotonic() - started, confirmation))
 
 
 def _queue_search(args: argparse.Namespace) -> None:
     """`tuner search --queue`: the study created and checked as a search would, then queued."""
     from tuner.run import driver
-    from tuner.search import queue
+    from tuner.search import confirm, queue
     from tuner.search import study as study_mod
     from tuner.search.storage import redact
 
@@ -61,6 +62,8 @@ def _queue_search(args: argparse.Namespace) -> None:
         f"\nRun its trials with `tuner serve{storage} --workers N` (or --gpus LIST); follow "
         f"and change the queue with `tuner queue{storage}`."
     )
+    if session.context.config.search.confirm_top:
+        print(confirm.left_to_the_user(study.study_name, storage))
 
 
 def _search_request(args: argparse.Namespace) -> SearchRequest:
@@ -292,12 +295,18 @@ def export_best_command(args: argparse.Namespace) -> None:
             f"--soup averages the best trial with the next ones as the search left them; "
             f"drop {given}, or --soup."
         )
+    if args.confirmed and args.trial is not None:
+        raise TunerError("--confirmed picks the trial itself; drop --trial.")
+    chosen = None
     if args.confirmed:
-        if args.trial is not None:
-            raise TunerError("--confirmed picks the trial itself; drop --trial.")
         chosen = confirm.confirmed_export(storage, pinned)
+    elif trial is None and not args.soup:
+        chosen = confirm.default_export(storage, pinned)
+    if chosen is not None:
         pinned, trial, confirmation = chosen.pinned, chosen.trial, chosen.summary
         print(f"confirmed winner: {chosen.summary['verdict']}")
+        if not args.confirmed:
+            print("(the search's confirm runs chose it; --trial N exports another trial)")
     request = export.ExportRequest(
         args.out,
         args.force,
@@ -344,9 +353,11 @@ def confirm_command(args: argparse.Namespace) -> None:
     confirmation = confirm.results(parent, linked)
     print()
     print(reporting.confirm_table(confirmation))
-    missing = candidates * args.seeds - sum(len(r.values) for r in confirmation.results)
-    if missing:
-        print(f"{missing} run(s) did not complete; run the same command again to retry them.")
+    if confirmation.missing:
+        print(
+            f"{confirmation.missing} run(s) did not complete; run the same command again to "
+            "retry them."
+        )
     elif confirmation.winner is not None:
         print(f"\nnext: tuner export-best --study {name} --confirmed --out best/")
 

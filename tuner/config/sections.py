@@ -162,6 +162,12 @@ class SearchConfig:
     baselines: bool = setting(True)
     # top trials whose best-epoch weights are kept; 3: what the default soup (top 3) reads
     keep_checkpoints: int = setting(3, low=1)
+    # top trials re-run on fresh seeds once the budget is met, the best mean handed back; 3:
+    # a trial's value is its luckiest epoch, and the replay showed that judging the top 3
+    # again beats the search's best value (bench/RESULTS.md, "Replay"); 0 turns it off
+    confirm_top: int = setting(3, low=0, per_run=True)
+    # fresh seeds per confirmed trial; 2: the replay's choice, 6 full runs for the top 3
+    confirm_seeds: int = setting(2, low=1, per_run=True)
     # failed trials in a row before every worker stops; 5: a broken setup stops fast, one
     # unlucky trial does not
     max_consecutive_failures: int = setting(5, low=1, per_run=True)

@@ -234,7 +234,9 @@ def _confirmation_lines(confirmation: dict[str, Any] | None) -> list[str]:
         f"(`tuner confirm`): mean {_percent(confirmation['mean'])}, "
         f"std {100 * confirmation['std']:.2f} points ({seeds}); the search's own run scored "
         f"{_percent(confirmation['original_val_accuracy'])}. {confirmation['verdict']} "
-        f"These weights are the best of those runs: study `{run['study']}`, trial #{run['trial']}.",
+        f"These weights are the run whose best epoch is nearest the epoch at which the runs' "
+        f"mean curve peaks (epoch {confirmation['mean_curve_best_epoch']}): study "
+        f"`{run['study']}`, trial #{run['trial']}, epoch {run['best_epoch']}.",
     ]
 
 

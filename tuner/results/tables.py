@@ -160,8 +160,14 @@ def _format(table: pd.DataFrame) -> pd.DataFrame:
     return shown.astype(object).fillna("")  # Int64 columns take no "" as a value
 
 
-def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: float) -> str:
-    """What the search found, how it compares with the classic recipes, and what to do next."""
+def search_summary(
+    session: SearchSession,
+    outcome: WorkerOutcome,
+    seconds: float,
+    confirmation: Confirmation | None = None,
+) -> str:
+    """What the search found, how it compares with the classic recipes, what its confirm
+    runs said (``search.confirm_top``), and what to do next."""
     study = session.pinned.study
     counts = state_counts(study)
     minutes, secs = divmod(int(seconds), 60)
@@ -193,10 +199,22 @@ def search_summary(session: SearchSession, outcome: WorkerOutcome, seconds: floa
         "",
         recipe_comparison(study),
     ]
+    if confirmation is not None:
+        lines += ["", confirm_table(confirmation), *_confirm_next(confirmation)]
     if session.context.weights.fallback_warning:
         lines += ["", session.context.weights.fallback_warning]
     lines.append(f"\nnext: tuner export-best --study {study.study_name} --out best/")
     return "\n".join(lines)
+
+
+def _confirm_next(confirmation: Confirmation) -> list[str]:
+    """What `tuner export-best` will take, given how far the confirm runs got."""
+    if confirmation.complete:
+        return [f"export-best exports the confirmed winner, trial #{confirmation.winner.trial}."]
+    return [
+        f"{confirmation.missing} confirm run(s) did not complete: run the same command again to "
+        "finish them; until then export-best exports the search's best trial."
+    ]
 
 
 def _workers_line(study: optuna.Study) -> list[str]:

@@ -35,7 +35,7 @@ from tuner.run.launcher import Launcher, Slot, describe_gpus
 from tuner.run.progress import DataProgress, SearchProgress
 from tuner.run.request import SearchRequest
 from tuner.run.workers import WorkerOutcome, run_worker
-from tuner.search import attrs, warm_start
+from tuner.search import attrs, confirm, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
 from tuner.search.pruners import describe_pruner
@@ -85,6 +85,7 @@ def open_search(request: SearchRequest, say: Say, slots: Sequence[Slot] = ()) ->
     if weights.fallback_warning:
         say(_banner(weights.fallback_warning))
     say(f"pruner:    {describe_pruner(config.search)}")
+    say(f"confirm:   {confirm.describe(config.search)}")
     gpu_slots = [slot for slot in slots if slot.gpu is not None]
     context = ready_host(
         config, weights, artifacts, study_name=name, fingerprint=fingerprint, data=data,

@@ -54,13 +54,15 @@ def run(request: SubmitRequest, say: Say, warn: Say) -> None:
         import optuna
 
         from tuner.run import driver  # loads torch: only when a study is created here
-        from tuner.search import queue
+        from tuner.search import confirm, queue
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # tuner says what it did itself
         session = driver.open_search(search, say)
         if request.pool:
             queue.queue_study(session.pinned.study, request.priority or 0)
             say(f"queued study {name!r} at priority {request.priority or 0}")
+        if session.context.config.search.confirm_top:
+            say(confirm.left_to_the_user(str(name)))
     elif not request.pool and not study_mod.study_exists(open_storage(url, must_exist=True), name):
         raise TunerError(f"--study {name}: no such study in {redact(url)}; give its config.")
     elif search.warm_start is not None and not request.pool:

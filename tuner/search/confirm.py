@@ -19,6 +19,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner import stats
+from tuner.config import SearchConfig
 from tuner.errors import TunerError
 from tuner.recipe import describe_schedule
 from tuner.search import attrs
@@ -71,6 +72,15 @@ class Confirmation:
     def winner(self) -> CandidateResult | None:
         return self.results[0] if self.results and self.results[0].values else None
 
+    @property
+    def missing(self) -> int:
+        """Runs of the request that have not completed (yet)."""
+        return len(self.results) * self.seeds - sum(len(r.values) for r in self.results)
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.results) and self.missing == 0
+
     def verdict(self) -> str:
         """One line: is the winner's lead over the runner-up beyond noise?
 
@@ -98,12 +108,34 @@ class Confirmation:
         )
 
 
+def describe(search: SearchConfig) -> str:
+    """The search's own confirm in words, for its header."""
+    top, seeds = search.confirm_top, search.confirm_seeds
+    if not top:
+        return "off (search.confirm_top: 0): export-best takes the trial with the best value"
+    return (
+        f"once the {search.trials} trials are done, the top {top} re-run on {seeds} fresh "
+        f"seed(s) each ({top * seeds} full runs more); the best mean is handed back"
+    )
+
+
+def left_to_the_user(study: str, storage: str = "") -> str:
+    """For searches whose trials only workers run (a pool, a Slurm array): no process of
+    theirs outlives the search to confirm it, so the user runs the confirm."""
+    return (
+        f"Workers run no confirm runs: once the study has finished, run `tuner confirm --study "
+        f"{study}{storage}` to re-run its top trials on fresh seeds."
+    )
+
+
 def open_linked(storage: BaseStorage, parent: study_mod.PinnedStudy) -> study_mod.PinnedStudy:
     """The parent's confirm study, created on first use with the parent's config, pruner off."""
     name = study_mod.confirm_study_name(parent.study.study_name)
     if study_mod.study_exists(storage, name):
         return study_mod.load_pinned(storage, name)
-    search = replace(parent.config.search, study=name, pruner="none", baselines=False, trials=0)
+    search = replace(
+        parent.config.search, study=name, pruner="none", baselines=False, trials=0, confirm_top=0
+    )
     linked = study_mod.create_pinned(
         storage, replace(parent.config, search=search), parent.weights, parent.fingerprint
     )
@@ -144,7 +176,11 @@ def plan(parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, top: int,
             added += 1
     request = {"candidates": [c.number for c in candidates], "seeds": seeds}
     linked.study.set_user_attr(attrs.CONFIRM_REQUEST, request)
-    study_mod.set_budget(linked, len(candidates) * seeds)
+    runs = len(candidates) * seeds
+    keep = max(runs, linked.config.search.keep_checkpoints)  # any run may be the one shipped
+    study_mod.store_search(
+        linked, replace(linked.config.search, trials=runs, keep_checkpoints=keep)
+    )
     return added
 
 
@@ -216,7 +252,7 @@ def winner_runs(
 
 @dataclass(frozen=True)
 class ConfirmedExport:
-    """What `export-best --confirmed` ships: the winner's best run that still has a checkpoint."""
+    """What `export-best --confirmed` ships: the winner's run nearest its mean best epoch."""
 
     pinned: study_mod.PinnedStudy  # the parent study or its confirm study
     trial: int
@@ -226,22 +262,83 @@ class ConfirmedExport:
 def confirmed_export(storage: BaseStorage, parent: study_mod.PinnedStudy) -> ConfirmedExport:
     """The winner by mean over fresh seeds, and which of its runs' weights to export."""
     linked, confirmation = load(storage, parent)
+    return _export_of(parent, linked, confirmation)
+
+
+def default_export(storage: BaseStorage, parent: study_mod.PinnedStudy) -> ConfirmedExport | None:
+    """What `tuner export-best` takes when told no trial: the confirmed winner, where the
+    confirm study has every run of its request and confirmed the search's current top trials
+    (a search continued since has newer ones: then None, as with no confirmation at all)."""
+    name = study_mod.confirm_study_name(parent.study.study_name)
+    if not study_mod.study_exists(storage, name):
+        return None
+    linked = study_mod.load_pinned(storage, name)
+    confirmation = results(parent, linked)
+    top = study_mod.ranked_trials(parent.study)[: len(confirmation.results)]
+    if not confirmation.complete or {r.trial for r in confirmation.results} != {
+        t.number for t in top
+    }:
+        return None
+    try:
+        return _export_of(parent, linked, confirmation)
+    except TunerError:  # no run of the winner kept its weights: the search's best it is
+        return None
+
+
+def _export_of(
+    parent: study_mod.PinnedStudy, linked: study_mod.PinnedStudy, confirmation: Confirmation
+) -> ConfirmedExport:
     winner = confirmation.winner
-    assert winner is not None  # load() refuses a confirmation without one
-    for pinned, trial in winner_runs(parent, linked, winner.trial):
-        if study_mod.has_checkpoint(pinned.study, trial):
-            summary = {
-                "candidate_trial": winner.trial,
-                "study": parent.study.study_name,
-                "original_val_accuracy": winner.original,
-                "seed_val_accuracies": list(winner.values),
-                "mean": winner.mean,
-                "std": winner.std,
-                "verdict": confirmation.verdict(),
-                "exported_run": {"study": pinned.study.study_name, "trial": trial.number},
-            }
-            return ConfirmedExport(pinned, trial.number, summary)
-    raise TunerError(
-        f"no run of the winner (trial #{winner.trial}) kept its checkpoint "
-        "(search.keep_checkpoints). Raise it and run `tuner confirm` with more --seeds."
+    assert winner is not None  # callers refuse a confirmation without one
+    runs = winner_runs(parent, linked, winner.trial)
+    target = mean_curve_best_epoch([trial for _, trial in runs])
+    kept = [run for run in runs if study_mod.has_checkpoint(run[0].study, run[1])]
+    if not kept:
+        raise TunerError(
+            f"no run of the winner (trial #{winner.trial}) kept its checkpoint "
+            "(search.keep_checkpoints). Raise it and run `tuner confirm` with more --seeds."
+        )
+    pinned, trial = nearest_epoch_run(kept, target)
+    summary = {
+        "candidate_trial": winner.trial,
+        "study": parent.study.study_name,
+        "original_val_accuracy": winner.original,
+        "seed_val_accuracies": list(winner.values),
+        "mean": winner.mean,
+        "std": winner.std,
+        "verdict": confirmation.verdict(),
+        "mean_curve_best_epoch": target,
+        "exported_run": {
+            "study": pinned.study.study_name,
+            "trial": trial.number,
+            "best_epoch": trial.user_attrs.get(attrs.BEST_EPOCH),
+        },
+    }
+    return ConfirmedExport(pinned, trial.number, summary)
+
+
+def mean_curve_best_epoch(runs: list[FrozenTrial]) -> int:
+    """The epoch at which the runs' mean validation curve peaks: the winner's best epoch on
+    average over its seeds, not on one seed's noisy curve."""
+    curves = [
+        run.user_attrs[attrs.VAL_ACCURACY] for run in runs if run.user_attrs.get(attrs.VAL_ACCURACY)
+    ]
+    length = min(map(len, curves))
+    return int(np.argmax(np.mean([curve[:length] for curve in curves], axis=0)))
+
+
+def nearest_epoch_run(
+    runs: list[tuple[study_mod.PinnedStudy, FrozenTrial]], target: int
+) -> tuple[study_mod.PinnedStudy, FrozenTrial]:
+    """The run whose checkpoint (its own best epoch) is nearest ``target``; the higher value
+    among equals. Shipping the winner's best run instead would ship its luckiest epoch, the
+    winner's curse the confirm is there to avoid: in the replay that gave back what the confirm
+    gained (bench/RESULTS.md, "Replay")."""
+    return min(
+        runs,
+        key=lambda run: (
+            abs(int(run[1].user_attrs.get(attrs.BEST_EPOCH, target)) - target),
+            -(run[1].value or 0.0),
+            run[1].number,
+        ),
     )

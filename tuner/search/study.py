@@ -196,7 +196,12 @@ def set_budget(pinned: PinnedStudy, trials: int) -> PinnedStudy:
     """Store a new budget, so that every worker, here or on another host, stops at it."""
     if trials == pinned.config.search.trials:
         return pinned
-    config = replace(pinned.config, search=replace(pinned.config.search, trials=trials))
+    return store_search(pinned, replace(pinned.config.search, trials=trials))
+
+
+def store_search(pinned: PinnedStudy, search: SearchConfig) -> PinnedStudy:
+    """Store new search settings (the budget and what it keeps), read by every worker."""
+    config = replace(pinned.config, search=search)
     pinned.study.set_user_attr(attrs.CONFIG, config_mod.to_dict(config))
     return replace(pinned, config=config)
 
