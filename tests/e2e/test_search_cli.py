@@ -289,3 +289,36 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_finishes_the_rest(
     assert again.returncode == 0, again.stderr
     finished = [t for t in load_tiny(tmp_path).trials if t.state.name in ("COMPLETE", "PRUNED")]
     assert len(finished) == 8
+
+
+def test_a_time_budget_stops_trials_in_time_for_the_confirm(tiny_study_file: Path) -> None:
+    folder = tiny_study_file.parent
+    confirming = ("--set", "search.confirm_top=2", "--set", "search.confirm_seeds=1")
+    result = run_tuner(folder, "search", "tiny.yaml", "--trials", "1000", "--minutes", "0.75",
+                       *confirming)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "time budget: --minutes 0.75 reached" in result.stdout
+    assert "confirming: the top 2 trials re-run on 1 fresh seeds each" in result.stdout
+    study = load_tiny(folder)
+    ends_at = study.user_attrs["tuner:deadline"]["ends_at"]
+    trials = study.get_trials()
+    assert 2 <= len(trials) < 1000
+    assert all(t.state.is_finished() for t in trials)  # none left running
+    assert max(t.datetime_start.timestamp() for t in trials) < ends_at
+    confirm = optuna.load_study(study_name="tiny-confirm", storage=f"sqlite:///{folder}/tuner.db")
+    assert len(confirm.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--minutes", "0"], "--minutes 0: give a time budget above 0"),
+        (["--minutes", "5", "--queue"], "drop --workers/--gpus/--minutes"),
+    ],
+)
+def test_bad_time_budgets_are_refused_in_one_line(
+    tiny_study_file: Path, args: list[str], message: str
+) -> None:
+    result = run_tuner(tiny_study_file.parent, "search", "tiny.yaml", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -59,6 +59,10 @@ def search_arguments(search: argparse.ArgumentParser) -> None:
         help="override a config key, e.g. --set data.path=/data/pets",
     )
     search.add_argument("--trials", type=int, help="finished trials the study should end with")
+    search.add_argument(
+        "--minutes", type=float,
+        help="wall-clock budget of this run, confirm included: trials stop starting in time",
+    )  # fmt: skip
     # not the shared --study: a new search names its study itself
     search.add_argument("--study", help="study name (default: search.study, or the file name)")
     search.add_argument(

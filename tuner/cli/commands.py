@@ -25,15 +25,25 @@ EXIT_USER_ERROR = 2
 def search_command(args: argparse.Namespace) -> None:
     from tuner.results import tables as reporting
     from tuner.run import confirm, driver, launcher
+    from tuner.search.deadline import Deadline
 
     _before_trials()
     if args.queue or args.priority is not None:
         _queue_search(args)
         return
-    started = time.monotonic()
+    started, wall = time.monotonic(), time.time()
+    if args.minutes is not None and args.minutes <= 0:
+        raise TunerError(f"--minutes {args.minutes:g}: give a time budget above 0.")
     slots = launcher.plan_slots(args.workers, args.gpus, args.per_gpu)
     session = driver.open_search(_search_request(args), print, slots)
-    outcome = driver.run_search(session, slots, print)
+    ends_at = None
+    if args.minutes is not None:
+        search = session.context.config.search
+        ends_at = Deadline(
+            wall + 60 * args.minutes, args.minutes, len(slots), search.confirm_top,
+            search.confirm_seeds,
+        )  # fmt: skip
+    outcome = driver.run_search(session, slots, print, ends_at)
     confirmation = confirm.confirm_search(session, slots, outcome, print)
     print(reporting.search_summary(session, outcome, time.monotonic() - started, confirmation))
 
@@ -41,19 +51,20 @@ def search_command(args: argparse.Namespace) -> None:
 def _queue_search(args: argparse.Namespace) -> None:
     """`tuner search --queue`: the study created and checked as a search would, then queued."""
     from tuner.run import driver
-    from tuner.search import confirm, queue
+    from tuner.search import confirm, deadline, queue
     from tuner.search import study as study_mod
     from tuner.search.storage import redact
 
     if not args.queue:
         raise TunerError("--priority goes with --queue (a search with its own workers has none).")
-    if args.workers is not None or args.gpus is not None:
+    if args.workers is not None or args.gpus is not None or args.minutes is not None:
         raise TunerError(
-            "--queue starts no workers here: drop --workers/--gpus and run `tuner serve` "
-            "(with them) where the trials should run."
+            "--queue starts no workers here: drop --workers/--gpus/--minutes and run `tuner "
+            "serve` (with them) where the trials should run."
         )
     session = driver.open_search(_search_request(args), print)
     study = session.pinned.study
+    deadline.store(study, None)  # a pool has no end time: an earlier run's must not stop it
     queue.queue_study(study, args.priority or 0)
     storage = "" if args.storage is None else f" --storage {redact(session.storage_url)}"
     print(

@@ -11,7 +11,7 @@ import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.recipe import RECIPES, Recipe, TrialParams
-from tuner.search import attrs
+from tuner.search import attrs, deadline
 from tuner.search import study as study_mod
 from tuner.search.confirm import Confirmation
 from tuner.search.queue import QueuedStudy
@@ -179,6 +179,12 @@ def search_summary(
     ]
     if outcome.stopped_reason:
         lines.append(f"STOPPED EARLY: {outcome.stopped_reason}")
+    ends_at = deadline.load(study)
+    if ends_at is not None and outcome.finished < outcome.budget:
+        lines.append(
+            f"time budget: --minutes {ends_at.minutes:g} reached (trials stopped starting in "
+            "time for the confirm); the same command continues the search."
+        )
     lines += _workers_line(study)
     ranked = study_mod.ranked_trials(study)
     if not ranked:

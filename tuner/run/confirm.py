@@ -17,7 +17,7 @@ from tuner.run.launcher import Launcher, Slot
 from tuner.run.objective import make_objective
 from tuner.run.progress import SearchProgress
 from tuner.run.workers import TrialCallback, WorkerOutcome, ask, run_trial
-from tuner.search import confirm, notes
+from tuner.search import confirm, deadline, notes
 from tuner.search import study as study_mod
 from tuner.search.storage import open_storage
 
@@ -43,14 +43,23 @@ def confirm_search(
 
     A trial's value is its best epoch on the validation images, so the best value is partly
     luck; the mean over fresh seeds is not. None when it is off, or when the search stopped
-    short of its budget (a partial search is not judged). Re-running the search only runs the
-    confirm runs that are missing.
+    short of its budget other than at its time budget (a partial search is not judged), or
+    when the time budget left too little for it. Re-running the search only runs the confirm
+    runs that are missing.
     """
     parent, search = session.pinned, session.context.config.search  # this run's settings
     top, seeds = search.confirm_top, search.confirm_seeds
-    if not top or outcome.stopped_reason or outcome.finished < outcome.budget:
+    ends_at = deadline.load(parent.study)
+    timed_out = ends_at is not None and not ends_at.starts_allowed(parent.study)
+    if not top or outcome.stopped_reason or (outcome.finished < outcome.budget and not timed_out):
         return None
     if not study_mod.ranked_trials(parent.study):
+        return None
+    if ends_at is not None and ends_at.left() < ends_at.confirm_seconds(parent.study) / 2:
+        say(
+            f"\nno time left to confirm the top trials (--minutes {ends_at.minutes:g}): "
+            "export-best takes the best trial; `tuner confirm` runs them later."
+        )
         return None
     storage = open_storage(session.storage_url)
     confirm.plan(parent, confirm.open_linked(storage, parent), top, seeds)

@@ -35,7 +35,7 @@ from tuner.run.launcher import Launcher, Slot, describe_gpus
 from tuner.run.progress import DataProgress, SearchProgress
 from tuner.run.request import SearchRequest
 from tuner.run.workers import WorkerOutcome, run_worker
-from tuner.search import attrs, confirm, warm_start
+from tuner.search import attrs, confirm, deadline, warm_start
 from tuner.search import storage as storage_mod
 from tuner.search import study as study_mod
 from tuner.search.pruners import describe_pruner
@@ -226,9 +226,16 @@ def _enqueue_recipes(pinned: study_mod.PinnedStudy, say: Say) -> dict[str, dict[
     return {f"classic recipe {recipe.title!r}": params for recipe, params in runnable}
 
 
-def run_search(session: SearchSession, slots: list[Slot], say: Say) -> WorkerOutcome:
-    """Run the search: in this process for one plain worker, else in one process per slot."""
+def run_search(
+    session: SearchSession,
+    slots: list[Slot],
+    say: Say,
+    ends_at: deadline.Deadline | None = None,
+) -> WorkerOutcome:
+    """Run the search: in this process for one plain worker, else in one process per slot;
+    with ``ends_at`` (`--minutes`) its workers stop starting trials in time for the confirm."""
     study = session.pinned.study
+    deadline.store(study, ends_at)
     if len(slots) == 1 and slots[0].gpu is None:
         progress = SearchProgress(study, session.pinned.config.search.trials)
         try:

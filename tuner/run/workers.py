@@ -18,7 +18,7 @@ from tuner.run import signals
 from tuner.run.host import SearchContext, ready_host
 from tuner.run.identity import WorkerIdentity, owner_gone
 from tuner.run.objective import make_objective
-from tuner.search import attrs, notes
+from tuner.search import attrs, deadline, notes
 from tuner.search import study as study_mod
 from tuner.search.optuna_internals import heartbeat, requeue, study_storage, trial_id
 from tuner.search.storage import open_storage, redact
@@ -78,7 +78,8 @@ def run_worker(
     context: SearchContext,
     callbacks: tuple[TrialCallback, ...] = (),
 ) -> WorkerOutcome:
-    """Run trials until the study holds its budget of finished trials (complete + pruned).
+    """Run trials until the study holds its budget of finished trials (complete + pruned), or
+    its run's time is up (`tuner search --minutes`, :mod:`tuner.search.deadline`).
 
     The budget counts the whole study, all workers on all hosts, and is read from the study
     before every trial, so a re-run only runs what is missing and a raised budget reaches
@@ -94,7 +95,7 @@ def run_worker(
     ended = (*callbacks, notes.note_when_ended(context.config))
     reason = None
     try:
-        while reason is None and not study_mod.budget_met(study):
+        while reason is None and not study_mod.budget_met(study) and deadline.starts_allowed(study):
             with signals.deferred():  # a claimed trial is run or put back, never left RUNNING
                 trial = claim_trial(study)
                 done = None if trial is None else run_trial(study, trial, objective, ended)
@@ -117,7 +118,7 @@ def claim_trial(study: optuna.Study) -> optuna.Trial | None:
     """
     study_mod.fail_stale_trials(study)
     fail_trials_of(study, owner_gone, retry=True)  # no need to wait out their heartbeats
-    if not study_mod.has_room(study):
+    if not study_mod.has_room(study) or not deadline.starts_allowed(study):
         return None
     trial = ask(study)
     if study_mod.has_room(study, before=trial.number):

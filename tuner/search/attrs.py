@@ -28,6 +28,7 @@ TEST_EVALUATION_PREFIX = "tuner:test:"  # + trial number: its export's held-out 
 SOUP = "tuner:soup"  # the last `export-best --soup`: ingredients, val and test beside the best
 QUEUE = "tuner:queue"  # on a queued study: {priority, state, queued_at, reason} (search/queue.py)
 REFUSED_PREFIX = "tuner:refused:"  # + host: why that host's pool cannot load the study
+DEADLINE = "tuner:deadline"  # `tuner search --minutes`: when its run ends (search/deadline.py)
 
 OBJECTIVE = "val_accuracy"  # the objective's name (set_metric_names): the dashboard's label
 
