@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import shutil
@@ -261,26 +262,45 @@ def _run_process(command: list[str], cwd: Path, budget: float, log: Path) -> flo
 
 
 def run_tuner(task: TaskSetup, seed: int, budget: float, extra: list[str], folder: Path) -> Run:
+    """`tuner search --minutes` with the run's budget (it stops starting trials in time for its
+    confirm), stopped like a peer if it runs 5 s over; its export is the confirmed winner only
+    where every confirm run ended within the budget, else the search's best trial."""
     name = "tuner" if not extra else "tuner-hyperband"
     command = [sys.executable, "-m", "tuner.cli", "search", *task.tuner_args, "--trials", "100000",
-               "--set", f"search.seed={seed}", "--set", f"train.seed={seed}", *extra]  # fmt: skip
-    started = _run_process(command, folder, budget, folder / "search.log")
-    study = optuna.load_study(study_name="anytime", storage=f"sqlite:///{folder / 'tuner.db'}")
+               "--minutes", f"{budget / 60:.4f}", "--set", f"search.seed={seed}",
+               "--set", f"train.seed={seed}", *extra]  # fmt: skip
+    started = _run_process(command, folder, budget + 5, folder / "search.log")
+    storage = f"sqlite:///{folder / 'tuner.db'}"
+    study = optuna.load_study(study_name="anytime", storage=storage)
     curve, best = [], -1.0
     trials = len(study.get_trials(deepcopy=False))
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     for trial in sorted(complete, key=lambda t: t.datetime_complete):
-        if trial.value > best:
+        if trial.value > best and trial.datetime_complete.timestamp() - started <= budget:
             best = trial.value
             curve.append((trial.datetime_complete.timestamp() - started, best))
+    chosen = []  # export-best's default: the confirmed winner
+    if complete and not _confirmed_in_time(storage, started + budget):
+        chosen = ["--trial", str(min(complete, key=lambda t: (-t.value, t.number)).number)]
     export = subprocess.run(
-        [sys.executable, "-m", "tuner.cli", "export-best", "--out", "best"],
+        [sys.executable, "-m", "tuner.cli", "export-best", "--out", "best", *chosen],
         cwd=folder, capture_output=True, text=True,
     )  # fmt: skip
     correct = None
     if export.returncode == 0:
         correct = _test_correct(load_model(folder / "best").model, task)
     return Run(name, task.name, seed, tuple(curve), correct, trials)
+
+
+def _confirmed_in_time(storage: str, ends: float) -> bool:
+    """Whether the search's confirm study exists and every one of its runs ended by ``ends``."""
+    if "anytime-confirm" not in optuna.get_all_study_names(storage):
+        return False
+    runs = optuna.load_study(study_name="anytime-confirm", storage=storage).get_trials()
+    return bool(runs) and all(
+        r.state == optuna.trial.TrialState.COMPLETE and r.datetime_complete.timestamp() <= ends
+        for r in runs
+    )
 
 
 def run_peer(name: str, task: TaskSetup, seed: int, budget: float, folder: Path) -> Run:
@@ -354,9 +374,31 @@ def _fresh_run(name: str, task: TaskSetup, seed: int, budget: float, folder: Pat
 
 
 def _kept_run(folder: Path) -> Run | None:
-    """The run an earlier invocation finished in ``folder``, if any."""
+    """The run an earlier invocation finished in ``folder``, if any, and if it still counts.
+
+    A wall-clock race does not mix machines: a run from another CPU stops the race. A tuner
+    run made with other defaults than this tree's is run again (said on a line).
+    """
     path = folder / "run.json"
-    return _run_from(json.loads(path.read_text())) if path.is_file() else None
+    if not path.is_file():
+        return None
+    item = json.loads(path.read_text())
+    if item.get("machine", cpu()) != cpu():
+        raise SystemExit(
+            f"{path}: ran on {item['machine']}; this machine is {cpu()}. A wall-clock race does "
+            "not mix machines: give another --work."
+        )
+    if item["searcher"].startswith("tuner") and item.get("defaults") != defaults_digest():
+        print(f"{folder.name}: made with other tuner defaults; running it again", flush=True)
+        return None
+    return _run_from(item)
+
+
+def defaults_digest() -> str:
+    """A short digest of tuner's built-in default config: a tuner run is kept only under it."""
+    from tuner.config import load_config, to_yaml
+
+    return hashlib.sha256(to_yaml(load_config(None)).encode()).hexdigest()[:12]
 
 
 # --- what it found ----------------------------------------------------------------------------
@@ -541,7 +583,8 @@ def _run_record(run: Run) -> dict:
     return {
         "searcher": run.searcher, "task": run.task, "seed": run.seed, "curve": run.curve,
         "test": None if test is None else {"bits": stats.pack_correct(test), "images": len(test)},
-        "trials": run.trials,
+        "trials": run.trials, "machine": cpu(),
+        **({"defaults": defaults_digest()} if run.searcher.startswith("tuner") else {}),
     }  # fmt: skip
 
 
