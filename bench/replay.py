@@ -554,7 +554,10 @@ def main() -> None:
         default=0,
         help="seeds from here on (fresh ones confirm what others chose)",
     )
-    parser.add_argument("--traces", default=TRACES, help=f"file kept beside the curves ({TRACES})")
+    parser.add_argument(
+        "--traces", default=TRACES,
+        help=f"file kept beside the curves ({TRACES}); --analyse takes several, comma-separated",
+    )  # fmt: skip
     parser.add_argument(
         "--replicates",
         type=Path,
@@ -587,8 +590,10 @@ def main() -> None:
     if not warm:
         names = [n for n in names if not (n in SEARCHERS and SEARCHERS[n].warm_start)]
     kept = args.curves / args.traces
-    if args.analyse:
-        traces = [Trace(**t) for t in json.loads(kept.read_text())]
+    if args.analyse:  # several files (disjoint seeds) are analysed as one
+        files = [args.curves / name for name in args.traces.split(",")]
+        traces = [Trace(**t) for f in files for t in json.loads(f.read_text())]
+        traces = [t for t in traces if t.searcher in names and t.workers in workers]
     else:
         traces = run_all(task, names, args.seeds, args.budget, workers, args.jobs, args.first_seed)
         kept.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
