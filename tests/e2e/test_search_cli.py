@@ -293,11 +293,13 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_finishes_the_rest(
 
 def test_a_time_budget_stops_trials_in_time_for_the_confirm(tiny_study_file: Path) -> None:
     folder = tiny_study_file.parent
+    # one-epoch trials, so that even on busy cores two fit in the confirm's fifth of the budget
     confirming = ("--set", "search.confirm_top=2", "--set", "search.confirm_seeds=1")
-    result = run_tuner(folder, "search", "tiny.yaml", "--trials", "1000", "--minutes", "0.75",
-                       *confirming)  # fmt: skip
+    result = run_tuner(folder, "search", "tiny.yaml", "--trials", "1000", "--minutes", "1.25",
+                       "--set", "train.epochs=1", "--set", "space.unfreeze_epoch=never",
+                       "--set", "space.warmup_epochs=0", *confirming)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "time budget: --minutes 0.75 reached" in result.stdout
+    assert "time budget: --minutes 1.25 reached" in result.stdout
     assert "confirming: the top 2 trials re-run on 1 fresh seeds each" in result.stdout
     study = load_tiny(folder)
     ends_at = study.user_attrs["tuner:deadline"]["ends_at"]

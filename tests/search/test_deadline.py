@@ -22,13 +22,29 @@ def study() -> optuna.Study:
 
 def test_the_confirm_is_its_runs_over_the_workers_each_as_long_as_a_top_trial(study) -> None:
     now = time.time()
-    ends = deadline.Deadline(now + 100, 2.0, workers=2, confirm_top=3, confirm_seeds=2)
+    ends = deadline.Deadline(now + 100, 10.0, workers=2, confirm_top=3, confirm_seeds=2)
     assert deadline.full_trial_seconds(study, 3) == pytest.approx(20.0)
     assert ends.confirm_seconds(study) == pytest.approx(60.0)  # 6 runs, 3 rounds on 2 workers
     assert ends.starts_allowed(study, now)  # 100 s left: a 20 s trial, then 60 s of confirm
     assert not ends.starts_allowed(study, now + 25)  # 75 s left
-    top_one = deadline.Deadline(now + 100, 2.0, workers=1, confirm_top=1, confirm_seeds=2)
+    top_one = deadline.Deadline(now + 100, 10.0, workers=1, confirm_top=1, confirm_seeds=2)
     assert top_one.confirm_seconds(study) == pytest.approx(20.0)  # the best trial's 10 s twice
+
+
+def test_the_confirm_takes_at_most_a_fifth_of_the_budget(study) -> None:
+    now = time.time()
+
+    def fits(minutes: float, workers: int = 1) -> int:
+        ends = deadline.Deadline(now + 60 * minutes, minutes, workers, 3, confirm_seeds=2)
+        return ends.confirm_top_that_fits(study)
+
+    assert deadline.CONFIRM_SHARE == 0.2
+    assert fits(10) == 3  # 120 s: 6 runs of 20 s
+    assert fits(7) == 2  # 84 s: 4 runs
+    assert fits(5) == 0  # 60 s: 3 runs, one candidate twice: no rival, no confirm
+    assert fits(5, workers=2) == 3  # 3 rounds of 2 runs
+    ends = deadline.Deadline(now + 300, 5.0, workers=1, confirm_top=3, confirm_seeds=2)
+    assert ends.confirm_seconds(study) == 0.0  # nothing reserved for a confirm that won't run
 
 
 def test_without_a_confirm_only_the_trial_itself_must_fit(study) -> None:

@@ -55,12 +55,21 @@ def confirm_search(
         return None
     if not study_mod.ranked_trials(parent.study):
         return None
-    if ends_at is not None and ends_at.left() < ends_at.confirm_seconds(parent.study) / 2:
-        say(
-            f"\nno time left to confirm the top trials (--minutes {ends_at.minutes:g}): "
-            "export-best takes the best trial; `tuner confirm` runs them later."
-        )
-        return None
+    if ends_at is not None:
+        top = ends_at.confirm_top_that_fits(parent.study)
+        if not top:
+            say(
+                f"\nno confirm: two top trials on {seeds} fresh seed(s) each would take more "
+                f"than {deadline.CONFIRM_SHARE:.0%} of --minutes {ends_at.minutes:g}; "
+                "export-best takes the best trial (`tuner confirm` runs them later)."
+            )
+            return None
+        if ends_at.left() < ends_at.confirm_seconds(parent.study) / 2:
+            say(
+                f"\nno time left to confirm the top trials (--minutes {ends_at.minutes:g}): "
+                "export-best takes the best trial; `tuner confirm` runs them later."
+            )
+            return None
     storage = open_storage(session.storage_url)
     confirm.plan(parent, confirm.open_linked(storage, parent), top, seeds)
     linked = study_mod.load_pinned(storage, study_mod.confirm_study_name(parent.study.study_name))

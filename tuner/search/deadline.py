@@ -19,6 +19,10 @@ import optuna
 from tuner.search import attrs
 from tuner.search import study as study_mod
 
+CONFIRM_SHARE = 0.2
+"""The most of a time budget the confirm may take: the replay showed it paying at 15% (6 full
+trials of 40; bench/RESULTS.md "Replay"), not at the 40% it would take of a short budget."""
+
 
 @dataclass(frozen=True)
 class Deadline:
@@ -30,10 +34,22 @@ class Deadline:
     confirm_top: int
     confirm_seeds: int
 
+    def confirm_top_that_fits(self, study: optuna.Study) -> int:
+        """How many top trials the confirm can re-run in CONFIRM_SHARE of the budget: fewer
+        than ``confirm_top`` when trials are long, and 0 when not even two fit (one candidate
+        has no rival to be judged against), unless only one was asked for."""
+        full = full_trial_seconds(study, self.confirm_top)
+        if not self.confirm_top or not full:
+            return self.confirm_top
+        rounds = math.floor(CONFIRM_SHARE * 60 * self.minutes / full)
+        top = min(self.confirm_top, rounds * self.workers // self.confirm_seeds)
+        return top if top >= min(2, self.confirm_top) else 0
+
     def confirm_seconds(self, study: optuna.Study) -> float:
         """The confirm's wall time: its runs over the workers, each as long as a top trial
         took (0 before any trial completed: nothing to confirm yet)."""
-        runs = min(self.confirm_top, len(_top(study, self.confirm_top))) * self.confirm_seeds
+        top = self.confirm_top_that_fits(study)
+        runs = min(top, len(_top(study, top))) * self.confirm_seeds
         return full_trial_seconds(study, self.confirm_top) * math.ceil(runs / self.workers)
 
     def starts_allowed(self, study: optuna.Study, now: float | None = None) -> bool:
