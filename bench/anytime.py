@@ -196,6 +196,7 @@ def _fashion_task(work: Path) -> TaskSetup:
     """The real task: ``upstream.DOWNSTREAM`` from the upstream backbone (built if missing)."""
     recipe = upstream.UpstreamRecipe()
     weights = str(upstream.build(recipe))
+    _same_build(work, hashlib.sha256(Path(weights).read_bytes()).hexdigest()[:8])
     sets = [*upstream.DOWNSTREAM, f"model.weights={weights}", "search.study=anytime"]
     task = prepare_task("fashion", work, sets, weights)
     note = (
@@ -205,6 +206,19 @@ def _fashion_task(work: Path) -> TaskSetup:
         f"on the other five classes ({recipe.name}; its checks in bench/RESULTS.md)."
     )
     return TaskSetup(**{**task.__dict__, "note": note})
+
+
+def _same_build(work: Path, build: str) -> None:
+    """A race's runs all fine-tune one upstream build: the build differs between CPU kinds
+    (and hosts), so a work folder remembers its build and refuses another."""
+    kept = work / "upstream-build.txt"
+    if kept.exists() and kept.read_text().strip() != build:
+        raise SystemExit(
+            f"{work}: its runs fine-tuned upstream build {kept.read_text().strip()}; this machine "
+            f"built {build}. Runs on other weights do not mix: give another --work."
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    kept.write_text(build + "\n")
 
 
 def _transfer_task(work: Path) -> TaskSetup:

@@ -37,3 +37,10 @@ def test_a_run_of_another_machine_stops_the_race(tmp_path: Path) -> None:
 def test_a_tuner_run_with_other_defaults_runs_again(tmp_path: Path) -> None:
     assert anytime._kept_run(_kept(tmp_path, "tuner", defaults="0123456789ab")) is None
     assert anytime._kept_run(_kept(tmp_path, "ray", defaults="0123456789ab")) is not None
+
+
+def test_a_work_folder_keeps_its_upstream_build(tmp_path: Path) -> None:
+    anytime._same_build(tmp_path, "9c295af3")
+    anytime._same_build(tmp_path, "9c295af3")  # the same build resumes
+    with pytest.raises(SystemExit, match="built f20f225c"):
+        anytime._same_build(tmp_path, "f20f225c")
