@@ -41,9 +41,9 @@ def test_the_header_is_short_and_the_full_config_is_kept_in_a_file(
     )
     assert "space.batch_size={choices: [32, 64]}" in config_line
     assert "search.study" not in config_line  # the study line names it
-    # 11 keys differ (search.baselines=false among them): 8 are named, the rest counted
-    assert config_line.endswith(" and 3 more (in full: tuner-logs/tiny/config.yaml)")
-    for label in ("data:", "weights:", "artifacts:", "device:", "placement:"):
+    # 12 keys differ (search.baselines=false among them): 8 are named, the rest counted
+    assert config_line.endswith(" and 4 more (in full: tuner-logs/tiny/config.yaml)")
+    for label in ("data:", "weights:", "confirm:", "artifacts:", "device:", "placement:"):
         assert any(line.startswith(label) for line in header), (label, header)
     written = yaml.safe_load((tmp_path / "tuner-logs" / "tiny" / "config.yaml").read_text())
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{tmp_path / 'tuner.db'}")
