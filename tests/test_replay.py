@@ -142,7 +142,8 @@ def test_paired_table_counts_wins_seed_by_seed() -> None:
     traces = [trace("tuner", s, 1.0 + s) for s in range(8)]
     traces += [trace("random", s, 2.0 + s) for s in range(8)]  # always one point worse
     traces += [trace("ray-asha", s, 1.0 + s - (s % 2)) for s in range(8)]  # half as good
-    table = replay.paired(traces, ["tuner", "random", "ray-asha", "optuna-median"], "cpu", 1)
+    names = ["tuner", "random", "ray-asha", "optuna-median"]
+    table = replay.paired(traces, names, "cpu", 1, against="tuner")
     header, _, random_row, ray_row = table.splitlines()  # no row for tuner nor a missing one
     assert header.count("at ") == len(replay.FRACTIONS)
     assert random_row.startswith("| random | -1.00 (8-0, p=0.0078)")
@@ -156,10 +157,24 @@ def test_half_time_compares_times_to_the_peers_final_median() -> None:
     traces = [trace("tuner", s, [(10.0, 2.0, 0.8), (20.0, 0.5, 0.8)]) for s in range(3)]
     traces += [trace("random", s, [(40.0, 3.0, 0.8), (80.0, 1.0, 0.8)]) for s in range(3)]
     traces += [trace("ray-asha", s, [(90.0, 0.1, 0.8)]) for s in range(3)]
-    table = replay.half_time(traces, ["tuner", "random", "ray-asha"], "cpu", 1)
+    table = replay.half_time(traces, ["tuner", "random", "ray-asha"], "cpu", 1, against="tuner")
     _, _, random_row, ray_row = table.splitlines()
     assert random_row == "| random | 1.00 | 80% | 20% | 0.25 |"  # tuner was there at 20 s
     assert ray_row == "| ray-asha | 0.10 | 90% | never | inf |"
+
+
+def test_load_traces_counts_a_seed_once_taking_the_first_file(tmp_path: Path) -> None:
+    def kept(path: Path, regret: float, seeds: range) -> Path:
+        traces = [replay.Trace("tuner", "cpu", 1, s, 100.0, [(5.0, regret, 0.8)], 10)
+                  for s in seeds]  # fmt: skip
+        path.write_text(json.dumps([dataclasses.asdict(t) for t in traces]))
+        return path
+
+    first = kept(tmp_path / "first.json", 1.0, range(3))
+    second = kept(tmp_path / "second.json", 2.0, range(2, 5))  # seed 2 replayed again
+    traces = replay.load_traces([first, second])
+    assert sorted(t.seed for t in traces) == [0, 1, 2, 3, 4]
+    assert {t.seed: t.at(100.0)[0] for t in traces}[2] == 1.0
 
 
 def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_path: Path) -> None:
@@ -170,7 +185,7 @@ def test_run_all_replays_the_plan_on_worker_processes(task: replay.Task, tmp_pat
     assert ("tuner-startup-4", "cpu", 2, 0) not in plan and ("random", "gpu", 2, 1) in plan
     kept = json.loads(json.dumps([dataclasses.asdict(t) for t in traces]))  # as main keeps them
     assert [replay.Trace(**t).at(t["budget"]) for t in kept] == [t.at(t.budget) for t in traces]
-    replay.plot(traces, names, 1, tmp_path / "replay.png")
+    replay.plot(traces, names, 1, tmp_path / "replay.png", bold="random")
     assert (tmp_path / "replay.png").read_bytes()[:4] == b"\x89PNG"
 
 
