@@ -23,7 +23,9 @@ official test photos of those classes. Each searcher hands back one model (tuner
 export-best``); only then are the held-out test images read, for that model alone.
 
 With ``--work DIR`` every finished run is kept in ``DIR/runs/<task>-<searcher>-<seed>/``
-(``run.json``) and a rerun with the same DIR skips it: a long race resumes where it stopped.
+(``run.json``) and a rerun with the same DIR skips it: a long race resumes where it stopped;
+``DIR/race.json`` keeps its budget and tasks, and ``--analyse DIR`` writes the results of
+whatever runs DIR holds (both files are tracked: a later session re-analyses from a clone).
 
 Ray Tune runs in an environment of the bench's own (``bench/.ray-venv``, made on first use,
 ``pip install "ray[tune]"``), never in the package's dependencies.
@@ -571,25 +573,52 @@ def cpu() -> str:
     return f"{os.cpu_count()} cores ({name}), torch {torch.__version__}"
 
 
-RUNS_FILE = "runs.json"
+RACE_FILE = "race.json"
+"""A work folder's race: its budget, machine and tasks (with what the bench checked about
+each); with the runs' own ``run.json`` it is all ``--analyse WORK`` needs (both are tracked)."""
 
 
 def run_and_record(args: argparse.Namespace) -> dict:
-    """Every run, kept in ``WORK/runs.json`` (``--analyse WORK`` reads it back)."""
+    """Every run, kept in ``WORK``: ``race.json`` first, each finished run's ``run.json``."""
     started = time.monotonic()
     work = (args.work or Path(tempfile.mkdtemp(prefix="tuner-anytime-"))).resolve()  # runs cd
     tasks = prepare_tasks(work, args.tasks)
+    keep_race(work, args.budget, {task.name: task.note for task in tasks})
     runs = run_all(tasks, args.seeds, args.budget, work)
-    record = {
-        "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "seeds": args.seeds, "budget": args.budget, "machine": machine(),
-        "minutes": (time.monotonic() - started) / 60,
-        "tasks": {task.name: task.note for task in tasks},
-        "runs": [_run_record(r) for r in runs],
-    }  # fmt: skip
-    (work / RUNS_FILE).write_text(json.dumps(record))
     print(f"runs kept in {work}")
-    return record
+    record = load_race(work)
+    return {**record, "minutes": (time.monotonic() - started) / 60,
+            "runs": [_run_record(r) for r in runs]}  # fmt: skip
+
+
+def keep_race(work: Path, budget: float, notes: dict[str, str]) -> None:
+    """Write (or extend with new tasks) ``WORK/race.json``; a race resumes only with its own
+    budget: runs of another budget would be compared as if alike."""
+    path = work / RACE_FILE
+    race = json.loads(path.read_text()) if path.exists() else {"budget": budget, "tasks": {}}
+    if race["budget"] != budget:
+        raise SystemExit(
+            f"{path}: this race runs --budget {race['budget']:g}, not {budget:g}: give that "
+            "budget or another --work."
+        )
+    race.setdefault("machine", machine())
+    race["tasks"] = {**race["tasks"], **notes}
+    path.write_text(json.dumps(race, indent=1))
+
+
+def load_race(work: Path) -> dict:
+    """The race kept in ``work`` as far as it has run: ``race.json`` and every finished run."""
+    path = work / RACE_FILE
+    if not path.is_file():
+        raise SystemExit(f"{path}: not found; --analyse takes a race's --work folder.")
+    race = json.loads(path.read_text())
+    runs = [json.loads(p.read_text()) for p in sorted((work / "runs").glob("*/run.json"))]
+    runs = [item for item in runs if item["task"] in race["tasks"]]
+    return {
+        **race, "runs": runs, "minutes": None,
+        "when": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "seeds": len({item["seed"] for item in runs}),
+    }  # fmt: skip
 
 
 def _run_record(run: Run) -> dict:
@@ -621,19 +650,20 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "anytime.png")
     parser.add_argument("--work", type=Path, help="keep the runs here (default: a temp folder)")
     parser.add_argument(
-        "--analyse", type=Path, metavar="WORK", help="only write the results of a finished run"
+        "--analyse", type=Path, metavar="WORK", help="only the results of the runs kept in WORK"
     )
     args = parser.parse_args()
     if args.analyse:
-        record = json.loads((args.analyse / RUNS_FILE).read_text())
+        record = load_race(args.analyse)
     else:
         ray_python()  # made (and its install timed) before any run, not during one
         record = run_and_record(args)
     runs = [_run_from(item) for item in record["runs"]]
     plot(runs, record["tasks"], record["budget"], args.plot)
+    took = "" if record["minutes"] is None else f", {record['minutes']:.0f} min in all"
     text = "\n".join([
         f"### Run of {record['when']}: {record['seeds']} seeds x {record['budget']:.0f} s per "
-        f"run, {record['minutes']:.0f} min in all",
+        f"run{took}",
         "", f"Machine: {record['machine']}.", "",
         summarise(runs, record["tasks"], record["budget"]),
         f"![best val accuracy against wall-clock]({args.plot.name})", "",

@@ -1,5 +1,6 @@
-"""``bench/anytime.py`` resumes a race only with runs that still count: same machine, and for
-tuner's runs the same built-in defaults (a wall-clock race mixes neither)."""
+"""``bench/anytime.py`` resumes a race only with runs that still count: same machine, same
+budget, and for tuner's runs the same built-in defaults (a wall-clock race mixes none); what a
+work folder keeps is enough to analyse it again."""
 
 from __future__ import annotations
 
@@ -44,3 +45,28 @@ def test_a_work_folder_keeps_its_upstream_build(tmp_path: Path) -> None:
     anytime._same_build(tmp_path, "9c295af3")  # the same build resumes
     with pytest.raises(SystemExit, match="built f20f225c"):
         anytime._same_build(tmp_path, "f20f225c")
+
+
+def test_a_race_keeps_its_budget_and_is_analysed_from_its_kept_runs(tmp_path: Path) -> None:
+    anytime.keep_race(tmp_path, 360.0, {"fashion": "five clothing classes"})
+    anytime.keep_race(tmp_path, 360.0, {"default": "digits"})  # a later task joins the race
+    with pytest.raises(SystemExit, match="runs --budget 360, not 120"):
+        anytime.keep_race(tmp_path, 120.0, {"fashion": "five clothing classes"})
+    (tmp_path / "runs").mkdir()
+    for searcher in ("optuna", "tuner"):
+        _kept(tmp_path / "runs", searcher)
+    other = tmp_path / "runs" / "transfer-optuna-1"  # a task this race never ran: left out
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"searcher": "optuna", "task": "transfer",
+                                                "seed": 1}))  # fmt: skip
+    race = anytime.load_race(tmp_path)
+    assert race["budget"] == 360.0 and set(race["tasks"]) == {"fashion", "default"}
+    assert sorted(r["searcher"] for r in race["runs"]) == ["optuna", "tuner"]
+    assert race["seeds"] == 1 and race["minutes"] is None
+    runs = [anytime._run_from(item) for item in race["runs"]]
+    assert all(run.best_at(360.0) == 0.5 for run in runs)
+
+
+def test_analysing_a_folder_without_a_race_says_what_it_takes(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"race\.json: not found; --analyse takes"):
+        anytime.load_race(tmp_path)
