@@ -70,3 +70,10 @@ def test_a_race_keeps_its_budget_and_is_analysed_from_its_kept_runs(tmp_path: Pa
 def test_analysing_a_folder_without_a_race_says_what_it_takes(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match=r"race\.json: not found; --analyse takes"):
         anytime.load_race(tmp_path)
+
+
+def test_the_half_time_goal_needs_a_time_on_both_sides() -> None:
+    assert anytime._half_time_verdict(50.0, 100.0) == "0.50 | met"
+    assert anytime._half_time_verdict(80.0, 100.0) == "0.80 | NOT met"
+    assert anytime._half_time_verdict(float("inf"), 100.0) == "inf | NOT met"
+    assert anytime._half_time_verdict(80.0, float("inf")).startswith("n/a | NOT met")
